@@ -1,0 +1,1 @@
+"""Wine-quality prediction, from raw data to a monitored production service."""

@@ -1,0 +1,1 @@
+"""Data operations: ingestion (UCI files or URL, synthetic generator), validation, preparation."""

@@ -1,0 +1,1 @@
+"""Model export: ONNX (with a parity check) and the Triton model repository."""

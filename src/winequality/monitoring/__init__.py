@@ -1,0 +1,1 @@
+"""Drift detection service and the Alertmanager webhook receiver."""

@@ -1,0 +1,74 @@
+"""Typed view of ``params.yaml``: one model per pipeline stage, validated on load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Block):
+    source: str = "auto"
+    """``auto`` (UCI if downloadable, else synthetic), ``uci``, ``synthetic`` or a path."""
+    synthetic_rows: int = Field(6000, gt=0)
+    seed: int = 42
+    download_timeout_s: float = Field(10.0, gt=0)
+
+
+class ValidateParams(_Block):
+    policy: Literal["fail", "quarantine"] = "fail"
+
+
+class PrepareParams(_Block):
+    test_size: float = Field(0.2, gt=0, lt=1)
+    reference_size: int = Field(1000, gt=0)
+    seed: int = 42
+
+
+Family = Literal["elasticnet", "random_forest", "hist_gradient_boosting"]
+
+
+class TrainParams(_Block):
+    family: Family = "elasticnet"
+    alpha: float = Field(0.001, gt=0)
+    l1_ratio: float = Field(0.5, ge=0, le=1)
+    search: bool = True
+    cv_folds: int = Field(5, ge=2)
+    seed: int = 42
+    alpha_grid: list[float] = Field(default_factory=lambda: [0.0001, 0.001, 0.01, 0.1, 1.0])
+    l1_ratio_grid: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9, 1.0])
+
+
+class ExportParams(_Block):
+    parity_tolerance: float = Field(1e-4, gt=0)
+    opset: int = 17
+
+
+class PromoteParams(_Block):
+    metric: Literal["rmse", "mae"] = "rmse"
+    min_improvement: float = Field(0.0, ge=0)
+
+
+class Params(_Block):
+    data: DataParams = DataParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    prepare: PrepareParams = PrepareParams()
+    train: TrainParams = TrainParams()
+    export: ExportParams = ExportParams()
+    promote: PromoteParams = PromoteParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def load_params(path: Path = Path("params.yaml")) -> Params:
+    """Read and validate the parameters file; a missing file means all defaults."""
+    if not path.exists():
+        return Params()
+    raw = yaml.safe_load(path.read_text()) or {}
+    return Params.model_validate(raw)

@@ -1,0 +1,1 @@
+"""Continuous training: refresh data, train, gate, promote, notify."""

@@ -1,0 +1,1 @@
+"""The FastAPI serving app: in-process ONNX or a V2 proxy."""

@@ -1,0 +1,79 @@
+"""Runtime settings, read from the environment (prefix ``WINEQ_``) or a ``.env`` file.
+
+Each field is documented where it is declared. Nothing here touches the disk or network at import:
+construct ``Settings()`` where it is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """All knobs of the system with embedded defaults that work on a fresh machine."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WINEQ_", env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
+
+    # --- paths -------------------------------------------------------------------------------
+    project_dir: Path = Path(".")
+    """Root of the project (where params.yaml and dvc.yaml live)."""
+    params_file: Path = Path("params.yaml")
+    """Pipeline parameters, one block per stage."""
+    cache_dir: Path = Path.home() / ".cache" / "winequality"
+    """Downloads (UCI data, the Triton server wheel) are cached here."""
+
+    # --- tracking ----------------------------------------------------------------------------
+    mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
+    """MLflow server; unset means the embedded SQLite store ``sqlite:///mlruns.db``."""
+    mlflow_artifacts_dir: Path = Path("mlartifacts")
+    """Artifact folder of the embedded store (ignored when a server is used)."""
+    experiment_name: str = "wine-quality"
+    """MLflow experiment that holds the training runs."""
+    registered_model_name: str = "wine-quality"
+    """Name of the model in the MLflow model registry."""
+
+    # --- serving -----------------------------------------------------------------------------
+    model_dir: Path = Path("models/serving")
+    """Directory written by ``winequality registry pull``: model.onnx + metadata.json."""
+    backend: Literal["onnx", "remote"] = "onnx"
+    """``onnx`` runs the model in process; ``remote`` proxies to a V2 server (Seldon/Triton)."""
+    remote_url: str = "http://127.0.0.1:8001"
+    """Base URL of the V2 inference server in ``remote`` mode."""
+    remote_model: str = "wine-quality"
+    """Model name on the V2 server."""
+    remote_timeout_s: float = 2.0
+    """Per-request timeout towards the V2 server."""
+    remote_retries: int = 2
+    """Retries on connection errors only (never on timeouts: the request may have run)."""
+    onnx_threads: int = 1
+    """Intra-op threads of the onnxruntime session."""
+    max_batch_rows: int = 10_000
+    """Largest number of wines accepted in one request."""
+    max_body_bytes: int = 4_000_000
+    """Largest request body accepted (413 above)."""
+    admin_token: str | None = None
+    """Bearer token for ``POST /admin/reload``; unset disables the endpoint (401)."""
+    host: str = "127.0.0.1"
+    """Interface the app binds to."""
+    port: int = 8000
+    """Port the app binds to."""
+
+    # --- monitoring --------------------------------------------------------------------------
+    detector_url: str | None = None
+    """Drift detector base URL that receives CloudEvents; unset disables payload logging."""
+    payload_queue_size: int = 1_000
+    """Bound of the payload-logging queue; events beyond it are dropped and counted."""
+    feedback_db: Path = Path("data/feedback.sqlite")
+    """SQLite database with labelled production feedback."""
+
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI in force (embedded SQLite unless a server is configured)."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.project_dir / 'mlruns.db').resolve()}"

@@ -1,0 +1,1 @@
+"""Training, tuning, evaluation and the MLflow model registry."""
