@@ -1,0 +1,57 @@
+# winequality: `make run` trains and serves on embedded defaults; `make test` runs every test.
+# `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+RUN := $(UV) run --frozen
+APT_PACKAGES := prometheus prometheus-alertmanager wrk
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: install
+install: ## install uv if missing, then the locked environment into .venv
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+	$(UV) sync --frozen
+
+.PHONY: system-deps
+system-deps: ## Debian packages for the monitoring loop and benchmarks (Prometheus, Alertmanager, wrk)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	  else echo "please install:$$missing (Debian package names)"; exit 1; fi; \
+	fi
+
+.PHONY: pipeline
+pipeline: install ## run the DVC pipeline: data -> validate -> prepare -> train -> evaluate -> ONNX -> register -> promote
+	$(RUN) dvc repro
+	$(RUN) winequality registry pull --alias champion --dest models/serving
+	$(RUN) winequality summary
+
+.PHONY: run
+run: pipeline ## the main job: run the pipeline on embedded defaults and print where the model is
+
+.PHONY: lint
+lint: install ## ruff and mypy (strict)
+	$(RUN) ruff check src tests benchmarks
+	$(RUN) ruff format --check src tests benchmarks
+	$(RUN) mypy
+
+.PHONY: test
+test: install system-deps ## install what the tests need and run them all (unit, integration, e2e)
+	$(RUN) ruff check src tests benchmarks
+	$(RUN) mypy
+	$(RUN) pytest
+
+.PHONY: bench
+bench: install system-deps ## run the benchmarks (figures side by side with their baselines)
+	$(RUN) python benchmarks/pipeline.py
+
+.PHONY: clean
+clean: ## remove generated data, models, tracking store and caches (not the DVC remote)
+	rm -rf data models metrics reports mlruns.db mlartifacts .pytest_cache .mypy_cache .ruff_cache
