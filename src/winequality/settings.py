@@ -71,6 +71,22 @@ class Settings(BaseSettings):
     """Bound of the payload-logging queue; events beyond it are dropped and counted."""
     feedback_db: Path = Path("data/feedback.sqlite")
     """SQLite database with labelled production feedback."""
+    recent_requests: int = 10_000
+    """Requests whose rows the app remembers so feedback can name them by request id."""
+
+    # --- continuous training -----------------------------------------------------------------
+    webhook_token: str | None = None
+    """Bearer token Alertmanager must present to the retraining webhook; unset refuses all."""
+    webhook_port: int = 8082
+    """Port of the retraining webhook."""
+    retrain_alerts: tuple[str, ...] = ("WineQualityDrift",)
+    """Alert names that start a retraining."""
+    retrain_cooldown_s: float = 300.0
+    """Quiet period after a retraining during which new alerts are acknowledged, not acted on."""
+    retrain_command: tuple[str, ...] = ("winequality", "retrain")
+    """The job the webhook runs (in a child process, so the webhook stays small)."""
+    app_url: str = "http://127.0.0.1:8000"
+    """Serving app told to reload after a promotion."""
 
     def tracking_uri(self) -> str:
         """The MLflow tracking URI in force (embedded SQLite unless a server is configured)."""

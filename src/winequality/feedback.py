@@ -1,0 +1,131 @@
+"""Durable store of labelled production data: the true quality of wines the app scored.
+
+SQLite (standard library, WAL mode) so it needs no server and survives restarts. The serving app
+writes to it from ``POST /feedback``; the retraining job reads it back as a data frame with
+``schema.DATA_COLUMNS``. Rows are validated with the same rules as every other input.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from winequality import schema
+from winequality.inference.features import FeatureError, columns_to_matrix
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at TEXT NOT NULL,
+    request_id TEXT,
+    row_index INTEGER,
+    quality INTEGER NOT NULL,
+    features TEXT NOT NULL
+)
+"""
+
+
+def validate_labelled_rows(
+    rows: Sequence[Mapping[str, Any]], qualities: Sequence[Any]
+) -> list[tuple[int, str, str]]:
+    """Problems (row, field, reason) with feature rows and their true qualities; empty if fine."""
+    problems: list[tuple[int, str, str]] = []
+    if len(rows) != len(qualities):
+        return [(-1, "quality", f"{len(qualities)} labels for {len(rows)} rows")]
+    expected = {*schema.FEATURE_NAMES, schema.WINE_TYPE}
+    for i, row in enumerate(rows):
+        problems += [(i, name, "missing") for name in sorted(expected - row.keys())]
+        problems += [(i, name, "unknown field") for name in sorted(row.keys() - expected)]
+    for i, q in enumerate(qualities):
+        if isinstance(q, bool) or not isinstance(q, int | float) or q != int(q):
+            problems.append((i, "quality", f"must be an integer, got {q!r}"))
+        elif not schema.QUALITY_MIN <= q <= schema.QUALITY_MAX:
+            span = f"[{schema.QUALITY_MIN}, {schema.QUALITY_MAX}]"
+            problems.append((i, "quality", f"{q} is outside {span}"))
+    if problems:
+        return problems
+    try:
+        columns = {n: [_number(r[n]) for r in rows] for n in schema.FEATURE_NAMES}
+        columns_to_matrix(columns, [r[schema.WINE_TYPE] for r in rows])
+    except FeatureError as exc:
+        return exc.problems
+    except (TypeError, ValueError) as exc:
+        return [(-1, "features", str(exc))]
+    return []
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"feature values must be numbers, got {value!r}")
+    return float(value)
+
+
+class FeedbackStore:
+    """Append-only SQLite table of (features, true quality), safe to share between threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(_DDL)
+
+    def add(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        qualities: Sequence[int],
+        request_id: str | None = None,
+        row_indices: Sequence[int] | None = None,
+    ) -> int:
+        """Store validated rows with their labels; raises ``FeatureError`` on bad input."""
+        problems = validate_labelled_rows(rows, qualities)
+        if problems:
+            raise FeatureError(problems)
+        now = datetime.now(UTC).isoformat()
+        indices = list(row_indices) if row_indices is not None else [None] * len(rows)
+        records = [
+            (now, request_id, idx, int(q), json.dumps({k: row[k] for k in sorted(row)}))
+            for row, q, idx in zip(rows, qualities, indices, strict=True)
+        ]
+        with self._lock:
+            self._conn.execute("BEGIN")
+            self._conn.executemany(
+                "INSERT INTO feedback (received_at, request_id, row_index, quality, features)"
+                " VALUES (?, ?, ?, ?, ?)",
+                records,
+            )
+            self._conn.execute("COMMIT")
+        return len(records)
+
+    def count(self) -> int:
+        with self._lock:
+            (n,) = self._conn.execute("SELECT COUNT(*) FROM feedback").fetchone()
+        return int(n)
+
+    def frame(self) -> pd.DataFrame:
+        """All feedback as a frame with ``schema.DATA_COLUMNS`` (oldest first)."""
+        import pandas as pd
+
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT features, quality FROM feedback ORDER BY id"
+            ).fetchall()
+        records = [json.loads(features) | {schema.TARGET: quality} for features, quality in rows]
+        frame = pd.DataFrame.from_records(records, columns=list(schema.DATA_COLUMNS))
+        frame = frame.astype(dict.fromkeys(schema.FEATURE_NAMES, np.float64))
+        return frame.astype({schema.TARGET: np.int64, schema.WINE_TYPE: str})
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

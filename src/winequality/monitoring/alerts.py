@@ -1,0 +1,203 @@
+"""The Alertmanager webhook receiver that starts the retraining job.
+
+Alertmanager retries a webhook until it answers 2xx and re-sends firing alerts every
+``repeat_interval``, so the receiver must be idempotent: one retraining at a time, duplicates and
+repeats acknowledged (200) but not queued, and a cool-down after each run so a drift alert that is
+still firing while the new model settles does not start a second run.
+
+The job runs as a child process (``Settings.retrain_command``): the webhook stays small and never
+imports the training stack, and a crashing job cannot take the receiver down.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, HTTPException, status
+from pydantic import BaseModel, ConfigDict
+
+from winequality.settings import Settings
+
+Action = Literal["started", "already_running", "cooling_down", "ignored"]
+
+
+class Alert(BaseModel):
+    """One alert of Alertmanager's webhook payload (only the fields we use are required)."""
+
+    model_config = ConfigDict(extra="allow")
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] = {}
+    fingerprint: str | None = None
+
+
+class AlertmanagerPayload(BaseModel):
+    """Alertmanager webhook body, version 4."""
+
+    model_config = ConfigDict(extra="allow")
+    version: str
+    status: Literal["firing", "resolved"]
+    receiver: str = ""
+    groupKey: str = ""  # noqa: N815 (Alertmanager's field name)
+    alerts: list[Alert]
+
+
+@dataclass
+class RunRecord:
+    started_at: str
+    reason: str
+    pid: int
+    finished_at: str | None = None
+    exit_code: int | None = None
+    result: dict[str, Any] | None = None
+    """The last JSON object the job printed (its summary), if any."""
+
+
+@dataclass
+class Retrainer:
+    """Runs the retraining command at most once at a time, with a cool-down after each run."""
+
+    command: Sequence[str]
+    cooldown_s: float
+    log_dir: Path
+    env: dict[str, str] | None = None
+    runs: list[RunRecord] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _proc: subprocess.Popen[bytes] | None = None
+    _cooldown_until: float = 0.0
+
+    def state(self) -> Literal["idle", "running", "cooling_down"]:
+        with self._lock:
+            return self._state_locked()
+
+    def _state_locked(self) -> Literal["idle", "running", "cooling_down"]:
+        if self._proc is not None:
+            return "running"
+        if time.monotonic() < self._cooldown_until:
+            return "cooling_down"
+        return "idle"
+
+    def trigger(self, reason: str) -> Action:
+        """Start the job unless one runs or the cool-down is on; never blocks on the job."""
+        with self._lock:
+            current = self._state_locked()
+            if current == "running":
+                return "already_running"
+            if current == "cooling_down":
+                return "cooling_down"
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+            log_path = self.log_dir / f"retrain-{stamp}.log"
+            with log_path.open("wb") as log:
+                self._proc = subprocess.Popen(
+                    list(self.command),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=self.env if self.env is not None else dict(os.environ),
+                    start_new_session=True,
+                )
+            record = RunRecord(datetime.now(UTC).isoformat(), reason, self._proc.pid)
+            self.runs.append(record)
+            threading.Thread(
+                target=self._wait, args=(self._proc, record, log_path), daemon=True
+            ).start()
+            return "started"
+
+    def _wait(self, proc: subprocess.Popen[bytes], record: RunRecord, log_path: Path) -> None:
+        code = proc.wait()
+        with self._lock:
+            record.exit_code = code
+            record.finished_at = datetime.now(UTC).isoformat()
+            record.result = _last_json_object(log_path)
+            self._proc = None
+            self._cooldown_until = time.monotonic() + self.cooldown_s
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "state": self._state_locked(),
+                "runs": [asdict(r) for r in self.runs],
+                "cooldown_remaining_s": max(0.0, self._cooldown_until - time.monotonic()),
+            }
+
+    def stop(self) -> None:
+        with self._lock:
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+
+
+def _last_json_object(log_path: Path) -> dict[str, Any] | None:
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for raw in reversed(lines):
+        line = raw.strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+def create_app(settings: Settings, retrainer: Retrainer) -> FastAPI:
+    """The webhook app: ``POST /alerts`` (Alertmanager), ``GET /status``, health."""
+    app = FastAPI(title="winequality retraining webhook", version="1")
+    expected = settings.webhook_token
+
+    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
+        scheme, _, token = (authorization or "").partition(" ")
+        # compare_digest keeps the comparison time independent of where the tokens differ.
+        if (
+            expected is None
+            or scheme.lower() != "bearer"
+            or not hmac.compare_digest(token.encode(), expected.encode())
+        ):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "a valid bearer token is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    @app.post("/alerts", dependencies=[Depends(authorized)])
+    def alerts(payload: AlertmanagerPayload) -> dict[str, Any]:
+        firing = [
+            a
+            for a in payload.alerts
+            if a.status == "firing" and a.labels.get("alertname") in settings.retrain_alerts
+        ]
+        if not firing:
+            return {"action": "ignored", "reason": "no firing alert that triggers retraining"}
+        names = sorted({a.labels["alertname"] for a in firing})
+        action = retrainer.trigger(reason=",".join(names))
+        return {"action": action, "alerts": names, "state": retrainer.state()}
+
+    @app.get("/status")
+    def status_() -> dict[str, Any]:
+        return retrainer.status()
+
+    @app.get("/health/live")
+    def live() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/health/ready")
+    def ready() -> dict[str, str]:
+        return {"status": "ready"}
+
+    return app

@@ -1,0 +1,68 @@
+"""`winequality summary`: what the last pipeline run produced and where to look next.
+
+Reads only files the pipeline wrote (no MLflow import), so it is instant.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from winequality import artifacts
+from winequality.settings import Settings
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def summarize(settings: Settings, console: Console) -> bool:
+    """Print the summary; returns False when there is no pulled champion model yet."""
+    root = settings.project_dir
+    bundle = root / settings.model_dir
+    source = _read_json(root / "data/raw/source.json")
+    promotion = _read_json(root / "reports/promotion.json")
+    if not (bundle / artifacts.METADATA_FILE).exists():
+        console.print(
+            f"[red]No model bundle at {bundle}[/red]: run `make run` "
+            "(or `dvc repro` then `winequality registry pull --alias champion`)."
+        )
+        return False
+    meta = artifacts.read_metadata(bundle)
+
+    table = Table(title=f"{meta.name} v{meta.version} ({meta.alias or 'no alias'})")
+    table.add_column("test metric")
+    table.add_column("value", justify="right")
+    for key, value in sorted(meta.metrics.items()):
+        table.add_row(key, f"{value:.4f}")
+    if meta.parity_max_abs_diff is not None:
+        table.add_row("onnx parity (max |diff|)", f"{meta.parity_max_abs_diff:.2e}")
+    console.print(table)
+
+    if source:
+        kind, where, rows = source.get("kind"), source.get("source"), source.get("rows")
+        console.print(f"data: {kind} ({where}), {rows} rows")
+        if source.get("reason"):
+            console.print(f"  [yellow]note:[/yellow] {source['reason']}")
+    if promotion:
+        verdict = "promoted" if promotion.get("promoted") else "refused"
+        console.print(f"promotion: {verdict}: {promotion.get('reason', '')}")
+    console.print(f"model bundle: [bold]{bundle.resolve()}[/bold] (model.onnx, metadata.json)")
+    console.print(f"MLflow run: {meta.run_id}, family {meta.family}")
+    uri = settings.tracking_uri()
+    ui = (
+        f"uv run mlflow ui --backend-store-uri {uri} --port 5000"
+        if uri.startswith("sqlite:")
+        else f"open {uri}"
+    )
+    console.print(f"MLflow UI: [bold]{ui}[/bold]")
+    console.print("serve it: [bold]uv run winequality serve[/bold]")
+    return True
