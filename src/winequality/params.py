@@ -15,7 +15,7 @@ class _Block(BaseModel):
 
 class DataParams(_Block):
     source: str = "auto"
-    """``auto`` (UCI if downloadable, else synthetic), ``uci``, ``synthetic`` or a path."""
+    """``auto`` (UCI if downloadable, else synthetic), ``uci``, ``synthetic``, a URL or a path."""
     synthetic_rows: int = Field(6000, gt=0)
     seed: int = 42
     download_timeout_s: float = Field(10.0, gt=0)
@@ -55,6 +55,15 @@ class PromoteParams(_Block):
     min_improvement: float = Field(0.0, ge=0)
 
 
+class DriftParams(_Block):
+    window_size: int = Field(200, ge=2)
+    """Rows per (tumbling) detection window of the drift detector."""
+    p_val: float = Field(0.05, gt=0, lt=1)
+    """Family-wise significance level, before the multiple-testing correction."""
+    correction: Literal["bonferroni", "fdr"] = "bonferroni"
+    """``bonferroni`` (p_val / number of tests) or ``fdr`` (Benjamini-Hochberg)."""
+
+
 class Params(_Block):
     data: DataParams = DataParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
@@ -62,6 +71,7 @@ class Params(_Block):
     train: TrainParams = TrainParams()
     export: ExportParams = ExportParams()
     promote: PromoteParams = PromoteParams()
+    drift: DriftParams = DriftParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

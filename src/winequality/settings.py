@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     """Pipeline parameters, one block per stage."""
     cache_dir: Path = Path.home() / ".cache" / "winequality"
     """Downloads (UCI data, the Triton server wheel) are cached here."""
+    uci_url: str = "https://archive.ics.uci.edu/static/public/186/wine+quality.zip"
+    """UCI Wine Quality archive fetched by ``winequality data ingest`` (a mirror may be set)."""
 
     # --- tracking ----------------------------------------------------------------------------
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
@@ -51,6 +53,9 @@ class Settings(BaseSettings):
     """Per-request timeout towards the V2 server."""
     remote_retries: int = 2
     """Retries on connection errors only (never on timeouts: the request may have run)."""
+    triton_max_batch_size: int = 1024
+    """``max_batch_size`` of the exported Triton models; the remote predictor sends larger
+    matrices as several requests of at most this many rows."""
     onnx_threads: int = 1
     """Intra-op threads of the onnxruntime session."""
     max_batch_rows: int = 10_000
@@ -59,6 +64,8 @@ class Settings(BaseSettings):
     """Largest request body accepted (413 above)."""
     admin_token: str | None = None
     """Bearer token for ``POST /admin/reload``; unset disables the endpoint (401)."""
+    reload_watch_s: float = 0.0
+    """Poll interval of the model dir's metadata.json for automatic reloads; 0 disables."""
     host: str = "127.0.0.1"
     """Interface the app binds to."""
     port: int = 8000
