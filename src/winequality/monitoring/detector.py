@@ -1,0 +1,247 @@
+"""Data-drift tests of a window of live rows against the reference sample.
+
+One two-sample Kolmogorov-Smirnov test per measurement and one chi-squared test for ``wine_type``,
+followed by a multiple-testing correction over all of them (Bonferroni, or Benjamini-Hochberg FDR).
+The KS statistic of all features is computed in one vectorised pass and its p-value uses Smirnov's
+asymptotic distribution, exactly as ``scipy.stats.ks_2samp(..., method="asymp")`` does (which is
+what Alibi Detect's ``KSDrift`` calls), so decisions agree with the Alibi backend.
+
+Pure functions over numpy arrays; imports numpy, scipy, pandas and pydantic only (the detector
+service must start fast and never pull in MLflow or DVC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pydantic import BaseModel
+from scipy import stats
+
+from winequality import schema
+from winequality.inference.features import FeatureError, encode_wine_type, range_problems
+from winequality.params import DriftParams
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+
+TEST_NAMES: Final[tuple[str, ...]] = (*schema.FEATURE_NAMES, schema.WINE_TYPE)
+"""Order of the tests: the 11 measurements (KS), then ``wine_type`` (chi-squared)."""
+N_TESTS: Final = len(TEST_NAMES)
+
+
+class ReferenceSampleError(ValueError):
+    """The reference sample is missing, unreadable or does not follow ``schema.DATA_COLUMNS``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """The reference sample in the form the tests need."""
+
+    sorted_features: FloatArray
+    """[n, 11] measurements, each column sorted ascending (columns are tested independently)."""
+    type_counts: IntArray
+    """Rows per wine type, in ``schema.WINE_TYPES`` order."""
+    source: str = ""
+    """Where it was loaded from (shown in reports and ``/drift``)."""
+
+    @property
+    def size(self) -> int:
+        return int(self.sorted_features.shape[0])
+
+
+class DriftResult(BaseModel):
+    """Outcome of one window; the JSON of ``GET /drift`` and of the Alibi subprocess."""
+
+    is_drift: bool
+    p_values: dict[str, float]
+    """Uncorrected p-value per test (features, then ``wine_type``)."""
+    distances: dict[str, float]
+    """KS statistic per feature; total-variation distance of the type mix for ``wine_type``."""
+    drifted: list[str]
+    """Tests significant after the correction."""
+    threshold: float
+    """Family-wise significance level before the correction (``drift.p_val``)."""
+    corrected_threshold: float
+    """Level a single p-value is compared with after the correction."""
+    correction: str
+    window_size: int
+    reference_size: int
+    backend: str = "ks"
+
+
+def validate_rows(
+    measurements: npt.ArrayLike, wine_type: Sequence[Any] | npt.NDArray[Any]
+) -> tuple[FloatArray, BoolArray]:
+    """[n, 11] measurements + wine types -> (float64 matrix, is_white); FeatureError names rows."""
+    values = np.asarray(measurements, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != len(schema.FEATURE_NAMES):
+        raise FeatureError(
+            [(-1, "measurements", f"expected shape [n, 11], got {list(values.shape)}")]
+        )
+    if len(wine_type) != values.shape[0]:
+        raise FeatureError(
+            [(-1, schema.WINE_TYPE, f"{len(wine_type)} values for {values.shape[0]} rows")]
+        )
+    problems = range_problems(values)
+    try:
+        is_white = encode_wine_type(wine_type) == 1.0
+    except FeatureError as exc:
+        problems.extend(exc.problems)
+        is_white = np.zeros(values.shape[0], dtype=np.bool_)
+    if problems:
+        raise FeatureError(sorted(problems))
+    return values, is_white
+
+
+def frame_to_rows(frame: pd.DataFrame) -> tuple[FloatArray, BoolArray]:
+    """A frame with the feature columns and ``wine_type`` -> validated (measurements, is_white)."""
+    missing = [c for c in (*schema.FEATURE_NAMES, schema.WINE_TYPE) if c not in frame.columns]
+    if missing:
+        raise FeatureError([(-1, c, "missing column") for c in missing])
+    return validate_rows(
+        frame.loc[:, list(schema.FEATURE_NAMES)].to_numpy(dtype=np.float64),
+        frame[schema.WINE_TYPE].to_numpy(),
+    )
+
+
+def type_counts(is_white: BoolArray) -> IntArray:
+    """Rows per wine type in ``schema.WINE_TYPES`` order (red, white)."""
+    white = int(np.count_nonzero(is_white))
+    return np.array([is_white.shape[0] - white, white], dtype=np.int64)
+
+
+def build_reference(measurements: FloatArray, is_white: BoolArray, source: str = "") -> Reference:
+    """Validated rows -> a Reference (columns sorted once here, not per window)."""
+    if measurements.shape[0] < 2:
+        raise ReferenceSampleError(
+            f"the reference needs at least 2 rows, got {measurements.shape[0]}"
+        )
+    return Reference(np.sort(measurements, axis=0), type_counts(is_white), source)
+
+
+def reference_from_frame(frame: pd.DataFrame, source: str = "") -> Reference:
+    """A frame following ``schema.DATA_COLUMNS`` (``quality`` is not needed) -> a Reference."""
+    try:
+        measurements, is_white = frame_to_rows(frame)
+    except FeatureError as exc:
+        raise ReferenceSampleError(f"invalid reference {source or 'frame'}: {exc}") from exc
+    return build_reference(measurements, is_white, source)
+
+
+def load_reference(path: Path) -> Reference:
+    """Read a reference parquet file (the bundle's ``reference.parquet``)."""
+    if not path.is_file():
+        raise ReferenceSampleError(f"reference sample not found: {path}")
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise ReferenceSampleError(f"cannot read reference sample {path}: {exc}") from exc
+    return reference_from_frame(frame, str(path))
+
+
+def ks_statistics(sorted_reference: FloatArray, window: FloatArray) -> FloatArray:
+    """Two-sample KS statistic of every column at once (same values as ``ks_2samp``).
+
+    Both samples are merged and sorted per column; walking the merged order, the difference of
+    the two empirical CDFs is kept in integer units (``count_ref * n_win - count_win * n_ref``) so
+    ties and rounding behave exactly like scipy's ``searchsorted(..., side="right")`` evaluation.
+    Only the last position of a run of equal values is a valid evaluation point.
+    """
+    n_ref, n_win = sorted_reference.shape[0], window.shape[0]
+    merged = np.concatenate((sorted_reference, window), axis=0)
+    order = np.argsort(merged, axis=0, kind="stable")
+    values = np.take_along_axis(merged, order, axis=0)
+    from_ref = order < n_ref
+    count_ref = np.cumsum(from_ref, axis=0, dtype=np.int64)
+    count_win = np.arange(1, n_ref + n_win + 1, dtype=np.int64)[:, None] - count_ref
+    gap = np.abs(count_ref * n_win - count_win * n_ref)
+    end_of_run = np.ones_like(from_ref)
+    end_of_run[:-1] = values[1:] != values[:-1]
+    return np.asarray(np.where(end_of_run, gap, 0).max(axis=0) / (n_ref * n_win), np.float64)
+
+
+def ks_p_values(statistics: FloatArray, n_ref: int, n_win: int) -> FloatArray:
+    """Smirnov's asymptotic two-sided p-values, as ``ks_2samp(method="asymp")`` computes them."""
+    big, small = max(n_ref, n_win), min(n_ref, n_win)
+    effective_n = np.round(big * small / (big + small))
+    return np.asarray(np.clip(stats.kstwo.sf(statistics, effective_n), 0.0, 1.0), np.float64)
+
+
+def wine_type_test(reference_counts: IntArray, window_counts: IntArray) -> tuple[float, float]:
+    """Chi-squared test of the red/white mix -> (total-variation distance, p-value).
+
+    Categories absent from both samples carry no information and would make the expected
+    frequencies zero, so they are dropped; with fewer than two categories left (e.g. a red-only
+    reference and a red-only window) the mixes are identical and the p-value is 1.
+    """
+    ref_share = reference_counts / max(int(reference_counts.sum()), 1)
+    win_share = window_counts / max(int(window_counts.sum()), 1)
+    distance = 0.5 * float(np.abs(ref_share - win_share).sum())
+    table = np.vstack((reference_counts, window_counts))
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
+        return distance, 1.0
+    return distance, float(stats.chi2_contingency(table).pvalue)
+
+
+def correct(p_values: FloatArray, p_val: float, correction: str) -> tuple[BoolArray, float]:
+    """Multiple-testing correction -> (significant per test, corrected per-test threshold).
+
+    Bonferroni compares each p-value with ``p_val / m``. FDR uses Benjamini-Hochberg adjusted
+    p-values; its threshold is the largest ``k * p_val / m`` that a sorted p-value beats (or
+    ``p_val / m`` when none does), the value Alibi Detect reports. Comparisons are strict, as in
+    Alibi Detect.
+    """
+    m = p_values.shape[0]
+    if correction == "bonferroni":
+        threshold = p_val / m
+        return p_values < threshold, threshold
+    if correction == "fdr":
+        adjusted = stats.false_discovery_control(p_values, method="bh")
+        critical = p_val * np.arange(1, m + 1) / m
+        below = np.sort(p_values) < critical
+        threshold = float(critical[np.nonzero(below)[0].max()]) if below.any() else p_val / m
+        return np.asarray(adjusted < p_val, np.bool_), threshold
+    raise ValueError(f"unknown correction {correction!r}: use 'bonferroni' or 'fdr'")
+
+
+def detect(
+    reference: Reference,
+    measurements: FloatArray,
+    is_white: BoolArray,
+    params: DriftParams,
+) -> DriftResult:
+    """Test one window (validated rows) against the reference."""
+    n_win = measurements.shape[0]
+    if n_win < 2:
+        raise ValueError(f"a window needs at least 2 rows, got {n_win}")
+    distances = np.empty(N_TESTS, dtype=np.float64)
+    p_values = np.empty(N_TESTS, dtype=np.float64)
+    distances[:-1] = ks_statistics(reference.sorted_features, measurements)
+    p_values[:-1] = ks_p_values(distances[:-1], reference.size, n_win)
+    distances[-1], p_values[-1] = wine_type_test(reference.type_counts, type_counts(is_white))
+    significant, corrected = correct(p_values, params.p_val, params.correction)
+    return DriftResult(
+        is_drift=bool(significant.any()),
+        p_values=dict(zip(TEST_NAMES, p_values.tolist(), strict=True)),
+        distances=dict(zip(TEST_NAMES, distances.tolist(), strict=True)),
+        drifted=[name for name, s in zip(TEST_NAMES, significant, strict=True) if s],
+        threshold=params.p_val,
+        corrected_threshold=corrected,
+        correction=params.correction,
+        window_size=n_win,
+        reference_size=reference.size,
+    )
+
+
+def detect_frame(reference: Reference, frame: pd.DataFrame, params: DriftParams) -> DriftResult:
+    """Convenience wrapper: a frame with the feature columns and ``wine_type`` as the window."""
+    measurements, is_white = frame_to_rows(frame)
+    return detect(reference, measurements, is_white, params)

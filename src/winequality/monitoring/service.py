@@ -1,0 +1,369 @@
+"""The drift detector service: CloudEvents in, Prometheus drift metrics out.
+
+Receives inference payloads the way Seldon's request logger sends them (CloudEvents, binary HTTP
+mode: ``Ce-*`` headers, the request payload as body), so both our app's payload logger and a
+SeldonDeployment ``logger`` can point at it. Rows accumulate in a tumbling window; every full
+window is tested against the reference sample.
+
+``seldon_metric_drift_found`` latches to 1 on the first drifted window and stays there until the
+reference is reloaded (``POST /reference/reload``, done after a retraining), so the alert does not
+flap between windows and clears exactly when the model and its reference have been replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+
+from winequality.inference.features import FeatureError
+from winequality.monitoring.detector import (
+    TEST_NAMES,
+    BoolArray,
+    DriftResult,
+    FloatArray,
+    Reference,
+    ReferenceSampleError,
+    detect,
+    load_reference,
+)
+from winequality.monitoring.payloads import PayloadError, rows_from_payload
+from winequality.params import DriftParams
+from winequality.settings import Settings
+
+log = logging.getLogger("winequality.drift")
+
+CE_REQUEST: Final = "io.seldon.serving.inference.request"
+CE_RESPONSE: Final = "io.seldon.serving.inference.response"
+REQUIRED_CE_HEADERS: Final = ("ce-id", "ce-specversion", "ce-source", "ce-type")
+
+
+class DriftMetrics:
+    """Prometheus metrics of one detector instance (own registry: several apps per process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.drift_found = Gauge(
+            "seldon_metric_drift_found",
+            "1 once a window drifted, until the reference is reloaded (the alert metric).",
+            registry=r,
+        )
+        self.is_drift = Gauge(
+            "seldon_metric_drift_is_drift", "1 if the latest window drifted.", registry=r
+        )
+        self.p_val = Gauge(
+            "seldon_metric_drift_p_val",
+            "Uncorrected p-value of the latest window per test.",
+            ["feature"],
+            registry=r,
+        )
+        self.distance = Gauge(
+            "seldon_metric_drift_distance",
+            "KS statistic (features) or total-variation distance (wine_type), latest window.",
+            ["feature"],
+            registry=r,
+        )
+        self.threshold = Gauge(
+            "seldon_metric_drift_threshold",
+            "Per-test threshold after the multiple-testing correction, latest window.",
+            ["feature"],
+            registry=r,
+        )
+        self.rows = Counter("wineq_drift_rows", "Rows received from request events.", registry=r)
+        self.windows = Counter("wineq_drift_windows", "Windows tested.", registry=r)
+        self.drifted_windows = Counter(
+            "wineq_drift_drifted_windows", "Windows that drifted.", registry=r
+        )
+        self.events = Counter(
+            "wineq_drift_events", "CloudEvents received, by kind.", ["kind"], registry=r
+        )
+        self.rejected = Counter(
+            "wineq_drift_rejected_events", "Events refused, by reason.", ["reason"], registry=r
+        )
+        self.window_fill = Gauge(
+            "wineq_drift_window_fill", "Rows in the window being filled.", registry=r
+        )
+        self.reference_rows = Gauge(
+            "wineq_drift_reference_rows", "Rows of the loaded reference sample.", registry=r
+        )
+        self.reloads = Counter(
+            "wineq_drift_reference_reloads", "Successful reference reloads.", registry=r
+        )
+        self.drift_found.set(0)
+        self.is_drift.set(0)
+
+
+@dataclass
+class DetectorState:
+    """Window buffer, latest result and metrics; mutated only from the event loop thread."""
+
+    params: DriftParams
+    reference_path: Path
+    metrics: DriftMetrics = field(default_factory=DriftMetrics)
+    reference: Reference | None = None
+    load_error: str | None = None
+    buffer: FloatArray = field(init=False)
+    buffer_white: BoolArray = field(init=False)
+    fill: int = 0
+    last_window: tuple[FloatArray, BoolArray] | None = None
+    latest: DriftResult | None = None
+    drift_found: bool = False
+    windows: int = 0
+
+    def __post_init__(self) -> None:
+        n = self.params.window_size
+        self.buffer = np.empty((n, len(TEST_NAMES) - 1), dtype=np.float64)
+        self.buffer_white = np.empty(n, dtype=np.bool_)
+
+    def load(self) -> Reference:
+        """(Re)load the reference; on success the window and the drift latch start over."""
+        reference = load_reference(self.reference_path)
+        self.reference, self.load_error = reference, None
+        self.fill, self.last_window, self.latest, self.drift_found = 0, None, None, False
+        m = self.metrics
+        m.drift_found.set(0)
+        m.is_drift.set(0)
+        m.window_fill.set(0)
+        m.reference_rows.set(reference.size)
+        for gauge in (m.p_val, m.distance, m.threshold):
+            gauge.clear()
+        return reference
+
+    def add_rows(self, features: FloatArray, is_white: BoolArray) -> list[DriftResult]:
+        """Append rows; test every window that becomes full (a big batch may fill several)."""
+        if self.reference is None:
+            raise ReferenceSampleError("no reference loaded")
+        results = []
+        size, start = self.params.window_size, 0
+        while start < features.shape[0]:
+            take = min(size - self.fill, features.shape[0] - start)
+            self.buffer[self.fill : self.fill + take] = features[start : start + take]
+            self.buffer_white[self.fill : self.fill + take] = is_white[start : start + take]
+            self.fill += take
+            start += take
+            if self.fill == size:
+                window = (self.buffer.copy(), self.buffer_white.copy())
+                results.append(self._record(detect(self.reference, *window, self.params)))
+                self.last_window, self.fill = window, 0
+        self.metrics.rows.inc(features.shape[0])
+        self.metrics.window_fill.set(self.fill)
+        return results
+
+    def _record(self, result: DriftResult) -> DriftResult:
+        m = self.metrics
+        self.latest, self.windows = result, self.windows + 1
+        m.windows.inc()
+        m.is_drift.set(int(result.is_drift))
+        if result.is_drift:
+            m.drifted_windows.inc()
+            self.drift_found = True
+            m.drift_found.set(1)
+            log.warning("drift detected in window %d: %s", self.windows, result.drifted)
+        for name in TEST_NAMES:
+            m.p_val.labels(feature=name).set(result.p_values[name])
+            m.distance.labels(feature=name).set(result.distances[name])
+            m.threshold.labels(feature=name).set(result.corrected_threshold)
+        return result
+
+    def live_rows(self) -> tuple[FloatArray, BoolArray]:
+        """Rows of the report: the last full window, else what the current window holds."""
+        if self.last_window is not None:
+            return self.last_window
+        return self.buffer[: self.fill].copy(), self.buffer_white[: self.fill].copy()
+
+
+class EventRejectedError(Exception):
+    """An event refused with a 4xx: status, metric reason, message and optional problems."""
+
+    def __init__(self, status: int, reason: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message, self.extra = status, reason, message, extra
+
+
+def _problem(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": {"message": message, **extra}}, status_code=status)
+
+
+def _event_type(headers: Mapping[str, str]) -> str:
+    missing = [h for h in REQUIRED_CE_HEADERS if h not in headers]
+    if missing:
+        raise EventRejectedError(
+            400, "not_cloudevent", f"not a binary-mode CloudEvent: missing headers {missing}"
+        )
+    ce_type = headers["ce-type"]
+    if ce_type not in (CE_REQUEST, CE_RESPONSE):
+        raise EventRejectedError(
+            400,
+            "unknown_type",
+            f"unsupported Ce-Type {ce_type!r}: expected {CE_REQUEST!r} or {CE_RESPONSE!r}",
+        )
+    return ce_type
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise EventRejectedError(413, "too_large", f"body larger than {limit} bytes")
+    raw = await request.body()
+    if len(raw) > limit:
+        raise EventRejectedError(413, "too_large", f"body larger than {limit} bytes")
+    return raw
+
+
+def _parse_rows(raw: bytes) -> tuple[FloatArray, BoolArray]:
+    try:
+        return rows_from_payload(json.loads(raw))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EventRejectedError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
+    except PayloadError as exc:
+        raise EventRejectedError(422, "unknown_format", str(exc)) from exc
+    except FeatureError as exc:
+        problems = [{"row": r, "field": f, "reason": why} for r, f, why in exc.problems]
+        raise EventRejectedError(422, "invalid_values", str(exc), problems=problems) from exc
+
+
+def get_state(request: Request) -> DetectorState:
+    state: DetectorState = request.app.state.detector
+    return state
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+StateDep = Annotated[DetectorState, Depends(get_state)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+router = APIRouter()
+
+
+@router.post("/")
+async def receive_event(request: Request, st: StateDep, settings: SettingsDep) -> Response:
+    """One CloudEvent (binary mode): a request payload, or a response (counted, ignored)."""
+    try:
+        if _event_type(request.headers) == CE_RESPONSE:
+            st.metrics.events.labels(kind="response").inc()
+            return JSONResponse({"ignored": "response event"})
+        raw = await _read_body(request, settings.max_body_bytes)
+        if st.reference is None:
+            return _problem(503, f"no reference loaded: {st.load_error}")
+        features, is_white = _parse_rows(raw)
+    except EventRejectedError as exc:
+        st.metrics.rejected.labels(reason=exc.reason).inc()
+        return _problem(exc.status, exc.message, **exc.extra)
+    st.metrics.events.labels(kind="request").inc()
+    results = st.add_rows(features, is_white)
+    return JSONResponse(
+        {
+            "id": request.headers["ce-id"],
+            "rows": int(features.shape[0]),
+            "window_fill": st.fill,
+            "windows_tested": len(results),
+            "drift": [r.is_drift for r in results],
+        }
+    )
+
+
+@router.get("/metrics")
+def metrics(st: StateDep) -> Response:
+    """Prometheus exposition of the drift metrics."""
+    return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/drift")
+def drift(st: StateDep) -> dict[str, Any]:
+    """The latest window result and the detector's state."""
+    return {
+        "drift_found": st.drift_found,
+        "latest": None if st.latest is None else st.latest.model_dump(),
+        "windows_tested": st.windows,
+        "window_fill": st.fill,
+        "window_size": st.params.window_size,
+        "reference": None if st.reference is None else st.reference.source,
+        "reference_rows": None if st.reference is None else st.reference.size,
+    }
+
+
+@router.get("/report", response_class=HTMLResponse)
+def report(st: StateDep) -> Response:
+    """HTML report: reference vs live distributions per feature (rendered on request)."""
+    if st.reference is None:
+        return _problem(503, f"no reference loaded: {st.load_error}")
+    from winequality.monitoring.report import render_report
+
+    features, is_white = st.live_rows()
+    return HTMLResponse(render_report(st.reference, features, is_white, st.latest))
+
+
+@router.post("/reference/reload")
+def reload_reference(
+    st: StateDep, settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
+) -> Response:
+    """Reload the reference (after a retraining): resets the window and drift_found."""
+    if settings.admin_token is None:
+        return _problem(401, "reload is disabled: set WINEQ_ADMIN_TOKEN on the detector")
+    scheme, _, token = (authorization or "").partition(" ")
+    # Constant-time comparison: the token must not leak through response timing.
+    if scheme.lower() != "bearer" or not secrets.compare_digest(
+        token.encode(), settings.admin_token.encode()
+    ):
+        return _problem(401, "missing or wrong bearer token")
+    try:
+        reference = st.load()
+    except ReferenceSampleError as exc:
+        return _problem(409, f"reload failed, previous reference kept: {exc}")
+    st.metrics.reloads.inc()
+    return JSONResponse({"reloaded": reference.source, "reference_rows": reference.size})
+
+
+@router.get("/health/ready")
+def ready(st: StateDep) -> Response:
+    """Ready once a reference is loaded."""
+    if st.reference is None:
+        return _problem(503, f"no reference loaded: {st.load_error}")
+    return JSONResponse({"status": "ready", "reference_rows": st.reference.size})
+
+
+@router.get("/health/live")
+def live() -> dict[str, str]:
+    """The process answers."""
+    return {"status": "alive"}
+
+
+def create_app(settings: Settings, params: DriftParams, reference_path: Path) -> FastAPI:
+    """The detector ASGI app; the reference is loaded in ``lifespan`` and on reload."""
+    state = DetectorState(params=params, reference_path=reference_path)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            reference = state.load()
+            log.info("reference loaded from %s (%d rows)", reference_path, reference.size)
+        except ReferenceSampleError as exc:
+            # Stay up but not ready: the bundle may be pulled after the detector starts.
+            state.load_error = str(exc)
+            log.error("%s", exc)
+        yield
+
+    app = FastAPI(title="winequality drift detector", lifespan=lifespan)
+    app.state.detector = state
+    app.state.settings = settings
+    app.include_router(router)
+    return app
