@@ -3,6 +3,10 @@
 ``OnnxPredictor`` runs the bundle's ONNX file in process (dev default); the remote V2 predictor
 (``inference/remote.py``) talks the Open Inference Protocol to Seldon Core / Triton. The app only
 sees ``Predictor``: switching is a setting, not a code change.
+
+Failures are typed so the HTTP layer can map them without knowing the backend:
+``BundleError`` (the model files are unusable: refuse to load or swap them),
+``UpstreamUnavailable`` (503), ``UpstreamTimeout`` (504) and ``UpstreamBadResponse`` (502).
 """
 
 from __future__ import annotations
@@ -14,10 +18,31 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+from pydantic import ValidationError
 
 from winequality import artifacts, schema
 from winequality.artifacts import ModelMetadata
 from winequality.inference.features import Matrix, postprocess
+
+
+class PredictorError(RuntimeError):
+    """Base class of the failures a predictor reports; the message is shown to API clients."""
+
+
+class BundleError(PredictorError):
+    """The bundle cannot be used: missing or corrupt files, wrong input width, bad metadata."""
+
+
+class UpstreamUnavailable(PredictorError):  # noqa: N818 (name shared with remote.py)
+    """The remote inference server refused the connection or reported it is not ready (503)."""
+
+
+class UpstreamTimeout(PredictorError):  # noqa: N818 (name shared with remote.py)
+    """The remote inference server did not answer within the configured timeout (504)."""
+
+
+class UpstreamBadResponse(PredictorError):  # noqa: N818 (name shared with remote.py)
+    """The remote inference server answered, but not with a usable V2 response (502)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +54,10 @@ class Prediction:
 
 
 class Predictor(Protocol):
-    """Turns a validated model matrix (``schema.MODEL_COLUMNS``) into predictions."""
+    """Turns a validated model matrix (``schema.MODEL_COLUMNS``) into predictions.
+
+    ``predict`` raises ``PredictorError`` subclasses only; anything else is a bug.
+    """
 
     @property
     def metadata(self) -> ModelMetadata: ...
@@ -41,33 +69,69 @@ class Predictor(Protocol):
     async def close(self) -> None: ...
 
 
+def read_bundle_metadata(bundle: Path) -> ModelMetadata:
+    """``metadata.json`` of a bundle, checked against the schema contract, or ``BundleError``."""
+    path = bundle / artifacts.METADATA_FILE
+    try:
+        metadata = artifacts.read_metadata(bundle)
+    except FileNotFoundError as exc:
+        raise BundleError(f"{path}: missing") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: unreadable ({exc})") from exc
+    except ValidationError as exc:
+        raise BundleError(
+            f"{path}: invalid metadata ({exc.error_count()} error(s): {exc})"
+        ) from exc
+    if tuple(metadata.model_columns) != schema.MODEL_COLUMNS:
+        raise BundleError(
+            f"{path}: model_columns {metadata.model_columns} differ from the schema's "
+            f"{list(schema.MODEL_COLUMNS)}"
+        )
+    return metadata
+
+
 class OnnxPredictor:
     """The bundle's ONNX model in an onnxruntime session, in this process."""
 
     def __init__(self, bundle: Path, threads: int = 1) -> None:
-        self._metadata = artifacts.read_metadata(bundle)
+        self._metadata = read_bundle_metadata(bundle)
+        model_file = bundle / artifacts.MODEL_FILE
+        if not model_file.is_file():
+            raise BundleError(f"{model_file}: missing")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(bundle / artifacts.MODEL_FILE), options, providers=["CPUExecutionProvider"]
-        )
-        inputs = self._session.get_inputs()
-        if len(inputs) != 1 or inputs[0].shape[-1] != schema.N_MODEL_COLUMNS:
-            raise ValueError(
-                f"{bundle / artifacts.MODEL_FILE}: expected one input with "
-                f"{schema.N_MODEL_COLUMNS} columns, got {[(i.name, i.shape) for i in inputs]}"
+        # One session per model: spinning threads would steal the core from the event loop.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self._session = ort.InferenceSession(
+                str(model_file), options, providers=["CPUExecutionProvider"]
             )
+        except Exception as exc:  # onnxruntime raises its own unexported exception types
+            raise BundleError(f"{model_file}: not a loadable ONNX model ({exc})") from exc
+        inputs = self._session.get_inputs()
+        width = inputs[0].shape[-1] if len(inputs) == 1 and inputs[0].shape else None
+        if width != schema.N_MODEL_COLUMNS or inputs[0].type != "tensor(float)":
+            raise BundleError(
+                f"{model_file}: expected one float input with {schema.N_MODEL_COLUMNS} columns, "
+                f"got {[(i.name, i.type, i.shape) for i in inputs]}"
+            )
+        if not self._session.get_outputs():
+            raise BundleError(f"{model_file}: the model has no output")
         self._input = inputs[0].name
 
     @property
     def metadata(self) -> ModelMetadata:
         return self._metadata
 
+    def scores(self, matrix: Matrix) -> npt.NDArray[np.float32]:
+        """Raw regression scores, before clipping to the quality scale."""
+        (scores,) = self._session.run(None, {self._input: matrix})[:1]
+        return np.asarray(scores, dtype=np.float32).reshape(-1)
+
     def predict_sync(self, matrix: Matrix) -> Prediction:
         """Synchronous path: onnxruntime releases the GIL and a row takes microseconds."""
-        (scores,) = self._session.run(None, {self._input: matrix})[:1]
-        quality, klass = postprocess(scores)
+        quality, klass = postprocess(self.scores(matrix))
         return Prediction(quality, klass)
 
     async def predict(self, matrix: Matrix) -> Prediction:

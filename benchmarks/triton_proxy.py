@@ -1,0 +1,165 @@
+"""Latency of the remote path: Triton's own V2 endpoint vs. the same request through our client.
+
+One real Triton server (bundled in nvidia-pytriton, ``python`` variant repository) serves a
+StandardScaler + ElasticNet trained on the real UCI data. At one connection, sequentially:
+
+* ``triton``: the pre-encoded V2 JSON body POSTed with httpx.AsyncClient (Triton's own cost plus
+  a minimal client: the baseline);
+* ``RemoteV2Predictor``: ``predict(matrix)``, i.e. building the request from the model matrix,
+  the same POST, and parsing the response;
+* ``app --backend remote``: ``POST /predict`` on ``winequality serve`` proxying to Triton.
+
+Target (issue "Serving"): RemoteV2Predictor p50 <= 1.5x Triton's p50.
+
+    uv run python benchmarks/triton_proxy.py [--requests 2000] [--rows 1 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.integration.triton_fixtures import start_server, train_bundle
+
+from winequality import schema
+from winequality.data.ingest import read_uci_dir
+from winequality.export.triton import write_model_repository
+from winequality.inference.features import frame_to_matrix
+from winequality.inference.remote import RemoteV2Predictor, encode_request
+from winequality.process import ManagedProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "wine-quality"
+TARGET_RATIO = 1.5
+
+
+async def timed(call: Callable[[], Awaitable[object]], n: int, warmup: int) -> np.ndarray:
+    for _ in range(warmup):
+        await call()
+    out = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter()
+        await call()
+        out[i] = time.perf_counter() - t0
+    return out * 1000.0
+
+
+async def measure(
+    triton_url: str, app_url: str | None, frame: pd.DataFrame, n: int, warmup: int
+) -> dict[str, np.ndarray]:
+    matrix = frame_to_matrix(frame)
+    body = encode_request(matrix)
+    infer = f"{triton_url}/v2/models/{schema.MODEL_NAME}/infer"
+    headers = {"content-type": "application/json"}
+    limits = httpx.Limits(max_connections=1)
+    results: dict[str, np.ndarray] = {}
+
+    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+
+        async def direct() -> object:
+            response = await client.post(infer, content=body, headers=headers)
+            response.raise_for_status()
+            return response
+
+        results["triton (V2 direct)"] = await timed(direct, n, warmup)
+
+    predictor = RemoteV2Predictor(triton_url, timeout_s=10, max_connections=1)
+    try:
+        results["RemoteV2Predictor"] = await timed(lambda: predictor.predict(matrix), n, warmup)
+    finally:
+        await predictor.close()
+
+    if app_url is not None:
+        wines = frame.loc[:, [*schema.FEATURE_NAMES, schema.WINE_TYPE]].to_dict("records")
+        app_body = orjson.dumps({"wines": wines})
+        async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+
+            async def via_app() -> object:
+                response = await client.post(
+                    f"{app_url}/predict", content=app_body, headers=headers
+                )
+                response.raise_for_status()
+                return response
+
+            results["app --backend remote"] = await timed(via_app, n, warmup)
+    return results
+
+
+def start_app(bundle: Path, triton_url: str, log_dir: Path) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    env = dict(os.environ) | {
+        "WINEQ_BACKEND": "remote",
+        "WINEQ_REMOTE_URL": triton_url,
+        "WINEQ_MODEL_DIR": str(bundle),
+        "WINEQ_PORT": str(port),
+        "WINEQ_HOST": "127.0.0.1",
+    }
+    cmd = [sys.executable, "-m", "winequality.cli", "serve", "--log-level", "warning"]
+    app = ManagedProcess("app", cmd, log_dir / "app.log", env=env).start()
+    url = f"http://127.0.0.1:{port}"
+    app.wait_ready(url=f"{url}/health/ready", timeout=60)
+    return app, url
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 100])
+    parser.add_argument("--no-app", action="store_true", help="skip the app measurement")
+    args = parser.parse_args()
+
+    wines = read_uci_dir(DATA)
+    with tempfile.TemporaryDirectory(prefix="triton-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        bundle = train_bundle(tmp / "bundle", wines)
+        repo = write_model_repository(bundle, tmp / "repository", "python")
+        t0 = time.perf_counter()
+        server = start_server(repo, tmp)
+        print(f"tritonserver ready in {time.perf_counter() - t0:.1f} s (pid {server.process.pid})")
+        app: ManagedProcess | None = None
+        try:
+            app_url = None
+            if not args.no_app:
+                app, app_url = start_app(bundle, server.http_url, tmp)
+            ok = True
+            for rows in args.rows:
+                frame = wines.sample(rows, random_state=rows).reset_index(drop=True)
+                results = asyncio.run(
+                    measure(server.http_url, app_url, frame, args.requests, args.warmup)
+                )
+                base = float(np.percentile(results["triton (V2 direct)"], 50))
+                print(f"\n{rows} row(s) per request, 1 connection, {args.requests} requests")
+                print(f"{'path':<24}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p50 / triton':>14}")
+                for name, ms in results.items():
+                    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+                    print(f"{name:<24}{p50:>9.3f}{p95:>9.3f}{p99:>9.3f}{p50 / base:>13.2f}x")
+                ratio = float(np.percentile(results["RemoteV2Predictor"], 50)) / base
+                met = ratio <= TARGET_RATIO
+                ok &= met
+                print(
+                    f"target RemoteV2Predictor p50 <= {TARGET_RATIO}x triton: "
+                    f"{ratio:.2f}x {'met' if met else 'MISSED'}"
+                )
+        finally:
+            if app is not None:
+                app.stop()
+            server.stop()
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

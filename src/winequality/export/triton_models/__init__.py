@@ -1,0 +1,4 @@
+"""Sources of the Triton Python-backend models, copied as ``model.py`` by ``export/triton.py``.
+
+They run inside Triton's Python stub, not in this package: nothing here imports them.
+"""

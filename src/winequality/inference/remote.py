@@ -1,0 +1,224 @@
+"""``RemoteV2Predictor``: the model behind a V2 (Open Inference Protocol) server over HTTP.
+
+Seldon Core and Triton serve the ``wine-quality`` ensemble (see ``export/triton.py``): named
+inputs, one ``[N, 1]`` tensor per measurement plus ``wine_type`` as BYTES, and ``quality`` /
+``quality_class`` out. The app has already validated the rows into the model matrix; this module
+turns the matrix back into named tensors, sends them, and maps transport failures to the typed
+errors of ``inference/predictor.py``. Connection errors are retried by the transport (the request
+never reached the server); timeouts are not (it may have run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from winequality import schema
+from winequality.artifacts import ModelMetadata
+from winequality.inference.features import Matrix
+from winequality.inference.predictor import (
+    Prediction,
+    UpstreamBadResponse,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from winequality.settings import Settings
+
+_JSON = {"content-type": "application/json"}
+
+
+def build_v2_request(matrix: Matrix) -> dict[str, Any]:
+    """Model matrix -> V2 inference request: one ``[N, 1]`` tensor per column of the schema."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[1] != schema.N_MODEL_COLUMNS:
+        raise ValueError(
+            f"expected a [N, {schema.N_MODEL_COLUMNS}] model matrix, got shape {matrix.shape}"
+        )
+    rows = matrix.shape[0]
+    # Contiguous rows per column, so orjson writes float32 values natively (shortest repr).
+    columns = np.ascontiguousarray(matrix.T)
+    inputs: list[dict[str, Any]] = [
+        {"name": name, "shape": [rows, 1], "datatype": "FP32", "data": columns[i]}
+        for i, name in enumerate(schema.FEATURE_NAMES)
+    ]
+    is_white = columns[schema.MODEL_COLUMNS.index(schema.IS_WHITE)]
+    inputs.append(
+        {
+            "name": schema.WINE_TYPE,
+            "shape": [rows, 1],
+            "datatype": "BYTES",
+            "data": np.where(is_white >= 0.5, "white", "red").tolist(),
+        }
+    )
+    return {"inputs": inputs}
+
+
+def encode_request(matrix: Matrix) -> bytes:
+    return orjson.dumps(build_v2_request(matrix), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _output(outputs: dict[Any, Any], name: str, rows: int, dtype: type[Any]) -> npt.NDArray[Any]:
+    tensor = outputs.get(name)
+    if not isinstance(tensor, dict) or not isinstance(tensor.get("data"), list):
+        raise UpstreamBadResponse(f"the V2 response has no output {name!r}")
+    try:
+        values = np.asarray(tensor["data"], dtype=dtype).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise UpstreamBadResponse(f"output {name!r} is not numeric: {exc}") from exc
+    if values.shape[0] != rows:
+        raise UpstreamBadResponse(f"output {name!r} has {values.shape[0]} values for {rows} rows")
+    return values
+
+
+def parse_v2_response(body: Any, rows: int) -> Prediction:
+    """V2 inference response -> ``Prediction``, or ``UpstreamBadResponse`` naming what is off."""
+    if not isinstance(body, dict) or not isinstance(body.get("outputs"), list):
+        raise UpstreamBadResponse("the V2 response has no 'outputs' list")
+    outputs = {o.get("name"): o for o in body["outputs"] if isinstance(o, dict)}
+    quality = _output(outputs, schema.OUTPUT_QUALITY, rows, np.float32)
+    klass = _output(outputs, schema.OUTPUT_CLASS, rows, np.int32)
+    return Prediction(quality.astype(np.float32), klass.astype(np.int32))
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return response.text[:500]
+    if isinstance(body, dict) and "error" in body:
+        return str(body["error"])[:500]
+    return response.text[:500]
+
+
+class RemoteV2Predictor:
+    """A ``Predictor`` that calls ``POST {base_url}/v2/models/{model}/infer``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str = schema.MODEL_NAME,
+        *,
+        timeout_s: float = 2.0,
+        retries: int = 2,
+        max_batch_rows: int = 1024,
+        max_connections: int = 32,
+        metadata: ModelMetadata | None = None,
+    ) -> None:
+        if max_batch_rows < 1:
+            raise ValueError(f"max_batch_rows must be >= 1, got {max_batch_rows}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.timeout_s = timeout_s
+        self.max_batch_rows = max_batch_rows
+        self._metadata = metadata or ModelMetadata(name=model, version="unknown")
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        # httpx's transport retries connection failures only: the request was never sent.
+        transport = httpx.AsyncHTTPTransport(retries=retries, limits=limits)
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url, transport=transport, timeout=httpx.Timeout(timeout_s)
+        )
+        self._infer_path = f"/v2/models/{model}/infer"
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, metadata: ModelMetadata | None = None
+    ) -> RemoteV2Predictor:
+        return cls(
+            settings.remote_url,
+            settings.remote_model,
+            timeout_s=settings.remote_timeout_s,
+            retries=settings.remote_retries,
+            max_batch_rows=settings.triton_max_batch_size,
+            metadata=metadata,
+        )
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        return self._metadata
+
+    async def _send(self, method: str, path: str, content: bytes | None = None) -> httpx.Response:
+        try:
+            return await self._client.request(
+                method, path, content=content, headers=_JSON if content is not None else None
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise UpstreamUnavailable(
+                f"V2 server {self.base_url} unreachable: {type(exc).__name__}: {exc}"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(
+                f"V2 server {self.base_url} did not answer within {self.timeout_s:g}s"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailable(
+                f"V2 server {self.base_url} dropped the request: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _infer(self, matrix: Matrix) -> Prediction:
+        response = await self._send("POST", self._infer_path, encode_request(matrix))
+        if response.status_code == httpx.codes.SERVICE_UNAVAILABLE:
+            raise UpstreamUnavailable(f"V2 server unavailable: {_error_text(response)}")
+        if response.status_code != httpx.codes.OK:
+            raise UpstreamBadResponse(
+                f"V2 server answered {response.status_code}: {_error_text(response)}"
+            )
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamBadResponse(f"V2 server answered with invalid JSON: {exc}") from exc
+        version = body.get("model_version") if isinstance(body, dict) else None
+        if isinstance(version, str) and version != self._metadata.version:
+            self._metadata = self._metadata.model_copy(update={"version": version})
+        return parse_v2_response(body, matrix.shape[0])
+
+    async def predict(self, matrix: Matrix) -> Prediction:
+        rows = matrix.shape[0]
+        if rows == 0:
+            return Prediction(np.empty(0, np.float32), np.empty(0, np.int32))
+        if rows <= self.max_batch_rows:
+            return await self._infer(matrix)
+        chunks = [
+            matrix[start : start + self.max_batch_rows]
+            for start in range(0, rows, self.max_batch_rows)
+        ]
+        parts = await asyncio.gather(*(self._infer(chunk) for chunk in chunks))
+        return Prediction(
+            np.concatenate([p.quality for p in parts]),
+            np.concatenate([p.quality_class for p in parts]),
+        )
+
+    async def ready(self) -> bool:
+        """The server is ready and so is the model (``/v2/health/ready``, ``.../ready``)."""
+        for path in ("/v2/health/ready", f"/v2/models/{self.model}/ready"):
+            try:
+                response = await self._send("GET", path)
+            except (UpstreamUnavailable, UpstreamTimeout):
+                return False
+            if response.status_code != httpx.codes.OK:
+                return False
+        if self._metadata.version == "unknown":
+            await self._fetch_version()
+        return True
+
+    async def _fetch_version(self) -> None:
+        """The served version from ``GET /v2/models/{model}`` (the ensemble's is the bundle's)."""
+        try:
+            response = await self._send("GET", f"/v2/models/{self.model}")
+            versions = orjson.loads(response.content).get("versions") or []
+        except (UpstreamUnavailable, UpstreamTimeout, orjson.JSONDecodeError, AttributeError):
+            return
+        if versions:
+            latest = max(versions, key=lambda v: int(v) if str(v).isdigit() else -1)
+            self._metadata = self._metadata.model_copy(update={"version": str(latest)})
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,120 @@
+"""The serving app factory.
+
+``create_app(settings)`` returns a FastAPI app whose lifespan loads the model bundle. The two hot
+endpoints (``POST /predict``, ``POST /v2/models/wine-quality/infer``) are raw ASGI apps reached
+through ``HotPathDispatcher`` before FastAPI's routing and dependency machinery, which would
+otherwise cost more than validation and inference together; they are still declared as routes,
+so ``/docs`` documents them with their request and response models.
+
+Nothing here imports MLflow or DVC: the app only reads the bundle directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+from time import perf_counter
+
+from fastapi import FastAPI
+
+from winequality.inference.predictor import BundleError
+from winequality.serving.asgi import ASGIApp, Message, Receive, Scope, Send
+from winequality.serving.metrics import ServingMetrics
+from winequality.serving.model import Loader, ModelManager, default_loader
+from winequality.serving.routes import admin, health, metadata, predict, v2
+from winequality.serving.state import ServingState
+from winequality.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class HotPathDispatcher:
+    """Pure ASGI: hands POSTs on the hot paths to their endpoints, times everything else.
+
+    The hot endpoints record their own metrics; for the other routes the label is the matched
+    route template (bounded cardinality), or ``unmatched``.
+    """
+
+    def __init__(
+        self, app: ASGIApp, endpoints: Mapping[str, ASGIApp], metrics: ServingMetrics
+    ) -> None:
+        self.app = app
+        self.endpoints = dict(endpoints)
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "POST":
+            endpoint = self.endpoints.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        start = perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", "unmatched")
+            self.metrics.observe_request(label, scope["method"], status, perf_counter() - start)
+
+
+def create_app(settings: Settings | None = None, loader: Loader | None = None) -> FastAPI:
+    """The app for ``settings``; ``loader`` overrides how a bundle becomes a predictor."""
+    settings = settings or Settings()
+    metrics = ServingMetrics()
+    manager = ModelManager(settings, loader or default_loader(settings), metrics)
+    state = ServingState(settings, manager, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            await manager.reload()
+        except BundleError as exc:
+            # Stay up and unready: a bundle can still arrive (watcher, /admin/reload).
+            log.error("no model loaded at startup: %s", exc)
+        watcher = None
+        if settings.reload_watch_s > 0:
+            watcher = asyncio.create_task(manager.watch(settings.reload_watch_s))
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await manager.close()
+
+    app = FastAPI(
+        title="winequality",
+        summary="Wine-quality prediction from physicochemical measurements.",
+        version=version("winequality"),
+        lifespan=lifespan,
+    )
+    app.state.serving = state
+    predict_route = predict.route(state)
+    infer_route = v2.infer_route(state)
+    app.router.routes.extend([predict_route, infer_route])
+    app.include_router(health.router)
+    app.include_router(metadata.router)
+    app.include_router(v2.router)
+    app.include_router(admin.router)
+    app.add_middleware(
+        HotPathDispatcher,
+        endpoints={predict_route.path: predict_route.app, infer_route.path: infer_route.app},
+        metrics=metrics,
+    )
+    return app

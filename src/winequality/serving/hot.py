@@ -1,0 +1,124 @@
+"""The base of the two hot endpoints (``/predict``, V2 ``infer``): raw ASGI, one code path.
+
+Content type, body size, model availability and predictor failures are handled here once, so the
+subclasses only turn a body into a matrix and a prediction into a body.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any, ClassVar
+
+import orjson
+from fastapi.routing import APIRoute
+
+from winequality.inference.predictor import (
+    PredictorError,
+    UpstreamBadResponse,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from winequality.serving.asgi import (
+    ASGIApp,
+    BodyTooLargeError,
+    ClientDisconnectedError,
+    Receive,
+    Scope,
+    Send,
+    header,
+    media_type,
+    read_body,
+    request_id,
+    send_json,
+)
+from winequality.serving.model import LoadedModel
+from winequality.serving.state import ServingState
+from winequality.serving.validation import RequestError
+
+# Failures of the predictor, as (status, reason label); the message is the exception's.
+_PREDICTOR_FAILURES: tuple[tuple[type[PredictorError], int, str], ...] = (
+    (UpstreamTimeout, 504, "upstream_timeout"),
+    (UpstreamUnavailable, 503, "upstream_unavailable"),
+    (UpstreamBadResponse, 502, "upstream_bad_response"),
+    (PredictorError, 500, "predictor_error"),
+)
+
+
+def error_body(summary: str, kind: str) -> bytes:
+    return orjson.dumps(
+        {
+            "error": summary,
+            "detail": [
+                {"loc": ["body"], "index": None, "field": None, "msg": summary, "type": kind}
+            ],
+        }
+    )
+
+
+class HotEndpoint:
+    """A POST endpoint answering JSON; subclasses implement ``answer``."""
+
+    route: ClassVar[str]
+    """Route template, also the metrics label."""
+    accepted_media_types: ClassVar[frozenset[bytes | None]] = frozenset({b"application/json"})
+
+    def __init__(self, state: ServingState) -> None:
+        self.state = state
+        self._max_body = state.settings.max_body_bytes
+        self._rejected_type = (
+            "content-type must be one of "
+            f"{sorted(t.decode() for t in self.accepted_media_types if t is not None)}"
+        )
+
+    async def answer(self, scope: Scope, body: bytes, model: LoadedModel, rid: str) -> bytes:
+        raise NotImplementedError
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = perf_counter()
+        rid = request_id(scope)
+        status = 200
+        try:
+            out = await self._respond(scope, receive, rid)
+        except RequestError as exc:
+            status, out = exc.status, exc.body()
+            self._count_error(exc.kind)
+        except BodyTooLargeError:
+            status = 413
+            out = error_body(f"request body exceeds {self._max_body} bytes", "body_too_large")
+            self._count_error("body_too_large")
+        except ClientDisconnectedError:
+            self._count_error("client_disconnected")
+            return
+        except PredictorError as exc:
+            for kind, code, reason in _PREDICTOR_FAILURES:  # noqa: B007 (first match wins)
+                if isinstance(exc, kind):
+                    break
+            status, out = code, error_body(str(exc), reason)
+            self._count_error(reason)
+        await send_json(send, status, out, rid)
+        self.state.metrics.observe_request(self.route, "POST", status, perf_counter() - start)
+
+    async def _respond(self, scope: Scope, receive: Receive, rid: str) -> bytes:
+        if media_type(header(scope, b"content-type")) not in self.accepted_media_types:
+            raise RequestError(415, [], self._rejected_type, "unsupported_media_type")
+        declared = header(scope, b"content-length")
+        # Refuse before reading when the client announces the size; read_body covers chunked
+        # bodies and clients that lie.
+        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+            raise BodyTooLargeError
+        body = await read_body(receive, self._max_body)
+        model = self.state.manager.current
+        if model is None:
+            raise RequestError(503, [], "no model loaded yet; see /health/ready", "no_model")
+        return await self.answer(scope, body, model, rid)
+
+    def _count_error(self, reason: str) -> None:
+        self.state.metrics.errors.labels(self.route, reason).inc()
+
+
+class HotRoute(APIRoute):
+    """An API route documented by FastAPI (signature, models) but served by a raw ASGI app."""
+
+    def __init__(self, path: str, endpoint: Any, *, asgi: ASGIApp, **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self.app = asgi

@@ -1,0 +1,215 @@
+"""The model being served and its hot swap.
+
+A new bundle is loaded beside the current one (in a worker thread, so requests keep flowing),
+checked, and only then published with a single reference assignment: a request reads
+``manager.current`` once and uses that model to the end, so it never sees half a swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import anyio.to_thread
+import numpy as np
+
+from winequality import schema
+from winequality.artifacts import METADATA_FILE, ModelMetadata
+from winequality.inference.predictor import (
+    BundleError,
+    OnnxPredictor,
+    Predictor,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    read_bundle_metadata,
+)
+from winequality.serving.metrics import ServingMetrics
+from winequality.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[Path], Predictor]
+"""Builds a predictor from a bundle directory (blocking; runs in a worker thread)."""
+
+CLOSE_GRACE_S: Final = 5.0
+"""How long a replaced predictor stays open for requests that started before the swap."""
+
+
+def default_loader(settings: Settings) -> Loader:
+    """The predictor the settings ask for: in-process ONNX or the remote V2 server."""
+    if settings.backend == "onnx":
+        return lambda bundle: OnnxPredictor(bundle, threads=settings.onnx_threads)
+
+    def remote(bundle: Path) -> Predictor:
+        # Imported here: httpx and the V2 client are only needed in remote mode.
+        from winequality.inference.remote import RemoteV2Predictor
+
+        return RemoteV2Predictor.from_settings(settings, read_bundle_metadata(bundle))
+
+    return remote
+
+
+def example_matrix() -> np.ndarray:
+    """The schema's typical wine, once red and once white."""
+    row = [f.example for f in schema.FEATURES]
+    return np.array([[*row, 0.0], [*row, 1.0]], dtype=np.float32)
+
+
+async def smoke_check(predictor: Predictor) -> None:
+    """Refuse (``BundleError``) a model whose predictions on typical wines are unusable.
+
+    The raw score is checked when it is available, because the clipping of ``postprocess`` would
+    turn an absurd model (score 1e6) into a plausible-looking 10.
+    """
+    matrix = example_matrix()
+    if isinstance(predictor, OnnxPredictor):
+        try:
+            raw = predictor.scores(matrix)
+        except Exception as exc:  # onnxruntime's own exception types are not exported
+            raise BundleError(f"the model fails on the schema examples: {exc}") from exc
+        if raw.shape != (len(matrix),):
+            raise BundleError(f"expected {len(matrix)} scores, got shape {raw.shape}")
+    else:
+        raw = (await predictor.predict(matrix)).quality
+        if raw.shape != (len(matrix),):
+            raise BundleError(f"expected {len(matrix)} predictions, got shape {raw.shape}")
+    ok = np.isfinite(raw) & (raw >= schema.QUALITY_MIN) & (raw <= schema.QUALITY_MAX)
+    if not ok.all():
+        raise BundleError(
+            f"predictions on the schema examples {raw.tolist()} are not finite scores within "
+            f"[{schema.QUALITY_MIN}, {schema.QUALITY_MAX}]"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    predictor: Predictor
+    source: Path
+    loaded_at: float
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        # Read through: a remote predictor learns the served version from its upstream.
+        return self.predictor.metadata
+
+
+class ReloadInProgressError(RuntimeError):
+    """Another reload is running; the caller should retry later (409)."""
+
+
+class ModelManager:
+    """Holds the served model; ``reload`` swaps it only for one that passed the checks."""
+
+    def __init__(self, settings: Settings, loader: Loader, metrics: ServingMetrics) -> None:
+        self.settings = settings
+        self.current: LoadedModel | None = None
+        self.last_error: str | None = None
+        self._loader = loader
+        self._metrics = metrics
+        self._lock = asyncio.Lock()
+        self._retired: dict[asyncio.Task[None], Predictor] = {}
+        self._watched: tuple[int, int] | None = None
+
+    async def load(self, bundle: Path) -> LoadedModel:
+        """Build and check a predictor for ``bundle`` without publishing it."""
+        bundle = bundle.resolve()
+        if not bundle.is_dir():
+            raise BundleError(f"{bundle}: not a directory")
+        predictor = await anyio.to_thread.run_sync(self._loader, bundle)
+        try:
+            await smoke_check(predictor)
+        except (UpstreamUnavailable, UpstreamTimeout) as exc:
+            # Remote mode: the bundle is only metadata and the server may come back later;
+            # readiness reports the outage in the meantime.
+            log.warning("could not smoke-test %s against the upstream server: %s", bundle, exc)
+        except BaseException:
+            await predictor.close()
+            raise
+        return LoadedModel(predictor, bundle, time.time())
+
+    async def reload(self, bundle: Path | None = None) -> tuple[LoadedModel, LoadedModel | None]:
+        """Load ``bundle`` (default: the configured dir) beside the current model, then swap."""
+        if self._lock.locked():
+            raise ReloadInProgressError("a reload is already in progress")
+        async with self._lock:
+            try:
+                new = await self.load(bundle or self.settings.model_dir)
+            except BundleError as exc:
+                self.last_error = str(exc)
+                self._metrics.reloads.labels("refused").inc()
+                raise
+            old = self.current
+            self.current = new  # the swap: one reference assignment
+            self.last_error = None
+            self._metrics.reloads.labels("ok").inc()
+            self._metrics.set_model(
+                new.metadata.name, new.metadata.version, new.metadata.run_id, self.settings.backend
+            )
+            if old is not None and old.predictor is not new.predictor:
+                self._close_later(old.predictor)
+            log.info(
+                "serving %s version %s from %s",
+                new.metadata.name,
+                new.metadata.version,
+                new.source,
+            )
+            return new, old
+
+    def _close_later(self, predictor: Predictor) -> None:
+        async def close() -> None:
+            await asyncio.sleep(CLOSE_GRACE_S)
+            await predictor.close()
+
+        task = asyncio.get_running_loop().create_task(close())
+        self._retired[task] = predictor
+        task.add_done_callback(self._retired.pop)
+
+    async def ready(self) -> tuple[bool, str]:
+        """(ready, reason): a model is loaded and its predictor can serve."""
+        model = self.current
+        if model is None:
+            return False, f"no model loaded ({self.last_error or 'not started'})"
+        try:
+            ok = await model.predictor.ready()
+        except Exception as exc:  # a readiness probe must answer, whatever the backend raises
+            return False, f"predictor readiness check failed: {exc}"
+        return (True, "ready") if ok else (False, "the predictor is not ready (upstream down?)")
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = (self.settings.model_dir / METADATA_FILE).stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    async def watch(self, interval_s: float) -> None:
+        """Reload whenever the model dir's metadata.json changes (a new bundle was pulled).
+
+        ``write_bundle`` replaces the directory with a rename, so the metadata file is new
+        (new mtime) exactly when a complete bundle is in place.
+        """
+        self._watched = self._stamp()
+        while True:
+            await asyncio.sleep(interval_s)
+            stamp = self._stamp()
+            if stamp is None or stamp == self._watched:
+                continue
+            self._watched = stamp
+            try:
+                await self.reload()
+            except (BundleError, ReloadInProgressError) as exc:
+                log.error("model dir changed but the new bundle was not loaded: %s", exc)
+
+    async def close(self) -> None:
+        retired = list(self._retired.items())
+        for task, _ in retired:
+            task.cancel()
+        for _, predictor in retired:
+            await predictor.close()
+        if self.current is not None:
+            await self.current.predictor.close()

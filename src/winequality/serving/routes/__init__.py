@@ -1,0 +1,1 @@
+"""HTTP endpoints, one module per concern; each exposes ``router`` (and hot ASGI endpoints)."""

@@ -1,0 +1,221 @@
+"""Pydantic models of the HTTP API, generated from ``schema.FEATURES``.
+
+They document the API (OpenAPI, ``/docs`` examples) and type the slow endpoints. The two hot
+endpoints (``/predict``, V2 ``infer``) validate requests with the hand-tuned pass in
+``serving/validation.py``, which enforces the same rules without building these models per request.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from winequality import schema
+
+
+def example_wine(wine_type: schema.WineType = "red") -> dict[str, Any]:
+    """The schema's typical values as one request item."""
+    return {f.name: f.example for f in schema.FEATURES} | {schema.WINE_TYPE: wine_type}
+
+
+def _feature_field(feature: schema.Feature) -> Any:
+    return Field(
+        ge=feature.minimum,
+        le=feature.maximum,
+        allow_inf_nan=False,
+        description=f"{feature.description} Unit: {feature.unit}.",
+        examples=[feature.example],
+        json_schema_extra={"unit": feature.unit},
+    )
+
+
+_wine_fields: dict[str, Any] = {f.name: (float, _feature_field(f)) for f in schema.FEATURES}
+_wine_fields[schema.WINE_TYPE] = (
+    Literal["red", "white"],
+    Field(description="Red or white wine.", examples=["red"]),
+)
+
+Wine: type[BaseModel] = create_model(
+    "Wine",
+    __config__=ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [example_wine("red")]},
+    ),
+    __doc__="The 11 physicochemical measurements of one wine plus its type.",
+    **_wine_fields,
+)
+
+
+class PredictRequest(BaseModel):
+    """One to ``max_batch_rows`` wines."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"wines": [example_wine("red"), example_wine("white")]}]},
+    )
+
+    wines: list[Wine] = Field(min_length=1)
+
+
+class WinePrediction(BaseModel):
+    quality: float = Field(description="Predicted quality score, clipped to 0-10.", examples=[5.4])
+    quality_class: int = Field(description="Rounded quality score (0-10).", examples=[5])
+
+
+class PredictResponse(BaseModel):
+    """Predictions in request order, and which model made them."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    model_version: str
+    request_id: str = Field(description="Echoes the X-Request-ID header when one was sent.")
+    predictions: list[WinePrediction]
+
+
+class Problem(BaseModel):
+    """One reason a request was refused."""
+
+    loc: list[str | int] = Field(description='Where: e.g. ["body", "wines", 3, "alcohol"].')
+    index: int | None = Field(description="Index of the offending wine (or V2 row), if any.")
+    field: str | None = Field(description="Offending field or tensor name, if any.")
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """Body of every 4xx/5xx answer of the prediction endpoints."""
+
+    error: str = Field(description="Summary (V2 clients show this field).")
+    detail: list[Problem] = Field(default_factory=list)
+
+
+class FeatureInfo(BaseModel):
+    name: str
+    unit: str
+    minimum: float
+    maximum: float
+    description: str
+    example: float
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    version: str
+    run_id: str | None
+    alias: str | None
+    family: str
+    metrics: dict[str, float]
+    parity_max_abs_diff: float | None
+    data_hash: str | None
+    git_commit: str | None
+    created_at: str | None
+    source: str = Field(description="Bundle directory the model was loaded from.")
+    loaded_at: float = Field(description="Unix time the model started serving.")
+    backend: str
+
+
+class MetadataResponse(BaseModel):
+    model: ModelInfo
+    features: list[FeatureInfo]
+    wine_types: list[str]
+    max_batch_rows: int
+
+
+class ReloadRequest(BaseModel):
+    """Optional body of ``POST /admin/reload``."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model_dir: str | None = Field(
+        default=None, description="Bundle directory to load; default: the configured model_dir."
+    )
+
+
+class ReloadResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    status: Literal["reloaded"]
+    previous_version: str | None
+    model_version: str
+    model_dir: str
+
+
+# --- Open Inference Protocol (V2) -----------------------------------------------------------
+
+
+class V2InputTensor(BaseModel):
+    name: str = Field(examples=["alcohol"])
+    shape: list[int] = Field(examples=[[1, 1]])
+    datatype: Literal["FP32", "FP64", "BYTES"]
+    data: list[Any]
+    parameters: dict[str, Any] | None = None
+
+
+class V2RequestedOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+def _v2_example() -> dict[str, Any]:
+    inputs: list[dict[str, Any]] = [
+        {"name": f.name, "shape": [1, 1], "datatype": "FP32", "data": [f.example]}
+        for f in schema.FEATURES
+    ]
+    inputs.append({"name": schema.WINE_TYPE, "shape": [1, 1], "datatype": "BYTES", "data": ["red"]})
+    return {"id": "example-1", "inputs": inputs}
+
+
+class V2InferRequest(BaseModel):
+    """11 FP32 measurement tensors and one BYTES ``wine_type`` tensor, shape [N, 1] or [N]."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_v2_example()]})
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[V2InputTensor]
+    outputs: list[V2RequestedOutput] | None = None
+
+
+class V2OutputTensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: Literal["FP32", "INT32"]
+    data: list[float] | list[int]
+
+
+class V2InferResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    model_version: str
+    id: str
+    outputs: list[V2OutputTensor]
+
+
+class V2TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class V2ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
+
+
+class V2ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2Error(BaseModel):
+    error: str

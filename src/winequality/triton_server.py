@@ -1,0 +1,340 @@
+"""The Triton Inference Server bundled in the ``nvidia-pytriton`` wheel: fetch it, start it.
+
+The wheel pins numpy<2, so it is never installed: ``pip download --no-deps`` fetches it into the
+cache folder and only the server (``pytriton/tritonserver``) and its shared libraries
+(``nvidia_pytriton.libs``) are unpacked. That build has the Python backend and ensembles but no
+onnxruntime backend, hence the ``python`` variant of the model repository.
+
+The Python backend's stub embeds the interpreter: it needs the interpreter's ``libpython`` on
+``LD_LIBRARY_PATH`` (else it picks up the system one) and finds site-packages through the
+``python3`` first on ``PATH``. The stub is built with a pybind11 that predates numpy 2's ABI:
+under numpy 2 every tensor it hands to Python has a zero stride (BYTES inputs decode as garbage,
+outputs are rejected for their size). So the models run in a small environment of their own,
+created once next to the server: this interpreter's version, ``numpy<2`` and the project's
+onnxruntime version (the same runtime as the in-process predictor).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Final
+
+from winequality.process import ManagedProcess, free_port
+
+PYTRITON_VERSION: Final = "0.5.14"
+"""The wheel that embeds Triton Inference Server 2.51.0."""
+TRITON_VERSION: Final = "2.51.0"
+_UNPACKED = ("pytriton/tritonserver/", "nvidia_pytriton.libs/")
+STUB_NUMPY: Final = "numpy>=1.26,<2"
+
+
+class TritonFetchError(RuntimeError):
+    """The wheel could not be downloaded or does not contain the server."""
+
+
+@dataclass(frozen=True, slots=True)
+class TritonDistribution:
+    """An unpacked server, ready to run with the current Python's stub."""
+
+    root: Path
+    binary: Path
+    libs_dir: Path
+    backends_dir: Path
+    caches_dir: Path
+    python_bin: Path
+    """``bin`` of the environment the Python-backend models run in."""
+
+
+def _pip_download() -> list[str]:
+    """A pip that can download: this interpreter's, else one on PATH, else uv's."""
+    if _has_module("pip"):
+        return [sys.executable, "-m", "pip", "download"]
+    for pip in ("pip3", "pip"):
+        found = shutil.which(pip)
+        if found:
+            return [found, "download"]
+    uvx = shutil.which("uvx")
+    if uvx:
+        return [uvx, "pip", "download"]
+    raise TritonFetchError("no pip found to download nvidia-pytriton (install pip or uv)")
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def download_wheel(dest: Path, version: str = PYTRITON_VERSION) -> Path:
+    """``pip download --no-deps nvidia-pytriton==version`` into ``dest`` (kept if present)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    pattern = f"nvidia_pytriton-{version}-*.whl"
+    existing = sorted(dest.glob(pattern))
+    if existing:
+        return existing[0]
+    cmd = [
+        *_pip_download(),
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        f"nvidia-pytriton=={version}",
+        "-d",
+        str(dest),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    found = sorted(dest.glob(pattern))
+    if proc.returncode != 0 or not found:
+        raise TritonFetchError(
+            f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )
+    return found[0]
+
+
+def _unpack(wheel: Path, dest: Path) -> None:
+    """Extract the server and its libraries, keeping the executable bits zipfile drops."""
+    with zipfile.ZipFile(wheel) as zf:
+        members = [i for i in zf.infolist() if i.filename.startswith(_UNPACKED)]
+        if not any(i.filename.endswith("bin/tritonserver") for i in members):
+            raise TritonFetchError(
+                f"{wheel} does not contain pytriton/tritonserver/bin/tritonserver"
+            )
+        for info in members:
+            path = Path(zf.extract(info, dest))
+            mode = (info.external_attr >> 16) & 0o777
+            if not info.is_dir():
+                path.chmod((mode or 0o644) | (0o755 if mode & 0o111 else 0o644))
+
+
+def _python_tag() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive file lock: parallel test workers must not unpack into each other."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_tritonserver(cache_dir: Path, version: str = PYTRITON_VERSION) -> TritonDistribution:
+    """Download and unpack the server once; later calls return the cached copy at once."""
+    base = cache_dir.expanduser().resolve() / "tritonserver" / f"pytriton-{version}"
+    root = base / "dist"
+    server = root / "pytriton" / "tritonserver"
+    tag = _python_tag()
+    # The Python backend runs the stub found in its own directory, and the stub is built per
+    # Python minor version: one backends folder per interpreter version.
+    backends = base / f"backends-py{tag}"
+    with _locked(base.parent / f".pytriton-{version}.lock"):
+        if not (server / "bin" / "tritonserver").is_file():
+            wheel = download_wheel(cache_dir.expanduser().resolve() / "wheels", version)
+            tmp = Path(tempfile.mkdtemp(prefix=".dist.", dir=base.parent))
+            try:
+                _unpack(wheel, tmp)
+                base.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(root, ignore_errors=True)
+                os.replace(tmp, root)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        stub = server / "python_backend_stubs" / tag / "triton_python_backend_stub"
+        if not stub.is_file():
+            raise TritonFetchError(
+                f"nvidia-pytriton {version} has no Python backend stub for {tag}"
+            )
+        if not (backends / "python" / "triton_python_backend_stub").is_file():
+            tmp = Path(tempfile.mkdtemp(prefix=".backends.", dir=base))
+            shutil.copytree(server / "backends" / "python", tmp / "python")
+            shutil.copy2(stub, tmp / "python" / "triton_python_backend_stub")
+            shutil.rmtree(backends, ignore_errors=True)
+            os.replace(tmp, backends)
+        python_bin = ensure_backend_python(base / f"python-env-py{tag}")
+    return TritonDistribution(
+        root=root,
+        binary=server / "bin" / "tritonserver",
+        libs_dir=root / "nvidia_pytriton.libs",
+        backends_dir=backends,
+        caches_dir=server / "caches",
+        python_bin=python_bin,
+    )
+
+
+def backend_requirements() -> list[str]:
+    """What the Python-backend models import: numpy (pre 2.0, see above) and onnxruntime."""
+    return [STUB_NUMPY, f"onnxruntime=={dist_version('onnxruntime')}"]
+
+
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise TritonFetchError(
+            f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )
+
+
+def ensure_backend_python(env_dir: Path) -> Path:
+    """Create (once) the stub's environment; returns its ``bin`` directory.
+
+    The interpreter is this one's base installation, whose ``libpython`` the stub loads.
+    """
+    requirements = backend_requirements()
+    marker = env_dir / ".winequality-requirements"
+    bin_dir = env_dir / "bin"
+    if marker.is_file() and marker.read_text().splitlines() == requirements:
+        return bin_dir
+    shutil.rmtree(env_dir, ignore_errors=True)
+    base_python = Path(str(sysconfig.get_config_var("BINDIR"))) / f"python{_python_tag()}"
+    python = str(base_python) if base_python.is_file() else sys.executable
+    uv = shutil.which("uv")
+    if uv:
+        _run([uv, "venv", "--quiet", "--python", python, str(env_dir)])
+        _run([uv, "pip", "install", "--quiet", "--python", str(bin_dir / "python"), *requirements])
+    else:
+        _run([python, "-m", "venv", str(env_dir)])
+        _run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", *requirements])
+    marker.write_text("\n".join(requirements) + "\n")
+    return bin_dir
+
+
+def server_env(dist: TritonDistribution) -> dict[str, str]:
+    """The environment the server and its Python stubs need (see the module docstring)."""
+    env = dict(os.environ)
+    # Not inherited: a virtualenv's activation would point the stub at the wrong site-packages.
+    for inherited in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH"):
+        env.pop(inherited, None)
+    env["PATH"] = os.pathsep.join([str(dist.python_bin), env.get("PATH", "")]).rstrip(os.pathsep)
+    libdir = sysconfig.get_config_var("LIBDIR")
+    libs = [str(libdir)] if libdir else []
+    libs.append(str(dist.libs_dir))
+    if env.get("LD_LIBRARY_PATH"):
+        libs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
+    return env
+
+
+@dataclass(frozen=True, slots=True)
+class TritonPorts:
+    http: int
+    grpc: int
+    metrics: int
+
+    @classmethod
+    def free(cls) -> TritonPorts:
+        ports: set[int] = set()
+        while len(ports) < 3:
+            ports.add(free_port())
+        http, grpc, metrics = sorted(ports)
+        return cls(http, grpc, metrics)
+
+
+def server_command(
+    dist: TritonDistribution, repository: Path, ports: TritonPorts, host: str = "127.0.0.1"
+) -> list[str]:
+    """The ``tritonserver`` command line: loopback only, strict readiness, quick shutdown."""
+    return [
+        str(dist.binary),
+        f"--model-repository={repository.resolve()}",
+        f"--backend-directory={dist.backends_dir}",
+        f"--cache-directory={dist.caches_dir}",
+        f"--http-address={host}",
+        f"--http-port={ports.http}",
+        f"--grpc-address={host}",
+        f"--grpc-port={ports.grpc}",
+        f"--metrics-address={host}",
+        f"--metrics-port={ports.metrics}",
+        "--allow-sagemaker=false",
+        "--allow-vertex-ai=false",
+        "--strict-readiness=true",
+        "--exit-timeout-secs=5",
+        "--log-verbose=0",
+        # No GPU: skip the pinned host buffer Triton otherwise tries to reserve through CUDA.
+        "--pinned-memory-pool-byte-size=0",
+        # Python stubs talk to the server over /dev/shm regions named by this prefix; a unique
+        # prefix lets several servers (parallel tests, other users) share one machine.
+        f"--backend-config=python,shm-region-prefix-name=wineq{os.getpid()}_{secrets.token_hex(3)}_",
+    ]
+
+
+@dataclass
+class TritonServer:
+    """A running tritonserver child process on loopback."""
+
+    process: ManagedProcess
+    ports: TritonPorts
+    host: str = "127.0.0.1"
+    startup_s: float = 0.0
+    """Seconds from spawn to ``/v2/health/ready``."""
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.ports.grpc}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.ports.metrics}/metrics"
+
+    def stop(self) -> int | None:
+        return self.process.stop()
+
+    def __enter__(self) -> TritonServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_tritonserver(
+    repository: Path,
+    dist: TritonDistribution,
+    log_file: Path,
+    ports: TritonPorts | None = None,
+    ready_timeout: float = 180.0,
+) -> TritonServer:
+    """Start the server on free loopback ports and wait until every model is ready."""
+    ports = ports or TritonPorts.free()
+    process = ManagedProcess(
+        "tritonserver",
+        server_command(dist, repository, ports),
+        log_file,
+        env=server_env(dist),
+    )
+    started = time.monotonic()
+    process.start()
+    try:
+        process.wait_ready(
+            url=f"http://127.0.0.1:{ports.http}/v2/health/ready", timeout=ready_timeout
+        )
+    except BaseException:
+        process.stop()
+        raise
+    return TritonServer(process, ports, startup_s=time.monotonic() - started)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    # `python -m winequality.triton_server`: fetch once (CI cache warm-up), print the binary.
+    from winequality.settings import Settings
+
+    print(ensure_tritonserver(Settings().cache_dir).binary)
