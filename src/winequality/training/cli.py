@@ -1,0 +1,259 @@
+"""Commands of the training stages: train, evaluate, register, promote, registry pull.
+
+Thin wrappers: they read files and params, call the stage functions, write files. scikit-learn
+and MLflow are imported inside the commands so ``winequality --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from winequality.params import Params
+    from winequality.settings import Settings
+
+registry_app = typer.Typer(
+    name="registry", help="Work with the MLflow model registry.", no_args_is_help=True
+)
+
+
+def register(root: typer.Typer) -> None:
+    """Add this module's commands to the root command line."""
+    root.command("train")(train)
+    root.command("evaluate")(evaluate)
+    root.command("register")(register_model)
+    root.command("promote")(promote)
+    root.add_typer(registry_app, name="registry")
+
+
+def settings_and_params() -> tuple[Settings, Params]:
+    from winequality.params import load_params
+    from winequality.settings import Settings
+
+    settings = Settings()
+    return settings, load_params(settings.project_dir / settings.params_file)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(1)
+
+
+@contextmanager
+def stage_errors() -> Iterator[None]:
+    """Expected failures (bad input, missing files, a refused export) -> one line, exit 1."""
+    from pydantic import ValidationError
+
+    from winequality.export.onnx import ParityError
+    from winequality.training.registry import RegistryError
+
+    try:
+        yield
+    except (
+        FileNotFoundError,
+        NotADirectoryError,
+        ValueError,
+        TypeError,
+        ParityError,
+        RegistryError,
+    ) as exc:
+        if isinstance(exc, ValidationError):
+            raise _fail(f"invalid parameters: {exc}") from exc
+        raise _fail(str(exc)) from exc
+
+
+def write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def train(
+    train_path: Annotated[Path, typer.Option("--train", help="Prepared training split.")] = Path(
+        "data/prepared/train.parquet"
+    ),
+    out: Annotated[Path, typer.Option(help="Fitted pipeline (joblib).")] = Path("models/model.pkl"),
+    metrics: Annotated[Path, typer.Option(help="Cross-validation summary (JSON).")] = Path(
+        "metrics/train.json"
+    ),
+    cv_results: Annotated[Path, typer.Option(help="One row per searched candidate (CSV).")] = (
+        Path("reports/cv_results.csv")
+    ),
+    n_jobs: Annotated[int, typer.Option(help="Parallel cross-validation fits.")] = 2,
+) -> None:
+    """Tune the model family of params.yaml (train.*) by cross-validation and fit the best."""
+    with stage_errors():
+        from winequality.training.dataset import read_split
+        from winequality.training.train import save_model, train_model
+
+        _, params = settings_and_params()
+        result = train_model(read_split(train_path), params.train, n_jobs=n_jobs)
+        save_model(result.model, out)
+        summary = result.summary(params.train)
+        write_json(metrics, summary)
+        cv_results.parent.mkdir(parents=True, exist_ok=True)
+        result.cv_results.to_csv(cv_results, index=False)
+    typer.echo(
+        f"{result.family} {summary['best_params']}: CV RMSE {result.cv_rmse_mean:.4f} "
+        f"± {result.cv_rmse_std:.4f} over {len(result.cv_results)} candidate(s) -> {out}"
+    )
+
+
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Fitted pipeline.")] = Path("models/model.pkl"),
+    test: Annotated[Path, typer.Option(help="Prepared test split.")] = Path(
+        "data/prepared/test.parquet"
+    ),
+    train_path: Annotated[
+        Path, typer.Option("--train", help="Training split (for the mean-predictor baseline).")
+    ] = Path("data/prepared/train.parquet"),
+    metrics: Annotated[Path, typer.Option(help="Test metrics (JSON).")] = Path("metrics/eval.json"),
+    plots: Annotated[Path, typer.Option(help="Per-row predictions for `dvc plots` (CSV).")] = (
+        Path("reports/predictions.csv")
+    ),
+) -> None:
+    """Score the model on the test split: RMSE, MAE, R², share within ±0.5 and ±1.0."""
+    with stage_errors():
+        from winequality.training.dataset import read_split
+        from winequality.training.evaluate import evaluate_model, mean_predictor_metrics
+        from winequality.training.train import load_model
+
+        test_frame = read_split(test)
+        scores, table = evaluate_model(load_model(model), test_frame)
+        out: dict[str, float | int] = dict(scores)
+        if train_path.is_file():
+            baseline = mean_predictor_metrics(read_split(train_path), test_frame)
+            out |= {f"baseline_{k}": baseline[k] for k in ("rmse", "mae")}
+        out["n_test"] = len(test_frame)
+        write_json(metrics, out)
+        plots.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(plots, index=False)
+    typer.echo(
+        f"test RMSE {scores['rmse']:.4f}, MAE {scores['mae']:.4f}, R² {scores['r2']:.3f}, "
+        f"within ±0.5 {scores['within_0_5']:.1%}, within ±1.0 {scores['within_1_0']:.1%}"
+    )
+
+
+def register_model(
+    *,
+    model: Annotated[Path, typer.Option(help="Fitted pipeline.")] = Path("models/model.pkl"),
+    onnx: Annotated[Path, typer.Option(help="Parity-checked ONNX export.")] = Path(
+        "models/model.onnx"
+    ),
+    train_path: Annotated[Path, typer.Option("--train", help="Training split.")] = Path(
+        "data/prepared/train.parquet"
+    ),
+    test: Annotated[Path, typer.Option(help="Test split.")] = Path("data/prepared/test.parquet"),
+    reference: Annotated[Path, typer.Option(help="Drift reference sample.")] = Path(
+        "data/prepared/reference.parquet"
+    ),
+    train_metrics: Annotated[Path, typer.Option(help="Output of `train --metrics`.")] = Path(
+        "metrics/train.json"
+    ),
+    eval_metrics: Annotated[Path, typer.Option(help="Output of `evaluate --metrics`.")] = Path(
+        "metrics/eval.json"
+    ),
+    export_metrics: Annotated[Path, typer.Option(help="Output of `export onnx --metrics`.")] = (
+        Path("metrics/export.json")
+    ),
+    cv_results: Annotated[Path, typer.Option(help="Output of `train --cv-results`.")] = Path(
+        "reports/cv_results.csv"
+    ),
+    predictions: Annotated[Path, typer.Option(help="Output of `evaluate --plots`.")] = Path(
+        "reports/predictions.csv"
+    ),
+    source: Annotated[Path, typer.Option(help="Provenance written by `data ingest`.")] = Path(
+        "data/raw/source.json"
+    ),
+    alias: Annotated[str, typer.Option(help="Alias given to the new version.")] = "challenger",
+    out: Annotated[Path, typer.Option(help="Where to write {name, version, run_id}.")] = Path(
+        "models/registered.json"
+    ),
+) -> None:
+    """Log one MLflow run (params, metrics, data, models, plots) and register the model."""
+    with stage_errors():
+        from winequality.training.registry import RegisterInputs
+        from winequality.training.registry import register as do_register
+
+        settings, params = settings_and_params()
+        inputs = RegisterInputs(
+            model=model,
+            onnx=onnx,
+            train=train_path,
+            test=test,
+            reference=reference,
+            train_metrics=train_metrics,
+            eval_metrics=eval_metrics,
+            export_metrics=export_metrics,
+            cv_results=cv_results,
+            predictions=predictions,
+            source=source,
+        )
+        registered = do_register(inputs, settings, params, alias=alias)
+        write_json(out, registered.as_dict())
+    typer.echo(
+        f"registered {registered.name} v{registered.version} (run {registered.run_id}) "
+        f"as {alias!r} in {settings.tracking_uri()}"
+    )
+
+
+def promote(
+    metric: Annotated[
+        str | None, typer.Option(help="rmse or mae (default: promote.metric in params.yaml).")
+    ] = None,
+    test: Annotated[Path, typer.Option(help="Test split both models are re-scored on.")] = Path(
+        "data/prepared/test.parquet"
+    ),
+    train_path: Annotated[
+        Path, typer.Option("--train", help="Training split (mean-predictor baseline).")
+    ] = Path("data/prepared/train.parquet"),
+    out: Annotated[Path, typer.Option(help="Decision report (JSON).")] = Path(
+        "reports/promotion.json"
+    ),
+    strict: Annotated[
+        bool, typer.Option(help="Exit 1 when the challenger is refused (default: exit 0).")
+    ] = False,
+) -> None:
+    """Make the challenger the champion if it beats the champion and the mean predictor.
+
+    Both models are re-scored on the current test split. A refusal is a normal outcome: it is
+    recorded on the model version (promotion.* tags) and in the report, the old champion stays,
+    and the command exits 0 unless --strict is given.
+    """
+    with stage_errors():
+        from winequality.training.registry import promote as do_promote
+
+        settings, params = settings_and_params()
+        decision = do_promote(settings, params.promote, test, train_path, metric)
+        write_json(out, decision.as_dict())
+    colour = {"promoted": typer.colors.GREEN, "refused": typer.colors.YELLOW}.get(decision.outcome)
+    typer.secho(f"{decision.outcome}: {decision.reason}", fg=colour)
+    if strict and decision.outcome == "refused":
+        raise typer.Exit(1)
+
+
+@registry_app.command("pull")
+def pull(
+    dest: Annotated[
+        Path | None, typer.Option(help="Bundle directory (default: WINEQ_MODEL_DIR).")
+    ] = None,
+    alias: Annotated[str | None, typer.Option(help="Registry alias, e.g. champion.")] = None,
+    run_id: Annotated[str | None, typer.Option(help="An MLflow run id instead of an alias.")] = (
+        None
+    ),
+) -> None:
+    """Download a model (ONNX, metadata, reference sample) into a serving bundle directory."""
+    if (alias is None) == (run_id is None):
+        raise _fail("give exactly one of --alias or --run-id")
+    with stage_errors():
+        from winequality.training.registry import pull as do_pull
+
+        settings, _ = settings_and_params()
+        target = dest or settings.model_dir
+        metadata = do_pull(settings, target, alias=alias, run_id=run_id)
+    typer.echo(f"pulled {metadata.name} v{metadata.version} (run {metadata.run_id}) -> {target}")
