@@ -204,7 +204,7 @@ def ensure_backend_python(env_dir: Path) -> Path:
     shutil.rmtree(env_dir, ignore_errors=True)
     base_python = Path(str(sysconfig.get_config_var("BINDIR"))) / f"python{_python_tag()}"
     python = str(base_python) if base_python.is_file() else sys.executable
-    uv = shutil.which("uv")
+    uv = os.environ.get("UV") or shutil.which("uv")  # `uv run` exports its own path as UV
     if uv:
         _run([uv, "venv", "--quiet", "--python", python, str(env_dir)])
         _run([uv, "pip", "install", "--quiet", "--python", str(bin_dir / "python"), *requirements])

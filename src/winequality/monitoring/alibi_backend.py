@@ -9,6 +9,7 @@ one JSON line on stdout and is mapped to the same ``DriftResult`` as the built-i
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -86,7 +87,7 @@ def ensure_alibi_venv(venv: Path | None = None, timeout_s: float = 1800.0) -> Pa
     venv = venv or alibi_venv_dir()
     if alibi_available(venv):
         return venv
-    uv = shutil.which("uv")
+    uv = os.environ.get("UV") or shutil.which("uv")  # `uv run` exports its own path as UV
     if uv is None:
         raise AlibiBackendError("`uv` is needed to build the Alibi Detect venv; it is not on PATH")
     steps = [
