@@ -64,6 +64,17 @@ class DriftParams(_Block):
     """``bonferroni`` (p_val / number of tests) or ``fdr`` (Benjamini-Hochberg)."""
 
 
+class RetrainParams(_Block):
+    holdout_fraction: float = Field(0.3, gt=0, lt=1)
+    """Share of the labelled feedback kept for the gate's holdout (the rest joins training)."""
+    seed: int = 42
+    """Seed of the feedback split (the same feedback always splits the same way)."""
+    min_feedback_rows: int = Field(50, ge=2)
+    """Fewer labelled production rows than this: no retraining (nothing new to learn from)."""
+    reference_size: int = Field(1000, gt=0)
+    """Rows of the new drift reference, the most recent labelled production rows."""
+
+
 class Params(_Block):
     data: DataParams = DataParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
@@ -72,6 +83,7 @@ class Params(_Block):
     export: ExportParams = ExportParams()
     promote: PromoteParams = PromoteParams()
     drift: DriftParams = DriftParams()
+    retrain: RetrainParams = RetrainParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -1,4 +1,5 @@
-"""Commands of the continuous-training loop: the Alertmanager webhook and the retraining job."""
+"""Commands of the continuous-training loop: the webhook, the retraining job, the local stack
+(``up``) and the traffic simulator (``simulate``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ import typer
 def register(root: typer.Typer) -> None:
     """Add this module's commands to the root command line."""
     root.command("webhook")(webhook)
+    root.command("retrain")(retrain)
+    from winequality import simulate, stack
+
+    root.command("up")(stack.up)
+    root.command("simulate")(simulate.simulate)
 
 
 def webhook(
@@ -40,3 +46,66 @@ def webhook(
         )
     finally:
         retrainer.stop()
+
+
+def retrain(
+    *,
+    train_path: Annotated[
+        Path | None,
+        typer.Option("--train", help="Base training split (default: data/prepared/train.parquet)."),
+    ] = None,
+    test: Annotated[
+        Path | None,
+        typer.Option(help="Base test split (default: data/prepared/test.parquet)."),
+    ] = None,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where this run's data, model and reports go (default: data/retrain/<time>)."
+        ),
+    ] = None,
+    trigger: Annotated[str, typer.Option(help="Value of the run's `trigger` tag.")] = (
+        "drift-retraining"
+    ),
+    notify: Annotated[
+        bool,
+        typer.Option(
+            help="Tell the app (WINEQ_APP_URL) and detector (WINEQ_DETECTOR_URL) to reload."
+        ),
+    ] = True,
+    n_jobs: Annotated[int, typer.Option(help="Parallel cross-validation fits.")] = 1,
+) -> None:
+    """Retrain on the base data + labelled feedback, gate, promote, and deploy the new champion.
+
+    The last line printed is one JSON object: {"promoted", "version", "reason", "feedback_rows",
+    ...}. A refused challenger is a normal outcome (exit 0); errors print a JSON line with the
+    reason and exit 1.
+    """
+    from datetime import UTC, datetime
+
+    from winequality.pipeline.retrain import RetrainResult
+    from winequality.pipeline.retrain import retrain as do_retrain
+    from winequality.training.cli import settings_and_params
+
+    settings, params = settings_and_params()
+    root = settings.project_dir
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    try:
+        result = do_retrain(
+            settings,
+            params,
+            base_train=train_path or root / "data" / "prepared" / "train.parquet",
+            base_test=test or root / "data" / "prepared" / "test.parquet",
+            work_dir=work_dir or root / "data" / "retrain" / stamp,
+            trigger=trigger,
+            notify=notify,
+            n_jobs=n_jobs,
+        )
+    except Exception as exc:
+        # The webhook records the last JSON line of the job: a failure must leave one too.
+        reason = f"error: {type(exc).__name__}: {exc}"
+        typer.secho(reason, err=True, fg=typer.colors.RED)
+        typer.echo(RetrainResult(False, None, reason, None, outcome="error").as_json())
+        raise typer.Exit(1) from exc
+    typer.echo(f"{result.outcome}: {result.reason}", err=True)
+    typer.echo(result.as_json())

@@ -1,0 +1,405 @@
+"""Continuous training: refresh the data with labelled feedback, train, gate, promote, deploy.
+
+One retraining (``winequality retrain``, started by the Alertmanager webhook on drift):
+
+1. **Refresh the data.** The base is the prepared pipeline data (``data/prepared/train.parquet``
+   and ``test.parquet``, the DVC-versioned splits the champion's pipeline was built from). Every
+   labelled production row (``FeedbackStore.frame()``) is split with a fixed seed: a share
+   (``retrain.holdout_fraction``) joins the holdout, the rest the training set. The feedback is
+   cumulative and the base never includes it, so a retraining is a pure function of (base data,
+   feedback, params) and no row is counted twice however often the loop runs.
+2. **Train and export** with the same ``train`` params, through the same stage functions as the
+   DVC pipeline (tuning, evaluation, ONNX with the parity check), and **register** the run as the
+   ``challenger`` (tags ``trigger=drift-retraining`` and the feedback counts).
+3. **Gate** (``registry.promote``, hence ``gate.decide``): champion and challenger are re-scored on
+   the refreshed holdout, which includes the new production data. A refused challenger changes
+   nothing beyond its own ``promotion.*`` tags.
+4. **Deploy** a promoted model: ``pull`` the champion into a new bundle directory, ask the app to
+   load it (``POST /admin/reload``). The app checks the bundle before swapping; if it refuses, or
+   cannot be reached, the ``champion`` alias goes back to the previous version, so the registry
+   never names a model that is not served. Only then does the serving pointer
+   (``settings.model_dir``, a symlink in the local stack) move to the new bundle, and the detector
+   reloads its reference from there (which also resets ``drift_found``).
+
+**The new reference sample** is the most recent labelled production rows (at most
+``retrain.reference_size``), not a sample of the refreshed training data. The retraining happened
+because production stopped looking like the old reference; the question the detector must answer
+from now on is "has production changed again since this model was trained?", so its reference is
+what production looked like at training time. Mixing old rows back in would make the detector flag
+the very population the model was just retrained for (e.g. after white-wine traffic against a red
+reference, a red+white reference would flag every all-white window on ``wine_type`` alone).
+``retrain.min_feedback_rows`` guards both uses: with fewer labels there is nothing new to learn
+and too little to describe production, so no retraining runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+
+from winequality import artifacts, schema
+from winequality.params import Params, RetrainParams
+from winequality.settings import Settings
+
+TRIGGER_TAG: Final = "trigger"
+FEEDBACK_TAG: Final = "feedback_rows"
+DEFAULT_TRIGGER: Final = "drift-retraining"
+
+
+class RetrainError(RuntimeError):
+    """The retraining cannot run (missing base data, unreadable feedback store)."""
+
+
+@dataclass(frozen=True)
+class RefreshedData:
+    """The data of one retraining: training set, holdout and the new drift reference."""
+
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    reference: pd.DataFrame
+    feedback_train_rows: int
+    feedback_holdout_rows: int
+
+
+@dataclass
+class RetrainResult:
+    """What ``winequality retrain`` prints as its last line (JSON)."""
+
+    promoted: bool
+    version: str | None
+    reason: str
+    feedback_rows: int | None
+    previous_version: str | None = None
+    outcome: str = "skipped"
+    """``promoted``, ``refused`` (gate), ``rolled_back`` (app refused it) or ``skipped``."""
+    model_dir: str | None = None
+    detector_reloaded: bool | None = None
+    scores: dict[str, float | None] = field(default_factory=dict)
+    durations_s: dict[str, float] = field(default_factory=dict)
+
+    def as_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def split_feedback(
+    feedback: pd.DataFrame, holdout_fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded split of the feedback into (training part, holdout part).
+
+    Each part gets at least one row when there are two or more, so the gate always sees new data.
+    """
+    if not 0 < holdout_fraction < 1:
+        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+    n = len(feedback)
+    if n == 0:
+        return feedback.iloc[:0], feedback.iloc[:0]
+    order = np.random.default_rng(seed).permutation(n)
+    n_holdout = min(max(1, round(n * holdout_fraction)), n - 1) if n > 1 else 0
+    holdout = feedback.iloc[np.sort(order[:n_holdout])]
+    train = feedback.iloc[np.sort(order[n_holdout:])]
+    return train.reset_index(drop=True), holdout.reset_index(drop=True)
+
+
+def production_reference(feedback: pd.DataFrame, size: int) -> pd.DataFrame:
+    """The newest ``size`` labelled production rows (feedback is stored oldest first)."""
+    if size <= 0:
+        raise ValueError(f"reference size must be positive, got {size}")
+    return feedback.iloc[-size:].reset_index(drop=True)
+
+
+def refresh_data(
+    base_train: pd.DataFrame,
+    base_test: pd.DataFrame,
+    feedback: pd.DataFrame,
+    params: RetrainParams,
+) -> RefreshedData:
+    """Base splits + feedback split by seed; the reference describes recent production."""
+    columns = list(schema.DATA_COLUMNS)
+    fb_train, fb_holdout = split_feedback(
+        feedback.loc[:, columns], params.holdout_fraction, params.seed
+    )
+    train = pd.concat([base_train.loc[:, columns], fb_train], ignore_index=True)
+    holdout = pd.concat([base_test.loc[:, columns], fb_holdout], ignore_index=True)
+    return RefreshedData(
+        train=train,
+        holdout=holdout,
+        reference=production_reference(feedback.loc[:, columns], params.reference_size),
+        feedback_train_rows=len(fb_train),
+        feedback_holdout_rows=len(fb_holdout),
+    )
+
+
+def new_bundle_dir(model_dir: Path, version: str) -> Path:
+    """A fresh directory for a pulled bundle, next to the serving pointer, never reused."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return model_dir.absolute().parent / "bundles" / f"v{version}-{stamp}"
+
+
+def point_model_dir(model_dir: Path, bundle: Path) -> None:
+    """Make ``model_dir`` name ``bundle``: swap the symlink atomically, or copy into a real dir.
+
+    The local stack uses a symlink (a rename replaces it in one step, no reader sees it missing);
+    a plain directory, as ``registry pull`` makes by default, is rewritten with the bundle's files
+    through ``artifacts.write_bundle`` (also atomic).
+    """
+    if model_dir.is_symlink() or not model_dir.exists():
+        model_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
+        tmp = model_dir.with_name(f".{model_dir.name}.{os.getpid()}.link")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(bundle.resolve(), target_is_directory=True)
+        os.replace(tmp, model_dir)
+        return
+    reference = bundle / artifacts.REFERENCE_FILE
+    artifacts.write_bundle(
+        model_dir,
+        (bundle / artifacts.MODEL_FILE).read_bytes(),
+        artifacts.read_metadata(bundle),
+        reference if reference.is_file() else None,
+    )
+
+
+def _post(url: str, token: str | None, body: dict[str, Any] | None) -> tuple[int, str]:
+    """(status, text) of an authenticated POST; status 0 when the service cannot be reached."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        resp = httpx.post(url, json=body, headers=headers, timeout=60.0)
+    except httpx.HTTPError as exc:
+        return 0, f"{type(exc).__name__}: {exc}"
+    return resp.status_code, resp.text
+
+
+def ask_app_to_reload(settings: Settings, bundle: Path) -> tuple[bool, str]:
+    """(accepted, detail) of ``POST {app_url}/admin/reload`` with ``bundle``."""
+    url = f"{settings.app_url.rstrip('/')}/admin/reload"
+    status, text = _post(url, settings.admin_token, {"model_dir": str(bundle)})
+    if status == 200:
+        return True, text
+    where = "unreachable" if status == 0 else f"answered {status}"
+    return False, f"app at {url} {where}: {text[:500]}"
+
+
+def ask_detector_to_reload(settings: Settings) -> tuple[bool | None, str]:
+    """(reloaded, detail) of ``POST {detector_url}/reference/reload``; None without a detector."""
+    if not settings.detector_url:
+        return None, "no detector configured (WINEQ_DETECTOR_URL)"
+    url = f"{settings.detector_url.rstrip('/')}/reference/reload"
+    status, text = _post(url, settings.admin_token, None)
+    return status == 200, text[:500]
+
+
+def _write_stage_files(
+    work: Path, data: RefreshedData, params: Params, n_jobs: int
+) -> tuple[dict[str, Path], dict[str, float]]:
+    """Train, evaluate and export exactly as the DVC stages do, into ``work``."""
+    from winequality.export.onnx import check_parity, export_onnx
+    from winequality.training.dataset import to_xy
+    from winequality.training.evaluate import evaluate_model, mean_predictor_metrics
+    from winequality.training.train import save_model, train_model, write_json
+
+    files = {
+        "train": work / "data" / "train.parquet",
+        "test": work / "data" / "test.parquet",
+        "reference": work / "data" / "reference.parquet",
+        "model": work / "models" / "model.pkl",
+        "onnx": work / "models" / "model.onnx",
+        "train_metrics": work / "metrics" / "train.json",
+        "eval_metrics": work / "metrics" / "eval.json",
+        "export_metrics": work / "metrics" / "export.json",
+        "cv_results": work / "reports" / "cv_results.csv",
+        "predictions": work / "reports" / "predictions.csv",
+    }
+    files["train"].parent.mkdir(parents=True, exist_ok=True)
+    data.train.to_parquet(files["train"], index=False)
+    data.holdout.to_parquet(files["test"], index=False)
+    data.reference.to_parquet(files["reference"], index=False)
+
+    result = train_model(data.train, params.train, n_jobs=n_jobs)
+    save_model(result.model, files["model"])
+    write_json(files["train_metrics"], result.summary(params.train))
+    files["cv_results"].parent.mkdir(parents=True, exist_ok=True)
+    result.cv_results.to_csv(files["cv_results"], index=False)
+
+    scores, table = evaluate_model(result.model, data.holdout)
+    baseline = mean_predictor_metrics(data.train, data.holdout)
+    evaluation: dict[str, Any] = dict(scores)
+    evaluation |= {f"baseline_{k}": baseline[k] for k in ("rmse", "mae")}
+    evaluation["n_test"] = len(data.holdout)
+    write_json(files["eval_metrics"], evaluation)
+    table.to_csv(files["predictions"], index=False)
+
+    x, _ = to_xy(data.holdout)
+    onnx_model = export_onnx(result.model, opset=params.export.opset)
+    parity = check_parity(onnx_model, result.model, x, params.export.parity_tolerance)
+    files["onnx"].write_bytes(onnx_model)
+    write_json(
+        files["export_metrics"],
+        {
+            "parity_max_abs_diff": parity,
+            "parity_tolerance": params.export.parity_tolerance,
+            "parity_rows": len(x),
+            "opset": params.export.opset,
+            "onnx_bytes": len(onnx_model),
+        },
+    )
+    return files, {k: float(v) for k, v in scores.items()}
+
+
+def _roll_back(settings: Settings, version: str, previous: str | None, reason: str) -> None:
+    """Give the champion alias back to ``previous`` and record why on ``version``."""
+    from winequality.training import tracking
+    from winequality.training.registry import CHAMPION
+
+    client = tracking.connect(settings)
+    name = settings.registered_model_name
+    if previous is None:
+        client.delete_registered_model_alias(name, CHAMPION)
+    else:
+        client.set_registered_model_alias(name, CHAMPION, previous)
+    client.set_model_version_tag(name, version, "promotion.decision", "rolled_back")
+    client.set_model_version_tag(name, version, "promotion.rollback_reason", reason[:4000])
+
+
+def retrain(
+    settings: Settings,
+    params: Params,
+    *,
+    base_train: Path,
+    base_test: Path,
+    work_dir: Path,
+    trigger: str = DEFAULT_TRIGGER,
+    notify: bool = True,
+    n_jobs: int = 1,
+) -> RetrainResult:
+    """One retraining: refresh, train, register, gate, and deploy a promoted model."""
+    from winequality.feedback import FeedbackStore
+    from winequality.training import tracking
+    from winequality.training.dataset import read_split
+    from winequality.training.registry import RegisterInputs, promote, register
+
+    clock: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def lap(name: str) -> None:
+        clock[name] = round(time.perf_counter() - t0 - sum(clock.values()), 3)
+
+    if not settings.feedback_db.is_file():
+        feedback = pd.DataFrame(columns=list(schema.DATA_COLUMNS))
+    else:
+        store = FeedbackStore(settings.feedback_db)
+        try:
+            feedback = store.frame()
+        finally:
+            store.close()
+    n_feedback = len(feedback)
+    if n_feedback < params.retrain.min_feedback_rows:
+        return RetrainResult(
+            promoted=False,
+            version=None,
+            reason=(
+                f"only {n_feedback} labelled production row(s) in {settings.feedback_db}; "
+                f"retraining needs at least {params.retrain.min_feedback_rows} "
+                "(retrain.min_feedback_rows)"
+            ),
+            feedback_rows=n_feedback,
+        )
+    data = refresh_data(read_split(base_train), read_split(base_test), feedback, params.retrain)
+    lap("refresh")
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "source.json").write_text(
+        json.dumps(
+            {
+                "kind": trigger,
+                "source": f"{base_train.name}+{base_test.name}+feedback:{settings.feedback_db}",
+                "feedback_rows": n_feedback,
+            }
+        )
+    )
+    files, scores = _write_stage_files(work_dir, data, params, n_jobs)
+    lap("train_evaluate_export")
+
+    inputs = RegisterInputs(
+        model=files["model"],
+        onnx=files["onnx"],
+        train=files["train"],
+        test=files["test"],
+        reference=files["reference"],
+        train_metrics=files["train_metrics"],
+        eval_metrics=files["eval_metrics"],
+        export_metrics=files["export_metrics"],
+        cv_results=files["cv_results"],
+        predictions=files["predictions"],
+        source=work_dir / "source.json",
+        extra_tags={
+            TRIGGER_TAG: trigger,
+            FEEDBACK_TAG: str(n_feedback),
+            "feedback_train_rows": str(data.feedback_train_rows),
+            "feedback_holdout_rows": str(data.feedback_holdout_rows),
+            "reference_rows": str(len(data.reference)),
+            "base_train_md5": tracking.file_md5(base_train),
+            "base_test_md5": tracking.file_md5(base_test),
+        },
+    )
+    registered = register(inputs, settings, params, alias="challenger")
+    lap("register")
+    decision = promote(settings, params.promote, files["test"], files["train"])
+    lap("gate")
+    previous = decision.champion.version if decision.champion else None
+    result = RetrainResult(
+        promoted=decision.promoted,
+        version=registered.version,
+        reason=decision.reason,
+        feedback_rows=n_feedback,
+        previous_version=previous,
+        outcome=decision.outcome,
+        scores={
+            "challenger": decision.challenger.score,
+            "champion": decision.champion.score if decision.champion else None,
+            "baseline": decision.baseline_score,
+            **{f"holdout_{k}": v for k, v in scores.items()},
+        },
+        durations_s=clock,
+    )
+    if decision.promoted:
+        deploy(settings, result, registered.version, notify)
+        clock["deploy"] = round(time.perf_counter() - t0 - sum(clock.values()), 3)
+    return result
+
+
+def deploy(settings: Settings, result: RetrainResult, version: str, notify: bool) -> None:
+    """Pull the new champion into a new bundle dir; app first, then the pointer and detector.
+
+    The app loads and checks the bundle before it swaps; if it refuses (or cannot be reached) the
+    champion alias is rolled back and nothing else moves, so a broken artifact never replaces a
+    working one.
+    """
+    from winequality.training.registry import CHAMPION, pull
+
+    previous = result.previous_version
+    bundle = new_bundle_dir(settings.model_dir, version)
+    pull(settings, bundle, alias=CHAMPION)
+    result.model_dir = str(bundle)
+    if notify:
+        accepted, detail = ask_app_to_reload(settings, bundle)
+        if not accepted:
+            _roll_back(settings, version, previous, detail)
+            result.promoted, result.outcome = False, "rolled_back"
+            result.reason = (
+                f"promoted by the gate but not deployed, champion v{previous} restored: {detail}"
+            )
+            return
+    point_model_dir(settings.model_dir, bundle)
+    if notify:
+        result.detector_reloaded, detail = ask_detector_to_reload(settings)
+        if result.detector_reloaded is False:
+            result.reason += f"; detector reference NOT reloaded: {detail}"

@@ -1,0 +1,185 @@
+"""The whole loop, for real: `winequality up` (MLflow, app, detector, webhook, Prometheus,
+Alertmanager on loopback, 1 s intervals) around a champion trained on red wines only by the real
+DVC pipeline, driven by `winequality simulate` with the real UCI white wines.
+
+Each test copies the same pipeline project (built once per module) so the drift test's new
+champion never leaks into the stable test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.support.project import make_pipeline_repo, pipeline_env, run
+
+from winequality.process import ManagedProcess, free_port
+
+pytestmark = pytest.mark.e2e
+
+WINDOW = 100
+PIPELINE_PARAMS = {
+    "prepare": {"reference_size": 500},
+    "train": {"alpha_grid": [0.001, 0.01], "l1_ratio_grid": [0.5, 1.0], "cv_folds": 3},
+    # Red vs white is far beyond any threshold; 0.01 keeps false alarms of stable windows rare.
+    "drift": {"window_size": WINDOW, "p_val": 0.01},
+    "retrain": {"min_feedback_rows": 50},
+}
+
+
+@pytest.fixture(scope="module")
+def red_champion(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> Path:
+    """`dvc repro` on the red UCI file only: champion v1 knows no white wine."""
+    source = {"data": {"source": str(shared_data_dir / "winequality-red.csv")}}
+    repo = make_pipeline_repo(tmp_path_factory.mktemp("e2e") / "project", PIPELINE_PARAMS | source)
+    run(["dvc", "repro"], repo, pipeline_env(repo))
+    assert json.loads((repo / "reports/promotion.json").read_text())["promoted"] is True
+    return repo
+
+
+@dataclass
+class RunningStack:
+    project: Path
+    run_dir: Path
+    up: ManagedProcess
+    urls: dict[str, str]
+    pids: dict[str, int]
+    env: dict[str, str]
+    started_s: float
+
+    def simulate(self, *args: str, timeout: float = 240) -> dict[str, Any]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "winequality.cli", "simulate", "--run-dir",
+             str(self.run_dir), *args],
+            cwd=self.project, env=self.env, capture_output=True, text=True, timeout=timeout,
+            check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        print(proc.stdout)
+        summary: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        return summary
+
+    def get(self, service: str, path: str) -> Any:
+        return httpx.get(f"{self.urls[service]}{path}", timeout=10).json()
+
+    def stop_and_check(self) -> None:
+        """SIGINT like Ctrl-C; `up` exits 0 and none of its children survives."""
+        assert self.up.proc is not None
+        os.kill(self.up.pid, signal.SIGINT)
+        assert self.up.proc.wait(90) == 0, self.up.log_tail()
+        log = self.up.log_file.read_text()
+        for name, pid in self.pids.items():
+            assert f"stopped {name}" in log
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+        assert not (self.run_dir / "stack.json").exists()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, red_champion: Path) -> Iterator[RunningStack]:
+    project = tmp_path / "project"
+    shutil.copytree(red_champion, project, symlinks=True)
+    run_dir = tmp_path / "stack"
+    env = pipeline_env(project)
+    ports = {
+        "--app-port": free_port(),
+        "--detector-port": free_port(),
+        "--webhook-port": free_port(),
+        "--mlflow-port": free_port(),
+        "--prometheus-port": free_port(),
+        "--alertmanager-port": free_port(),
+    }
+    cmd = [sys.executable, "-m", "winequality.cli", "up", "--run-dir", str(run_dir),
+           *[str(x) for kv in ports.items() for x in kv],
+           "--scrape-interval", "1s", "--evaluation-interval", "1s", "--drift-for", "1s",
+           "--group-wait", "1s", "--group-interval", "1s", "--cooldown", "60"]  # fmt: skip
+    up = ManagedProcess("up", cmd, tmp_path / "up.log", env=env, cwd=project)
+    t0 = time.monotonic()
+    up.start()
+    try:
+        deadline = time.monotonic() + 180
+        while "the stack is up" not in up.log_tail(60):
+            assert up.alive(), up.log_tail()
+            assert time.monotonic() < deadline, up.log_tail()
+            time.sleep(0.2)
+        state = json.loads((run_dir / "stack.json").read_text())
+        yield RunningStack(
+            project, run_dir, up, state["urls"], state["pids"], env, time.monotonic() - t0
+        )
+    finally:
+        if up.alive():
+            up.stop(timeout=60)
+
+
+def test_drifted_traffic_retrains_once_and_the_new_model_stops_the_alarm(
+    stack: RunningStack, shared_data_dir: Path
+) -> None:
+    assert stack.get("app", "/metadata")["model"]["version"] == "1"
+    print(f"stack up in {stack.started_s:.1f}s")
+
+    drift = stack.simulate(
+        "--scenario", "drift", "--rows", "400", "--batch", "50",
+        "--data", str(shared_data_dir), "--follow", "180",
+    )  # fmt: skip
+    assert drift["alert_seen"], drift
+    assert drift["retraining_runs"] == 1, drift
+    result = drift["results"][0]
+    assert result["promoted"] is True, result
+    assert result["version"] == "2"
+    assert result["feedback_rows"] == 400
+    assert result["detector_reloaded"] is True
+    assert drift["served_version"] == "2"
+    assert drift["drift_reset"] is not None
+    print(
+        "first drifted request -> alert firing {alert_firing}s, retraining started "
+        "{retrain_started}s, new version served {new_version_served}s".format(**drift)
+    )
+    meta = stack.get("app", "/metadata")["model"]
+    assert meta["version"] == "2"
+    assert Path(meta["source"]).name.startswith("v2-")
+
+    # The new champion's reference is recent production (white): more white wines are normal.
+    more = stack.simulate(
+        "--scenario", "drift", "--rows", "300", "--skip", "400", "--batch", "50",
+        "--data", str(shared_data_dir), "--follow", "4", "--no-until-loop-closed",
+    )  # fmt: skip
+    detector = stack.get("detector", "/drift")
+    assert detector["windows_tested"] >= 3, detector
+    assert detector["drift_found"] is False, detector["latest"]
+    assert more["first_drift"] is None, more
+    assert not more["alert_seen"], more
+    status = stack.get("webhook", "/status")
+    assert len(status["runs"]) == 1, status
+
+    stack.stop_and_check()
+
+
+def test_stable_traffic_raises_no_alert_and_starts_no_retraining(stack: RunningStack) -> None:
+    stable = stack.simulate(
+        "--scenario", "stable", "--rows", "250", "--batch", "50", "--follow", "5",
+        "--no-until-loop-closed",
+    )  # fmt: skip
+    detector = stack.get("detector", "/drift")
+    assert detector["windows_tested"] == 2, detector
+    assert detector["drift_found"] is False, detector["latest"]
+    # Prometheus did scrape the detector (the absence of an alert means something).
+    query = stack.get("prometheus", "/api/v1/query?query=seldon_metric_drift_found")
+    assert [r["value"][1] for r in query["data"]["result"]] == ["0"], query
+    assert stable["first_drift"] is None, stable
+    assert not stable["alert_seen"], stable
+    assert stable["retraining_runs"] == 0
+    assert stack.get("webhook", "/status")["runs"] == []
+    assert stack.get("app", "/metadata")["model"]["version"] == "1"
+
+    stack.stop_and_check()

@@ -1,0 +1,131 @@
+"""Pure parts of the retraining job: feedback split, new reference, data refresh, pointer swap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from winequality import artifacts, schema
+from winequality.artifacts import ModelMetadata
+from winequality.params import RetrainParams
+from winequality.pipeline.retrain import (
+    RetrainResult,
+    new_bundle_dir,
+    point_model_dir,
+    production_reference,
+    refresh_data,
+    split_feedback,
+)
+
+
+@pytest.fixture
+def red(real_wines: pd.DataFrame) -> pd.DataFrame:
+    return real_wines[real_wines[schema.WINE_TYPE] == "red"].reset_index(drop=True)
+
+
+@pytest.fixture
+def white(real_wines: pd.DataFrame) -> pd.DataFrame:
+    return real_wines[real_wines[schema.WINE_TYPE] == "white"].reset_index(drop=True)
+
+
+def test_split_feedback_is_seeded_disjoint_and_complete(white: pd.DataFrame) -> None:
+    feedback = white.iloc[:100]
+    train, holdout = split_feedback(feedback, 0.3, seed=7)
+    again_train, again_holdout = split_feedback(feedback, 0.3, seed=7)
+    assert (len(train), len(holdout)) == (70, 30)
+    pd.testing.assert_frame_equal(train, again_train)
+    pd.testing.assert_frame_equal(holdout, again_holdout)
+    together = pd.concat([train, holdout]).sort_values(list(schema.DATA_COLUMNS))
+    expected = feedback.sort_values(list(schema.DATA_COLUMNS))
+    pd.testing.assert_frame_equal(together.reset_index(drop=True), expected.reset_index(drop=True))
+    other, _ = split_feedback(feedback, 0.3, seed=8)
+    assert not other.equals(train)
+
+
+def test_split_feedback_keeps_a_row_on_each_side_when_small(white: pd.DataFrame) -> None:
+    train, holdout = split_feedback(white.iloc[:2], 0.01, seed=0)
+    assert (len(train), len(holdout)) == (1, 1)
+    train, holdout = split_feedback(white.iloc[:0], 0.3, seed=0)
+    assert train.empty
+    assert holdout.empty
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])
+def test_split_feedback_refuses_a_fraction_outside_0_1(
+    white: pd.DataFrame, fraction: float
+) -> None:
+    with pytest.raises(ValueError, match="holdout_fraction"):
+        split_feedback(white.iloc[:10], fraction, seed=0)
+
+
+def test_reference_is_the_most_recent_production_rows(
+    red: pd.DataFrame, white: pd.DataFrame
+) -> None:
+    # Feedback is oldest first: some red traffic, then the white wines that caused the drift.
+    feedback = pd.concat([red.iloc[:300], white.iloc[:500]], ignore_index=True)
+    reference = production_reference(feedback, 400)
+    assert len(reference) == 400
+    assert (reference[schema.WINE_TYPE] == "white").all()
+    assert len(production_reference(feedback.iloc[:50], 400)) == 50
+    with pytest.raises(ValueError, match="positive"):
+        production_reference(feedback, 0)
+
+
+def test_refresh_adds_feedback_to_both_train_and_holdout(
+    red: pd.DataFrame, white: pd.DataFrame
+) -> None:
+    params = RetrainParams(holdout_fraction=0.25, seed=1, reference_size=1000)
+    data = refresh_data(red.iloc[:800], red.iloc[800:1000], white.iloc[:400], params)
+    assert (data.feedback_train_rows, data.feedback_holdout_rows) == (300, 100)
+    assert len(data.train) == 1100
+    assert len(data.holdout) == 300
+    assert (data.train[schema.WINE_TYPE] == "white").sum() == 300
+    assert (data.holdout[schema.WINE_TYPE] == "white").sum() == 100
+    assert list(data.train.columns) == list(schema.DATA_COLUMNS)
+    # The new drift reference is production (white), not the red training data.
+    assert len(data.reference) == 400
+    assert set(data.reference[schema.WINE_TYPE]) == {"white"}
+
+
+def _bundle(folder: Path, version: str) -> Path:
+    return artifacts.write_bundle(
+        folder, b"onnx-" + version.encode(), ModelMetadata(version=version)
+    )
+
+
+def test_pointer_symlink_is_created_then_swapped(tmp_path: Path) -> None:
+    pointer = tmp_path / "models" / "current"
+    v1, v2 = _bundle(tmp_path / "b1", "1"), _bundle(tmp_path / "b2", "2")
+    point_model_dir(pointer, v1)
+    assert pointer.is_symlink()
+    assert artifacts.read_metadata(pointer).version == "1"
+    point_model_dir(pointer, v2)
+    assert pointer.resolve() == v2.resolve()
+    assert artifacts.read_metadata(pointer).version == "2"
+    assert not list(pointer.parent.glob(".current.*"))
+    assert (v1 / artifacts.MODEL_FILE).read_bytes() == b"onnx-1"  # old bundle untouched
+
+
+def test_pointer_that_is_a_real_directory_gets_the_bundle_copied(tmp_path: Path) -> None:
+    serving = _bundle(tmp_path / "serving", "1")
+    v2 = _bundle(tmp_path / "b2", "2")
+    point_model_dir(serving, v2)
+    assert not serving.is_symlink()
+    assert artifacts.read_metadata(serving).version == "2"
+    assert (serving / artifacts.MODEL_FILE).read_bytes() == b"onnx-2"
+
+
+def test_new_bundle_dirs_are_fresh_siblings_of_the_pointer(tmp_path: Path) -> None:
+    first = new_bundle_dir(tmp_path / "current", "3")
+    second = new_bundle_dir(tmp_path / "current", "3")
+    assert first != second
+    assert first.parent == tmp_path / "bundles"
+    assert first.name.startswith("v3-")
+
+
+def test_result_json_has_the_contract_fields() -> None:
+    line = RetrainResult(False, "4", "refused: worse", 12, outcome="refused").as_json()
+    assert "\n" not in line
+    assert {"promoted", "version", "reason", "feedback_rows"} <= set(__import__("json").loads(line))
