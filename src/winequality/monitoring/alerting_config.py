@@ -204,6 +204,9 @@ def write_alerting_configs(
     repeat_interval: str = "4h",
 ) -> AlertingFiles:
     """Write prometheus.yml, the rules, alertmanager.yml and the token file for a local run."""
+    # Absolute paths: Prometheus and Alertmanager resolve relative ones against the config file's
+    # folder, not the working directory, so `.stack/...` would silently load no rules.
+    out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     rules = out_dir / RULES_NAME
     overrides = {DRIFT_ALERT: drift_for} if drift_for is not None else None

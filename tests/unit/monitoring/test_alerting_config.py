@@ -77,3 +77,27 @@ def test_write_alerting_configs_uses_the_given_ports_and_hides_the_token(tmp_pat
     assert stat.S_IMODE(files.token.stat().st_mode) == 0o600
     rules = yaml.safe_load(files.rules.read_text())
     assert rules["groups"][0]["rules"][0]["for"] == "1s"
+
+
+def test_configs_written_to_a_relative_folder_point_at_absolute_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prometheus and Alertmanager resolve relative paths against the config file's folder, so a
+    # relative run folder such as `.stack/alerting` would make them load no rules at all.
+    monkeypatch.chdir(tmp_path)
+    files = ac.write_alerting_configs(
+        Path(".stack/alerting"),
+        app_port=1,
+        detector_port=2,
+        alertmanager_port=3,
+        webhook_url="http://127.0.0.1:4/alerts",
+        webhook_token="t",
+    )
+    (rule_file,) = yaml.safe_load(files.prometheus.read_text())["rule_files"]
+    assert Path(rule_file).is_absolute()
+    assert Path(rule_file).is_file()
+    am = yaml.safe_load(files.alertmanager.read_text())
+    token_file = am["receivers"][1]["webhook_configs"][0]["http_config"]["authorization"][
+        "credentials_file"
+    ]
+    assert Path(token_file).is_absolute()
