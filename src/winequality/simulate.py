@@ -355,8 +355,12 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Shuffle seed of the source rows.")] = 0,
     skip: Annotated[int, typer.Option(help="Source rows to skip (send fresh rows).")] = 0,
     follow: Annotated[
-        float, typer.Option(help="Seconds to keep watching after the traffic.")
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            help="Seconds to keep watching after the traffic (default: 180 for drift, so the"
+            " demo shows the whole loop; 30 for stable)."
+        ),
+    ] = None,
     until_loop_closed: Annotated[
         bool, typer.Option(help="Stop following once a retraining finished and is served.")
     ] = True,
@@ -406,7 +410,7 @@ def simulate(
             urls,
             batch=batch,
             pause_s=pause,
-            follow_s=follow,
+            follow_s=follow if follow is not None else (180.0 if scenario == "drift" else 30.0),
             until_loop_closed=until_loop_closed,
         )
     except SimulationError as exc:
