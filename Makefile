@@ -34,7 +34,9 @@ pipeline: install ## run the DVC pipeline: data -> validate -> prepare -> train 
 	$(RUN) winequality summary
 
 .PHONY: run
-run: pipeline ## the main job: run the pipeline on embedded defaults and print where the model is
+run: pipeline ## the main job: the pipeline on embedded defaults, then the local stack (Ctrl-C stops it)
+	@$(MAKE) --no-print-directory system-deps || echo "Prometheus/Alertmanager could not be installed here: \`winequality up\` says what it needs."
+	$(RUN) winequality up
 
 .PHONY: lint
 lint: install ## ruff and mypy (strict)
