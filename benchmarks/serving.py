@@ -149,6 +149,35 @@ def wrk(url: str, script: Path, connections: int, duration: float) -> Run:
     return Run(rate, p50, p99, errors)
 
 
+def sched(pid: int) -> tuple[float, float, int]:
+    """(seconds on CPU, seconds runnable but waiting for a CPU, involuntary switches)."""
+    on_cpu, waiting, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+    status = Path(f"/proc/{pid}/status").read_text()
+    preempted = int(re.search(r"nonvoluntary_ctxt_switches:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+    return int(on_cpu) / 1e9, int(waiting) / 1e9, preempted
+
+
+def latency_buckets(url: str) -> dict[float, float]:
+    """Cumulative counts of the app's own /predict latency histogram, by upper bound."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    buckets = {}
+    for labels, count in re.findall(
+        r"^winequality_http_request_duration_seconds_bucket\{(.*)\} (\S+)$", text, re.M
+    ):
+        found = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if found.get("route") == "/predict":
+            buckets[float(found["le"])] = float(count)
+    return buckets
+
+
+def p99_bound(before: dict[float, float], after: dict[float, float]) -> float:
+    """Smallest bucket bound holding 99 % of the requests observed between two scrapes."""
+    delta = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = delta[-1][1]
+    return next(le for le, n in delta if n >= 0.99 * total)
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
     """(current RSS, peak RSS) of a process in MB."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -196,23 +225,27 @@ def main() -> None:
             env,
         )
         servers.append(baseline)
-        ours_cmd = [
-            sys.executable, "-m", "winequality.cli", "serve",
-            "--model-dir", str(bundle), "--log-level", "warning",
-        ]  # fmt: skip
+        serve_args = ["--model-dir", str(bundle), "--log-level", "warning"]
+        entries = {
+            "python -m winequality.serving": [sys.executable, "-m", "winequality.serving"],
+            "winequality serve": [sys.executable, "-m", "winequality.cli", "serve"],
+        }
+        ours_cmd = [*entries["python -m winequality.serving"], *serve_args]
         ours = start("winequality", ours_cmd, "/health/ready", tmp, env)
         servers.append(ours)
 
-        cold = {
-            entry: median_pair([cold_start(entry, cmd, tmp, env) for _ in range(args.cold_starts)])
-            for entry, cmd in {
-                "winequality serve": ours_cmd,
-                "python -m winequality.serving": [
-                    sys.executable, "-m", "winequality.serving",
-                    "--model-dir", str(bundle), "--log-level", "warning",
-                ],
-            }.items()
-        }  # fmt: skip
+        cold: dict[str, tuple[float, float] | None] = {}
+        for entry, cmd in entries.items():
+            try:
+                cold[entry] = median_pair(
+                    [
+                        cold_start(entry, [*cmd, *serve_args], tmp, env)
+                        for _ in range(args.cold_starts)
+                    ]
+                )
+            except RuntimeError as exc:  # e.g. the root CLI broken by a half-finished stage
+                print(f"cold start of {entry!r} failed: {str(exc).splitlines()[-1]}")
+                cold[entry] = None
 
         ref = post(baseline.url + "/predict", bodies["batch"])["predictions"]
         got = post(ours.url + "/predict", bodies["batch"])["predictions"]
@@ -225,17 +258,43 @@ def main() -> None:
             "batch": (scripts["batch"], args.connections),
             "latency": (scripts["single"], 1),
         }
+        contention: tuple[float, float, int] | None = None
+        histogram_before: dict[float, float] = {}
+        server_p99 = float("nan")
         for scenario, (script, connections) in scenarios.items():
             results[scenario] = {}
             for server in servers:
+                before = sched(server.process.pid)
+                if scenario == "latency" and server is ours:
+                    histogram_before = latency_buckets(ours.url)
                 runs = [
                     wrk(server.url + "/predict", script, connections, duration)
                     for _ in range(args.repeat)
                 ]
+                after = sched(server.process.pid)
                 results[scenario][server.name] = max(runs, key=lambda r: r.requests_per_s)
+                if scenario == "latency" and server is ours:
+                    contention = (
+                        after[0] - before[0],
+                        after[1] - before[1],
+                        after[2] - before[2],
+                    )
+                    server_p99 = p99_bound(histogram_before, latency_buckets(ours.url))
 
         memory = {s.name: rss_mb(s.process.pid) for s in servers}
         report(results, servers, memory, cold, duration, args.connections)
+        if contention is not None:
+            on_cpu, waited, preempted = contention
+            total = duration * args.repeat
+            print(
+                f"\nour server during the c=1 latency run(s): on CPU {on_cpu:.2f} s, runnable but "
+                f"waiting for a CPU {waited * 1e3:.0f} ms, preempted {preempted} times in "
+                f"{total:g} s (time taken by other processes on core {SERVER_CORE})"
+            )
+            print(
+                "the same run seen by the app (its latency histogram, request start to response "
+                f"sent): p99 <= {server_p99 * 1e3:g} ms"
+            )
     finally:
         for server in servers:
             server.process.stop()
@@ -246,7 +305,7 @@ def report(
     results: dict[str, dict[str, Run]],
     servers: list[Server],
     memory: dict[str, tuple[float, float]],
-    cold: dict[str, tuple[float, float]],
+    cold: dict[str, tuple[float, float] | None],
     duration: float,
     connections: int,
 ) -> None:
@@ -283,11 +342,11 @@ def report(
             (
                 f"cold start to ready s, wall / CPU ({entry})",
                 f"{servers[0].cold_start_s:.2f} / {servers[0].cold_start_cpu_s:.2f}",
-                f"{wall:.2f} / {cpu:.2f}",
+                "failed" if times is None else "{:.2f} / {:.2f}".format(*times),
                 "",
                 "<= 1.5 s",
             )
-            for entry, (wall, cpu) in cold.items()
+            for entry, times in cold.items()
         ],
         (
             "RSS MB (now / peak)",

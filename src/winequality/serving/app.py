@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -23,9 +24,12 @@ from fastapi import FastAPI
 
 from winequality.inference.predictor import BundleError
 from winequality.serving.asgi import ASGIApp, Message, Receive, Scope, Send
+from winequality.serving.feedback import FeedbackSink
 from winequality.serving.metrics import ServingMetrics
 from winequality.serving.model import Loader, ModelManager, default_loader
-from winequality.serving.routes import admin, health, metadata, predict, v2
+from winequality.serving.payload_logger import PayloadLogger
+from winequality.serving.recent import RecentRequests
+from winequality.serving.routes import admin, feedback, health, metadata, predict, v2
 from winequality.serving.state import ServingState
 from winequality.settings import Settings
 
@@ -72,12 +76,32 @@ class HotPathDispatcher:
             self.metrics.observe_request(label, scope["method"], status, perf_counter() - start)
 
 
-def create_app(settings: Settings | None = None, loader: Loader | None = None) -> FastAPI:
-    """The app for ``settings``; ``loader`` overrides how a bundle becomes a predictor."""
+def create_app(
+    settings: Settings | None = None, loader: Loader | None = None, *, freeze_gc: bool = False
+) -> FastAPI:
+    """The app for ``settings``; ``loader`` overrides how a bundle becomes a predictor.
+
+    ``freeze_gc`` (the server entry point sets it) moves everything alive once the model is loaded
+    out of the garbage collector's sight: the ~100k objects of the imports and the model would
+    otherwise be traversed by every full collection (tens of ms, a latency spike), and none of
+    them is garbage.
+    """
     settings = settings or Settings()
     metrics = ServingMetrics()
     manager = ModelManager(settings, loader or default_loader(settings), metrics)
-    state = ServingState(settings, manager, metrics)
+    payloads = (
+        PayloadLogger(settings.detector_url, settings.payload_queue_size, metrics.registry)
+        if settings.detector_url
+        else None
+    )
+    state = ServingState(
+        settings,
+        manager,
+        metrics,
+        RecentRequests(settings.recent_requests),
+        FeedbackSink(settings.feedback_db),
+        payloads,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -86,6 +110,10 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
         except BundleError as exc:
             # Stay up and unready: a bundle can still arrive (watcher, /admin/reload).
             log.error("no model loaded at startup: %s", exc)
+        if payloads is not None:
+            await payloads.start()
+        if freeze_gc:
+            gc.freeze()
         watcher = None
         if settings.reload_watch_s > 0:
             watcher = asyncio.create_task(manager.watch(settings.reload_watch_s))
@@ -96,6 +124,9 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            if payloads is not None:
+                await payloads.stop()
+            state.feedback.close()
             await manager.close()
 
     app = FastAPI(
@@ -112,6 +143,7 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
     app.include_router(metadata.router)
     app.include_router(v2.router)
     app.include_router(admin.router)
+    app.include_router(feedback.router)
     app.add_middleware(
         HotPathDispatcher,
         endpoints={predict_route.path: predict_route.app, infer_route.path: infer_route.app},

@@ -6,12 +6,13 @@ subclasses only turn a body into a matrix and a prediction into a body.
 
 from __future__ import annotations
 
-from time import perf_counter
+from time import perf_counter, time
 from typing import Any, ClassVar
 
 import orjson
 from fastapi.routing import APIRoute
 
+from winequality.inference.features import Matrix
 from winequality.inference.predictor import (
     PredictorError,
     UpstreamBadResponse,
@@ -32,6 +33,7 @@ from winequality.serving.asgi import (
     send_json,
 )
 from winequality.serving.model import LoadedModel
+from winequality.serving.payload_logger import Exchange
 from winequality.serving.state import ServingState
 from winequality.serving.validation import RequestError
 
@@ -70,15 +72,19 @@ class HotEndpoint:
             f"{sorted(t.decode() for t in self.accepted_media_types if t is not None)}"
         )
 
-    async def answer(self, scope: Scope, body: bytes, model: LoadedModel, rid: str) -> bytes:
+    async def answer(
+        self, scope: Scope, body: bytes, model: LoadedModel, rid: str
+    ) -> tuple[bytes, bytes | Matrix]:
+        """(response body, request payload for the logger: ``body`` itself when it is JSON)."""
         raise NotImplementedError
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = perf_counter()
         rid = request_id(scope)
         status = 200
+        logged: tuple[bytes | Matrix, LoadedModel] | None = None
         try:
-            out = await self._respond(scope, receive, rid)
+            out, logged = await self._respond(scope, receive, rid)
         except RequestError as exc:
             status, out = exc.status, exc.body()
             self._count_error(exc.kind)
@@ -97,8 +103,15 @@ class HotEndpoint:
             self._count_error(reason)
         await send_json(send, status, out, rid)
         self.state.metrics.observe_request(self.route, "POST", status, perf_counter() - start)
+        payloads = self.state.payloads
+        if payloads is not None and logged is not None:
+            # After the answer is sent: the client never waits for this (a put_nowait).
+            request, model = logged
+            payloads.log(Exchange(rid, model.metadata.name, time(), request, out))
 
-    async def _respond(self, scope: Scope, receive: Receive, rid: str) -> bytes:
+    async def _respond(
+        self, scope: Scope, receive: Receive, rid: str
+    ) -> tuple[bytes, tuple[bytes | Matrix, LoadedModel]]:
         if media_type(header(scope, b"content-type")) not in self.accepted_media_types:
             raise RequestError(415, [], self._rejected_type, "unsupported_media_type")
         declared = header(scope, b"content-length")
@@ -110,7 +123,8 @@ class HotEndpoint:
         model = self.state.manager.current
         if model is None:
             raise RequestError(503, [], "no model loaded yet; see /health/ready", "no_model")
-        return await self.answer(scope, body, model, rid)
+        out, request = await self.answer(scope, body, model, rid)
+        return out, (request, model)
 
     def _count_error(self, reason: str) -> None:
         self.state.metrics.errors.labels(self.route, reason).inc()

@@ -47,9 +47,9 @@ def default_loader(settings: Settings) -> Loader:
 
     def remote(bundle: Path) -> Predictor:
         # Imported here: httpx and the V2 client are only needed in remote mode.
-        from winequality.inference.remote import RemoteV2Predictor
+        from winequality.serving.upstream import LeanRemoteV2Predictor
 
-        return RemoteV2Predictor.from_settings(settings, read_bundle_metadata(bundle))
+        return LeanRemoteV2Predictor.from_settings(settings, read_bundle_metadata(bundle))
 
     return remote
 

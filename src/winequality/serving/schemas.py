@@ -219,3 +219,33 @@ class V2ServerMetadata(BaseModel):
 
 class V2Error(BaseModel):
     error: str
+
+
+# --- feedback --------------------------------------------------------------------------------
+
+
+class FeedbackByRequest(BaseModel):
+    """The true quality of one wine the app scored recently."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"request_id": "abc-123", "index": 0, "quality": 6}]},
+    )
+
+    request_id: str = Field(description="`request_id` of the prediction response.")
+    index: int = Field(ge=0, description="Index of the wine in that request.")
+    quality: int = Field(ge=0, le=10, description="True quality (0-10).")
+
+
+class FeedbackRows(BaseModel):
+    """Wines with their true quality, one label per wine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    wines: list[Wine] = Field(min_length=1)
+    quality: list[int] = Field(description="True quality (0-10) of each wine, in order.")
+
+
+class FeedbackResponse(BaseModel):
+    stored: int = Field(description="Rows written to the feedback store.")
+    request_id: str | None = Field(description="The request the feedback refers to, if named.")

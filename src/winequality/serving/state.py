@@ -1,4 +1,4 @@
-"""What the endpoints share: settings, the model manager, the metrics."""
+"""What the endpoints share: settings, model manager, metrics, recent rows, feedback, logger."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from winequality.serving.feedback import FeedbackSink
 from winequality.serving.metrics import ServingMetrics
 from winequality.serving.model import ModelManager
+from winequality.serving.payload_logger import PayloadLogger
+from winequality.serving.recent import RecentRequests
 from winequality.settings import Settings
 
 
@@ -17,6 +20,10 @@ class ServingState:
     settings: Settings
     manager: ModelManager
     metrics: ServingMetrics
+    recent: RecentRequests
+    feedback: FeedbackSink
+    payloads: PayloadLogger | None = None
+    """Forwards answered requests to the drift detector; None when no detector is set."""
 
 
 def get_state(request: Request) -> ServingState:

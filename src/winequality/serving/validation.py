@@ -177,11 +177,12 @@ def _predict_slow(doc: Any, max_rows: int) -> None:
             )
         )
     else:
-        problems.extend(_wine_problems(wines))
+        problems.extend(wine_problems(wines))
     raise RequestError(422, problems)
 
 
-def _wine_problems(wines: list[Any]) -> list[Problem]:
+def wine_problems(wines: list[Any]) -> list[Problem]:
+    """Every problem of every wine (index, field, reason); empty when all are valid."""
     problems: list[Problem] = []
     # Cells that are missing or not numbers get a valid filler, so that the vectorised range check
     # reports only values that were numbers but impossible ones.

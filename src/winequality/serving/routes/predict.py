@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 import orjson
 
+from winequality.inference.features import Matrix
 from winequality.serving.asgi import Scope
 from winequality.serving.hot import HotEndpoint, HotRoute
 from winequality.serving.model import LoadedModel
@@ -22,15 +23,19 @@ class PredictEndpoint(HotEndpoint):
         super().__init__(state)
         self._max_rows = state.settings.max_batch_rows
         self._rows = state.metrics.rows.labels(self.route)
+        self._recent = state.recent
 
-    async def answer(self, scope: Scope, body: bytes, model: LoadedModel, rid: str) -> bytes:
+    async def answer(
+        self, scope: Scope, body: bytes, model: LoadedModel, rid: str
+    ) -> tuple[bytes, bytes | Matrix]:
         matrix = parse_predict(body, self._max_rows)
         prediction = await model.predictor.predict(matrix)
+        self._recent.remember(rid, matrix)
         self._rows.inc(len(matrix))
         self.state.metrics.quality.observe_many(prediction.quality)
         quality = np.round(prediction.quality.astype(np.float64), 4).tolist()
         classes = prediction.quality_class.tolist()
-        return orjson.dumps(
+        out = orjson.dumps(
             {
                 "model_name": model.metadata.name,
                 "model_version": model.metadata.version,
@@ -41,6 +46,7 @@ class PredictEndpoint(HotEndpoint):
                 ],
             }
         )
+        return out, body
 
 
 # The route's OpenAPI signature: FastAPI documents the body and response models from it, while

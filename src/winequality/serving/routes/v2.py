@@ -13,6 +13,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from winequality import schema
+from winequality.inference.features import Matrix
 from winequality.serving.asgi import Scope, header
 from winequality.serving.hot import HotEndpoint, HotRoute
 from winequality.serving.model import LoadedModel
@@ -43,8 +44,11 @@ class V2InferEndpoint(HotEndpoint):
         super().__init__(state)
         self._max_rows = state.settings.max_batch_rows
         self._rows = state.metrics.rows.labels(self.route)
+        self._recent = state.recent
 
-    async def answer(self, scope: Scope, body: bytes, model: LoadedModel, rid: str) -> bytes:
+    async def answer(
+        self, scope: Scope, body: bytes, model: LoadedModel, rid: str
+    ) -> tuple[bytes, bytes | Matrix]:
         json_length = header(scope, b"inference-header-content-length")
         if json_length is not None and not json_length.isdigit():
             raise RequestError(
@@ -61,6 +65,7 @@ class V2InferEndpoint(HotEndpoint):
             body, self._max_rows, int(json_length) if json_length is not None else None
         )
         prediction = await model.predictor.predict(request.matrix)
+        self._recent.remember(rid, request.matrix)
         n = len(request.matrix)
         self._rows.inc(n)
         self.state.metrics.quality.observe_many(prediction.quality)
@@ -69,7 +74,7 @@ class V2InferEndpoint(HotEndpoint):
             schema.OUTPUT_QUALITY: ("FP32", prediction.quality.tolist()),
             schema.OUTPUT_CLASS: ("INT32", prediction.quality_class.tolist()),
         }
-        return orjson.dumps(
+        out = orjson.dumps(
             {
                 "model_name": schema.MODEL_NAME,
                 "model_version": model.metadata.version,
@@ -80,6 +85,8 @@ class V2InferEndpoint(HotEndpoint):
                 ],
             }
         )
+        # Binary tensor data is not JSON: the logger then encodes the matrix, off this path.
+        return out, (body if json_length is None else request.matrix)
 
 
 # OpenAPI signature of the infer route; HotRoute hands requests to V2InferEndpoint.

@@ -1,0 +1,204 @@
+"""``POST /feedback``: by request id + index, or as labelled rows; every refusal names its cause."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from tests.unit.serving.conftest import TestClient
+
+from winequality import schema
+from winequality.feedback import FeedbackStore
+from winequality.serving.app import create_app
+from winequality.serving.schemas import example_wine
+from winequality.settings import Settings
+
+V2_INFER = f"/v2/models/{schema.MODEL_NAME}/infer"
+
+
+@pytest.fixture
+def feedback_db(tmp_path: Path) -> Path:
+    return tmp_path / "feedback" / "feedback.sqlite"
+
+
+@pytest.fixture
+def fb_client(model_dir: Path, feedback_db: Path) -> Iterator[TestClient]:
+    settings = Settings(
+        model_dir=model_dir,
+        feedback_db=feedback_db,
+        recent_requests=3,
+        max_batch_rows=50,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def stored(db: Path) -> pd.DataFrame:
+    store = FeedbackStore(db)
+    try:
+        return store.frame()
+    finally:
+        store.close()
+
+
+def predict(client: TestClient, wines: list[dict[str, Any]], rid: str | None = None) -> str:
+    headers = {"x-request-id": rid} if rid else {}
+    response = client.post("/predict", json={"wines": wines}, headers=headers)
+    assert response.status_code == 200
+    request_id: str = response.json()["request_id"]
+    return request_id
+
+
+def problems(response: Any) -> list[tuple[int | None, str | None]]:
+    return [(p["index"], p["field"]) for p in response.json()["detail"]]
+
+
+def test_feedback_by_request_id_stores_the_scored_wine(
+    fb_client: TestClient, feedback_db: Path
+) -> None:
+    wines = [example_wine("red"), example_wine("white") | {"alcohol": 12.5}]
+    rid = predict(fb_client, wines)
+    response = fb_client.post("/feedback", json={"request_id": rid, "index": 1, "quality": 7})
+    assert response.status_code == 201
+    assert response.json() == {"stored": 1, "request_id": rid}
+    frame = stored(feedback_db)
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert row[schema.TARGET] == 7
+    assert row[schema.WINE_TYPE] == "white"
+    assert row["alcohol"] == 12.5
+
+
+def test_feedback_for_a_v2_request_recovers_the_tensor_values(
+    fb_client: TestClient, feedback_db: Path
+) -> None:
+    wine = example_wine("white") | {"fixed_acidity": 7.4}
+    inputs = [
+        {"name": n, "shape": [1, 1], "datatype": "FP32", "data": [wine[n]]}
+        for n in schema.FEATURE_NAMES
+    ]
+    inputs.append(
+        {"name": schema.WINE_TYPE, "shape": [1, 1], "datatype": "BYTES", "data": ["white"]}
+    )
+    response = fb_client.post(V2_INFER, json={"inputs": inputs}, headers={"x-request-id": "v2-1"})
+    assert response.status_code == 200
+    answer = fb_client.post("/feedback", json={"request_id": "v2-1", "index": 0, "quality": 5})
+    assert answer.status_code == 201
+    row = stored(feedback_db).iloc[0]
+    assert row["fixed_acidity"] == 7.4  # not float32's 7.400000095367432
+    assert row[schema.WINE_TYPE] == "white"
+
+
+def test_feedback_as_labelled_rows_stores_every_row(
+    fb_client: TestClient, feedback_db: Path
+) -> None:
+    wines = [example_wine("red"), example_wine("white")]
+    response = fb_client.post("/feedback", json={"wines": wines, "quality": [5, 6]})
+    assert response.status_code == 201
+    assert response.json() == {"stored": 2, "request_id": None}
+    assert stored(feedback_db)[schema.TARGET].tolist() == [5, 6]
+
+
+def test_unknown_request_id_is_404_naming_it(fb_client: TestClient) -> None:
+    response = fb_client.post("/feedback", json={"request_id": "nope-42", "index": 0, "quality": 6})
+    assert response.status_code == 404
+    assert "nope-42" in response.json()["error"]
+    assert problems(response) == [(None, "request_id")]
+
+
+def test_forgotten_request_id_is_404_once_newer_requests_pushed_it_out(
+    fb_client: TestClient,
+) -> None:
+    first = predict(fb_client, [example_wine()], "first")
+    for i in range(3):  # recent_requests=3
+        predict(fb_client, [example_wine()], f"later-{i}")
+    response = fb_client.post("/feedback", json={"request_id": first, "index": 0, "quality": 6})
+    assert response.status_code == 404
+    assert "first" in response.json()["error"]
+    ok = fb_client.post("/feedback", json={"request_id": "later-0", "index": 0, "quality": 6})
+    assert ok.status_code == 201
+
+
+def test_index_out_of_range_is_422_naming_the_index(fb_client: TestClient) -> None:
+    rid = predict(fb_client, [example_wine(), example_wine("white")])
+    response = fb_client.post("/feedback", json={"request_id": rid, "index": 2, "quality": 6})
+    assert response.status_code == 422
+    assert problems(response) == [(2, "index")]
+    assert "out of range" in response.json()["error"]
+
+
+@pytest.mark.parametrize("quality", [11, -1, 6.5, "6", None, True])
+def test_bad_quality_by_request_is_422_naming_quality(fb_client: TestClient, quality: Any) -> None:
+    rid = predict(fb_client, [example_wine()])
+    response = fb_client.post("/feedback", json={"request_id": rid, "index": 0, "quality": quality})
+    assert response.status_code == 422
+    assert problems(response) == [(0, "quality")]
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        ({"request_id": "x", "index": -1, "quality": 6}, [(None, "index")]),
+        ({"request_id": "x", "index": "0", "quality": 6}, [(None, "index")]),
+        ({"request_id": 3, "index": 0, "quality": 6}, [(None, "request_id")]),
+        ({"request_id": "x", "index": 0}, [(None, "quality")]),
+        ({"request_id": "x", "index": 0, "quality": 6, "extra": 1}, [(None, "extra")]),
+    ],
+)
+def test_malformed_by_request_body_is_422_naming_the_field(
+    fb_client: TestClient, doc: dict[str, Any], expected: list[tuple[int | None, str]]
+) -> None:
+    response = fb_client.post("/feedback", json=doc)
+    assert response.status_code == 422
+    assert problems(response) == expected
+
+
+def test_bad_rows_are_422_naming_each_wine_and_field(fb_client: TestClient) -> None:
+    bad_alcohol = example_wine() | {"alcohol": 80.0}
+    no_ph = {k: v for k, v in example_wine().items() if k != "ph"}
+    wines = [example_wine(), bad_alcohol, no_ph]
+    response = fb_client.post("/feedback", json={"wines": wines, "quality": [5, 6, 7]})
+    assert response.status_code == 422
+    assert problems(response) == [(1, "alcohol"), (2, "ph")]
+
+
+def test_bad_labels_are_422_naming_the_row(fb_client: TestClient) -> None:
+    wines = [example_wine(), example_wine("white")]
+    response = fb_client.post("/feedback", json={"wines": wines, "quality": [5, 12]})
+    assert response.status_code == 422
+    assert problems(response) == [(1, "quality")]
+
+
+def test_label_count_mismatch_is_422(fb_client: TestClient) -> None:
+    response = fb_client.post("/feedback", json={"wines": [example_wine()], "quality": [5, 6]})
+    assert response.status_code == 422
+    assert problems(response) == [(None, "quality")]
+
+
+@pytest.mark.parametrize(
+    "raw", [b"{not json", b"[1, 2]", b'{"something": 1}', b'{"wines": "many", "quality": []}']
+)
+def test_unusable_bodies_are_422_not_500(fb_client: TestClient, raw: bytes) -> None:
+    response = fb_client.post(
+        "/feedback", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]
+
+
+def test_unwritable_store_is_503_not_500(model_dir: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    settings = Settings(
+        model_dir=model_dir,
+        feedback_db=blocker / "feedback.sqlite",
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/feedback", json={"wines": [example_wine()], "quality": [6]})
+    assert response.status_code == 503
+    assert "feedback store" in response.json()["error"]
