@@ -68,6 +68,15 @@ def stage_errors() -> Iterator[None]:
         raise _fail(str(exc)) from exc
 
 
+@contextmanager
+def working(message: str) -> Iterator[None]:
+    """A spinner on stderr while a long step runs (silent when stderr is not a terminal)."""
+    from rich.console import Console
+
+    with Console(stderr=True).status(message):
+        yield
+
+
 def write_json(path: Path, data: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -92,7 +101,8 @@ def train(
         from winequality.training.train import save_model, train_model
 
         _, params = settings_and_params()
-        result = train_model(read_split(train_path), params.train, n_jobs=n_jobs)
+        with working(f"Tuning {params.train.family} by {params.train.cv_folds}-fold CV ..."):
+            result = train_model(read_split(train_path), params.train, n_jobs=n_jobs)
         save_model(result.model, out)
         summary = result.summary(params.train)
         write_json(metrics, summary)
@@ -194,7 +204,8 @@ def register_model(
             predictions=predictions,
             source=source,
         )
-        registered = do_register(inputs, settings, params, alias=alias)
+        with working(f"Logging the run to MLflow ({settings.tracking_uri()}) ..."):
+            registered = do_register(inputs, settings, params, alias=alias)
         write_json(out, registered.as_dict())
     typer.echo(
         f"registered {registered.name} v{registered.version} (run {registered.run_id}) "
@@ -229,7 +240,8 @@ def promote(
         from winequality.training.registry import promote as do_promote
 
         settings, params = settings_and_params()
-        decision = do_promote(settings, params.promote, test, train_path, metric)
+        with working("Re-scoring challenger and champion on the test split ..."):
+            decision = do_promote(settings, params.promote, test, train_path, metric)
         write_json(out, decision.as_dict())
     colour = {"promoted": typer.colors.GREEN, "refused": typer.colors.YELLOW}.get(decision.outcome)
     typer.secho(f"{decision.outcome}: {decision.reason}", fg=colour)
@@ -255,5 +267,6 @@ def pull(
 
         settings, _ = settings_and_params()
         target = dest or settings.model_dir
-        metadata = do_pull(settings, target, alias=alias, run_id=run_id)
+        with working(f"Downloading {alias or run_id} from {settings.tracking_uri()} ..."):
+            metadata = do_pull(settings, target, alias=alias, run_id=run_id)
     typer.echo(f"pulled {metadata.name} v{metadata.version} (run {metadata.run_id}) -> {target}")
