@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -59,14 +61,27 @@ def write_bundle(
     Files go to a sibling temporary directory first, which then replaces ``dest`` with renames, so
     a crash leaves either the old bundle or the new one.
     """
-    dest = dest.resolve()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with replaced_atomically(dest) as tmp:
         (tmp / MODEL_FILE).write_bytes(onnx_model)
         (tmp / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
         if reference is not None:
             shutil.copyfile(reference, tmp / REFERENCE_FILE)
+    return dest.resolve()
+
+
+@contextmanager
+def replaced_atomically(dest: Path) -> Iterator[Path]:
+    """Yield an empty sibling directory of ``dest``; on success it replaces ``dest`` by renames.
+
+    A reader sees the old directory or the new one, never a mix; on failure the old one stays
+    and the partial new one is removed.
+    """
+    dest = dest.resolve()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes it owner-only; readers may run as another user
         old = None
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
@@ -77,7 +92,6 @@ def write_bundle(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return dest
 
 
 def read_metadata(bundle: Path) -> ModelMetadata:

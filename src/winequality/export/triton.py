@@ -24,10 +24,8 @@ tests parse every one of them as Triton's ``ModelConfig`` protobuf.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,10 +313,7 @@ def write_model_repository(
     instances: int = 1,
 ) -> Path:
     """Build the repository next to ``out`` and swap it in, so a reader never sees half of it."""
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with artifacts.replaced_atomically(out) as tmp:
         build_model_repository(
             bundle,
             tmp,
@@ -327,15 +322,4 @@ def write_model_repository(
             max_queue_delay_us=max_queue_delay_us,
             instances=instances,
         )
-        tmp.chmod(0o755)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return out.resolve()
