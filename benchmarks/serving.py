@@ -6,7 +6,8 @@ one server at a time. Both serve the same StandardScaler + ElasticNet trained on
 data (ours as the ONNX bundle, the baseline as a pickled scikit-learn pipeline).
 
 Targets (issue "Serving"): single-row req/s >= 10x the baseline, 100-row batch rows/s >= 6x,
-single-row p99 at one connection <= 1 ms, cold start to ready <= 1.5 s, RSS <= 150 MB.
+single-row p99 at one connection <= 1 ms, cold start to ready <= 1.5 s, RSS <= 150 MB, and zero
+failed requests under load (16 connections, 30 s) with a model swap every 5 s.
 
     uv run python benchmarks/serving.py [--short] [--duration 10] [--connections 16]
 
@@ -25,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -194,6 +196,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="for the throughput runs")
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario (best kept)")
     parser.add_argument("--cold-starts", type=int, default=3, help="starts timed (median kept)")
+    parser.add_argument(
+        "--swap-duration", type=float, default=30.0, help="seconds of load with model swaps"
+    )
+    parser.add_argument("--swap-every", type=float, default=5.0, help="seconds between swaps")
     args = parser.parse_args()
     duration = 3.0 if args.short else args.duration
     for tool in ("wrk", "taskset"):
@@ -207,6 +213,7 @@ def main() -> None:
         # One model for both apps: the baseline pickles the very pipeline the bundle exports.
         model = train_model(wines)
         bundle = write_model_bundle(tmp / "bundle", model, version="bench")
+        other = write_model_bundle(tmp / "bundle-2", model, version="bench-2")
         (tmp / "model.pkl").write_bytes(pickle.dumps(model))
         bodies = {"single": wines_body(wines, 1, 1), "batch": wines_body(wines, 100, 2)}
         scripts = {}
@@ -215,7 +222,7 @@ def main() -> None:
             scripts[kind] = tmp / f"{kind}.lua"
             scripts[kind].write_text(LUA.format(body=tmp / f"{kind}.json"))
 
-        env = dict(os.environ, BASELINE_MODEL=str(tmp / "model.pkl"), WINEQ_ADMIN_TOKEN="")
+        env = dict(os.environ, BASELINE_MODEL=str(tmp / "model.pkl"), WINEQ_ADMIN_TOKEN=TOKEN)
         uvicorn_flags = ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
         baseline = start(
             "baseline",
@@ -283,6 +290,17 @@ def main() -> None:
 
         memory = {s.name: rss_mb(s.process.pid) for s in servers}
         report(results, servers, memory, cold, duration, args.connections)
+        swap_duration = min(args.swap_duration, duration) if args.short else args.swap_duration
+        swaps = swap_under_load(
+            ours.url, scripts["single"], args.connections, swap_duration, args.swap_every,
+            [other, bundle],
+        )  # fmt: skip
+        print(
+            f"\nunder load (c={args.connections}, {swap_duration:g} s) with a model swap every "
+            f"{args.swap_every:g} s: {swaps.run.requests_per_s:,.0f} req/s, "
+            f"{swaps.run.errors} failed requests (target 0), {swaps.accepted}/{swaps.attempted} "
+            f"swaps accepted, versions served: {', '.join(swaps.versions)}"
+        )
         if contention is not None:
             on_cpu, waited, preempted = contention
             total = duration * args.repeat
@@ -299,6 +317,52 @@ def main() -> None:
         for server in servers:
             server.process.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+TOKEN = "bench-admin-token"  # a throwaway token for a loopback server
+
+
+@dataclass
+class SwapRun:
+    run: Run
+    attempted: int
+    accepted: int
+    versions: list[str]
+
+
+def swap_under_load(
+    url: str, script: Path, connections: int, duration: float, every: float, bundles: list[Path]
+) -> SwapRun:
+    """wrk loads the app while a thread swaps its model through /admin/reload every ``every`` s."""
+    outcome: dict[str, Any] = {"attempted": 0, "accepted": 0, "versions": []}
+    stop = threading.Event()
+
+    def swapper() -> None:
+        i = 0
+        while not stop.wait(every):
+            body = json.dumps({"model_dir": str(bundles[i % len(bundles)])}).encode()
+            request = urllib.request.Request(
+                url + "/admin/reload",
+                data=body,
+                method="POST",
+                headers={"content-type": "application/json", "authorization": f"Bearer {TOKEN}"},
+            )
+            outcome["attempted"] += 1
+            with urllib.request.urlopen(request, timeout=10) as response:
+                if response.status == 200:
+                    outcome["accepted"] += 1
+            with urllib.request.urlopen(url + "/metadata", timeout=10) as response:
+                outcome["versions"].append(json.loads(response.read())["model"]["version"])
+            i += 1
+
+    thread = threading.Thread(target=swapper, daemon=True)
+    thread.start()
+    try:
+        run = wrk(url + "/predict", script, connections, duration)
+    finally:
+        stop.set()
+        thread.join(30)
+    return SwapRun(run, outcome["attempted"], outcome["accepted"], outcome["versions"])
 
 
 def report(
