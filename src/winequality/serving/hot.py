@@ -67,6 +67,10 @@ class HotEndpoint:
     def __init__(self, state: ServingState) -> None:
         self.state = state
         self._max_body = state.settings.max_body_bytes
+        self._max_rows = state.settings.max_batch_rows
+        # Label lookups are resolved once here, not per request.
+        self._rows = state.metrics.rows.labels(self.route)
+        self._recent = state.recent
         self._rejected_type = (
             "content-type must be one of "
             f"{sorted(t.decode() for t in self.accepted_media_types if t is not None)}"

@@ -19,12 +19,6 @@ from winequality.serving.validation import parse_predict
 class PredictEndpoint(HotEndpoint):
     route: ClassVar[str] = "/predict"
 
-    def __init__(self, state: ServingState) -> None:
-        super().__init__(state)
-        self._max_rows = state.settings.max_batch_rows
-        self._rows = state.metrics.rows.labels(self.route)
-        self._recent = state.recent
-
     async def answer(
         self, scope: Scope, body: bytes, model: LoadedModel, rid: str
     ) -> tuple[bytes, bytes | Matrix]:

@@ -40,12 +40,6 @@ class V2InferEndpoint(HotEndpoint):
         {b"application/json", b"application/octet-stream", None}
     )
 
-    def __init__(self, state: ServingState) -> None:
-        super().__init__(state)
-        self._max_rows = state.settings.max_batch_rows
-        self._rows = state.metrics.rows.labels(self.route)
-        self._recent = state.recent
-
     async def answer(
         self, scope: Scope, body: bytes, model: LoadedModel, rid: str
     ) -> tuple[bytes, bytes | Matrix]:
