@@ -46,10 +46,10 @@ def default_loader(settings: Settings) -> Loader:
         return lambda bundle: OnnxPredictor(bundle, threads=settings.onnx_threads)
 
     def remote(bundle: Path) -> Predictor:
-        # Imported here: httpx and the V2 client are only needed in remote mode.
-        from winequality.serving.upstream import LeanRemoteV2Predictor
+        # Imported here: aiohttp and the V2 client are only needed in remote mode.
+        from winequality.inference.remote import RemoteV2Predictor
 
-        return LeanRemoteV2Predictor.from_settings(settings, read_bundle_metadata(bundle))
+        return RemoteV2Predictor.from_settings(settings, read_bundle_metadata(bundle))
 
     return remote
 

@@ -1,8 +1,10 @@
-"""The pure parts of payload logging: event headers, payload encoding, queue bound, recent rows."""
+"""Payload logging: event headers, payload encoding, queue bound, recent rows, and the drop
+reason of each delivery failure against small real servers on loopback (asyncio sockets)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 import orjson
@@ -11,9 +13,11 @@ from prometheus_client import CollectorRegistry
 
 from winequality import schema
 from winequality.monitoring.payloads import rows_from_payload
+from winequality.process import free_port
 from winequality.serving.model import example_matrix
 from winequality.serving.payload_logger import (
     CE_REQUEST,
+    DROP_REASONS,
     Exchange,
     PayloadLogger,
     ce_time,
@@ -119,3 +123,143 @@ def test_recent_requests_also_bound_the_number_of_rows() -> None:
     recent.remember("big", np.vstack([example_matrix()] * 5))
     assert "big" in recent  # alone over the budget, but the newest is always kept
     assert len(recent) == 1
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, list[bytes]], Awaitable[None]]
+"""A detector stand-in; appends the head of each event it reads to the list."""
+
+
+async def read_event(reader: asyncio.StreamReader, seen: list[bytes]) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    seen.append(head)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    return head + await reader.readexactly(length)
+
+
+async def answer_202(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: list[bytes]
+) -> None:
+    while True:
+        await read_event(reader, seen)
+        writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+
+async def refuse_400(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: list[bytes]
+) -> None:
+    await read_event(reader, seen)
+    writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 7\r\n\r\nno rows")
+    await writer.drain()
+
+
+async def answer_garbage(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: list[bytes]
+) -> None:
+    await read_event(reader, seen)
+    writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+    await writer.drain()
+
+
+async def stay_silent(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: list[bytes]
+) -> None:
+    await read_event(reader, seen)
+    await asyncio.sleep(5)
+
+
+async def hang_up(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: list[bytes]
+) -> None:
+    await read_event(reader, seen)  # then the connection closes without an answer
+
+
+def deliver_one(handler: Handler | None) -> tuple[dict[str, float], dict[str, float], list[bytes]]:
+    """Sent and dropped counters after one logged request, and the events the server read."""
+    registry = CollectorRegistry()
+    seen: list[bytes] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert handler is not None
+        writers.append(writer)
+        try:
+            await handler(reader, writer, seen)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def run() -> None:
+        server = None
+        if handler is None:
+            url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        else:
+            server = await asyncio.start_server(serve, "127.0.0.1", 0)
+            url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        logger = PayloadLogger(url, 10, registry, timeout_s=0.3, source="test")
+        await logger.start()
+        try:
+            logger.log(exchange())
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                if logger.pending == 0 and _counted(registry) > 0:
+                    break
+        finally:
+            await logger.stop()
+            if server is not None:
+                server.close()
+            for writer in writers:
+                writer.close()
+            await asyncio.sleep(0.01)  # let the transports finish closing inside the loop
+
+    asyncio.run(run())
+    sent = {k: _value(registry, "sent", "type", k) for k in ("request", "response")}
+    dropped = {r: _value(registry, "dropped", "reason", r) for r in DROP_REASONS}
+    return sent, dropped, seen
+
+
+def _value(registry: CollectorRegistry, name: str, label: str, value: str) -> float:
+    sample = registry.get_sample_value(f"winequality_payloads_{name}_total", {label: value})
+    return sample or 0.0
+
+
+def _counted(registry: CollectorRegistry) -> float:
+    return sum(_value(registry, "sent", "type", k) for k in ("request", "response")) + sum(
+        _value(registry, "dropped", "reason", r) for r in DROP_REASONS
+    )
+
+
+def test_both_events_are_delivered_as_binary_mode_cloudevents() -> None:
+    sent, dropped, seen = deliver_one(answer_202)
+    assert sent == {"request": 1, "response": 1}
+    assert sum(dropped.values()) == 0
+    heads = [h.lower() for h in seen]
+    assert len(heads) == 2
+    assert b"ce-type: io.seldon.serving.inference.request\r\n" in heads[0]
+    assert b"ce-type: io.seldon.serving.inference.response\r\n" in heads[1]
+    assert all(b"ce-requestid: req-1\r\n" in h and b"post / http/1.1" in h for h in heads)
+
+
+@pytest.mark.parametrize(
+    ("handler", "reason", "events_seen"),
+    [
+        (None, "unreachable", 0),
+        (hang_up, "unreachable", 1),
+        (stay_silent, "timeout", 1),
+        (refuse_400, "rejected", 1),
+        (answer_garbage, "rejected", 1),
+    ],
+    ids=["nothing-listening", "hangs-up", "silent", "refuses", "not-http"],
+)
+def test_a_failed_delivery_drops_both_events_with_its_reason(
+    handler: Handler | None, reason: str, events_seen: int
+) -> None:
+    sent, dropped, seen = deliver_one(handler)
+    assert sent == {"request": 0, "response": 0}
+    assert dropped == {r: (2.0 if r == reason else 0.0) for r in DROP_REASONS}
+    assert len(seen) == events_seen, "the response event is not sent once the request is lost"
