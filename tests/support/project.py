@@ -54,7 +54,11 @@ def make_pipeline_repo(dest: Path, params: Mapping[str, Any] | None = None) -> P
         dest,
         env,
     )
-    (dest / ".gitignore").write_text("mlruns.db\nmlartifacts/\n")
+    # The project's own ignore rules, so the tests see what DVC sees in a real checkout (DVC
+    # refuses `exp run` when dvc.lock is git-ignored, for one).
+    shutil.copyfile(ROOT / ".gitignore", dest / ".gitignore")
+    with (dest / ".gitignore").open("a") as ignore:
+        ignore.write("/.cache/\n")  # WINEQ_CACHE_DIR of pipeline_env
     run(["git", "add", "-A"], dest, env)
     run(["git", "commit", "-q", "-m", "pipeline"], dest, env)
     return dest
