@@ -4,10 +4,13 @@ One real Triton server (bundled in nvidia-pytriton, ``python`` variant repositor
 StandardScaler + ElasticNet trained on the real UCI data. At one connection, sequentially, on
 the uvloop event loop (as the app runs):
 
-* ``triton (aiohttp)``: the pre-encoded V2 JSON body POSTed with one aiohttp.ClientSession:
-  Triton's own cost plus a cheap client, the baseline;
-* ``triton (httpx)``: the same POST with httpx.AsyncClient (httpx's own cost shows against the
-  line above: about 0.6 ms per request on the 2-core dev box);
+* ``triton (aiohttp)``: the pre-encoded request RemoteV2Predictor sends (binary tensor data
+  extension unless ``--json``) POSTed with one aiohttp.ClientSession: Triton's own cost on the
+  same request plus a cheap client, the baseline;
+* ``triton JSON (aiohttp)``: the same tensors as V2 JSON (what the app sent before it used the
+  binary extension): how much of Triton's own time is JSON;
+* ``triton (httpx)``: the baseline's POST with httpx.AsyncClient (httpx's own cost shows against
+  the baseline: about 0.6 ms per request on the 2-core dev box);
 * ``RemoteV2Predictor``: ``predict(matrix)``, i.e. building the request from the model matrix,
   the same POST, and parsing the response;
 * ``app --backend remote``: ``POST /predict`` on ``winequality serve`` proxying to Triton, sent
@@ -15,7 +18,7 @@ the uvloop event loop (as the app runs):
 
 Targets (issue "Serving"): RemoteV2Predictor and app p50 <= 1.5x the baseline's p50.
 
-    uv run python benchmarks/triton_proxy.py [--requests 2000] [--rows 1 100]
+    uv run python benchmarks/triton_proxy.py [--requests 2000] [--rows 1 100] [--json]
 """
 
 from __future__ import annotations
@@ -43,7 +46,11 @@ from winequality import schema
 from winequality.data.ingest import read_uci_dir
 from winequality.export.triton import write_model_repository
 from winequality.inference.features import frame_to_matrix
-from winequality.inference.remote import RemoteV2Predictor, encode_request
+from winequality.inference.remote import (
+    RemoteV2Predictor,
+    encode_binary_request,
+    encode_request,
+)
 from winequality.process import ManagedProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,23 +72,40 @@ async def timed(call: Callable[[], Awaitable[object]], n: int, warmup: int) -> n
 
 
 async def measure(
-    triton_url: str, app_url: str | None, frame: pd.DataFrame, n: int, warmup: int
+    triton_url: str,
+    app_url: str | None,
+    frame: pd.DataFrame,
+    n: int,
+    warmup: int,
+    binary: bool,
 ) -> dict[str, np.ndarray]:
     matrix = frame_to_matrix(frame)
-    body = encode_request(matrix)
     infer = f"{triton_url}/v2/models/{schema.MODEL_NAME}/infer"
-    headers = {"content-type": "application/json"}
+    json_body, json_headers = encode_request(matrix), {"content-type": "application/json"}
+    if binary:
+        body, header_length = encode_binary_request(matrix)
+        headers = {
+            "content-type": "application/octet-stream",
+            "inference-header-content-length": str(header_length),
+        }
+    else:
+        body, headers = json_body, json_headers
     limits = httpx.Limits(max_connections=1)
     results: dict[str, np.ndarray] = {}
 
     async with aiohttp_session() as session:
 
-        async def direct() -> object:
-            async with session.post(infer, data=body, headers=headers) as response:
-                response.raise_for_status()
-                return await response.read()
+        def post(data: bytes, hdrs: dict[str, str]) -> Callable[[], Awaitable[object]]:
+            async def direct() -> object:
+                async with session.post(infer, data=data, headers=hdrs) as response:
+                    response.raise_for_status()
+                    return await response.read()
 
-        results[BASELINE] = await timed(direct, n, warmup)
+            return direct
+
+        results[BASELINE] = await timed(post(body, headers), n, warmup)
+        if binary:
+            results["triton JSON (aiohttp)"] = await timed(post(json_body, json_headers), n, warmup)
 
     async with httpx.AsyncClient(limits=limits, timeout=10) as client:
 
@@ -92,7 +116,7 @@ async def measure(
 
         results["triton (httpx)"] = await timed(direct_httpx, n, warmup)
 
-    predictor = RemoteV2Predictor(triton_url, timeout_s=10, max_connections=1)
+    predictor = RemoteV2Predictor(triton_url, timeout_s=10, max_connections=1, binary_data=binary)
     try:
         results["RemoteV2Predictor"] = await timed(lambda: predictor.predict(matrix), n, warmup)
     finally:
@@ -105,7 +129,7 @@ async def measure(
 
             async def via_app() -> object:
                 async with session.post(
-                    f"{app_url}/predict", data=app_body, headers=headers
+                    f"{app_url}/predict", data=app_body, headers=json_headers
                 ) as response:
                     response.raise_for_status()
                     return await response.read()
@@ -122,7 +146,9 @@ def aiohttp_session() -> aiohttp.ClientSession:
     )
 
 
-def start_app(bundle: Path, triton_url: str, log_dir: Path) -> tuple[ManagedProcess, str]:
+def start_app(
+    bundle: Path, triton_url: str, log_dir: Path, binary: bool
+) -> tuple[ManagedProcess, str]:
     port = free_port()
     env = dict(os.environ) | {
         "WINEQ_BACKEND": "remote",
@@ -130,6 +156,7 @@ def start_app(bundle: Path, triton_url: str, log_dir: Path) -> tuple[ManagedProc
         "WINEQ_MODEL_DIR": str(bundle),
         "WINEQ_PORT": str(port),
         "WINEQ_HOST": "127.0.0.1",
+        "WINEQ_REMOTE_BINARY_DATA": "true" if binary else "false",
     }
     cmd = [sys.executable, "-m", "winequality.cli", "serve", "--log-level", "warning"]
     app = ManagedProcess("app", cmd, log_dir / "app.log", env=env).start()
@@ -144,6 +171,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 100])
     parser.add_argument("--no-app", action="store_true", help="skip the app measurement")
+    parser.add_argument(
+        "--json", action="store_true", help="V2 JSON instead of the binary tensor data extension"
+    )
     args = parser.parse_args()
 
     wines = read_uci_dir(DATA)
@@ -158,15 +188,26 @@ def main() -> None:
         try:
             app_url = None
             if not args.no_app:
-                app, app_url = start_app(bundle, server.http_url, tmp)
+                app, app_url = start_app(bundle, server.http_url, tmp, not args.json)
             ok = True
             for rows in args.rows:
                 frame = wines.sample(rows, random_state=rows).reset_index(drop=True)
                 results = uvloop.run(
-                    measure(server.http_url, app_url, frame, args.requests, args.warmup)
+                    measure(
+                        server.http_url,
+                        app_url,
+                        frame,
+                        args.requests,
+                        args.warmup,
+                        not args.json,
+                    )
                 )
                 base = float(np.percentile(results[BASELINE], 50))
-                print(f"\n{rows} row(s) per request, 1 connection, {args.requests} requests")
+                encoding = "V2 JSON" if args.json else "binary tensor data"
+                print(
+                    f"\n{rows} row(s) per request ({encoding}), 1 connection, "
+                    f"{args.requests} requests"
+                )
                 print(f"{'path':<24}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p50 / base':>12}")
                 for name, ms in results.items():
                     p50, p95, p99 = np.percentile(ms, [50, 95, 99])

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     """Per-request timeout towards the V2 server."""
     remote_retries: int = 2
     """Retries on connection errors only (never on timeouts: the request may have run)."""
+    remote_binary_data: bool = True
+    """Send tensors with the V2 binary tensor data extension (Triton, KServe); false sends V2
+    JSON, for a V2 server without the extension."""
     triton_max_batch_size: int = 1024
     """``max_batch_size`` of the exported Triton models; the remote predictor sends larger
     matrices as several requests of at most this many rows."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -19,6 +20,7 @@ from winequality.inference.predictor import (
 from winequality.inference.remote import (
     RemoteV2Predictor,
     build_v2_request,
+    encode_binary_request,
     encode_request,
     parse_v2_response,
 )
@@ -106,6 +108,131 @@ def test_malformed_responses_are_bad_responses(body: object, message: str) -> No
         parse_v2_response(body, rows=1)
 
 
+def decode_binary_request(body: bytes, header_length: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(JSON header, tensors by name) of a request in the binary tensor data extension."""
+    header = orjson.loads(body[:header_length])
+    tensors: dict[str, Any] = {}
+    offset = header_length
+    for tensor in header["inputs"]:
+        size = tensor["parameters"]["binary_data_size"]
+        chunk = body[offset : offset + size]
+        offset += size
+        if tensor["datatype"] == "FP32":
+            tensors[tensor["name"]] = np.frombuffer(chunk, "<f4")
+        else:
+            values, pos = [], 0
+            while pos < len(chunk):
+                length = int.from_bytes(chunk[pos : pos + 4], "little")
+                values.append(chunk[pos + 4 : pos + 4 + length].decode())
+                pos += 4 + length
+            tensors[tensor["name"]] = values
+    assert offset == len(body), "bytes after the declared binary data"
+    return header, tensors
+
+
+def test_binary_request_carries_every_column_as_raw_float32_and_wine_types_as_bytes() -> None:
+    body, header_length = encode_binary_request(MATRIX)
+    header, tensors = decode_binary_request(body, header_length)
+    assert [i["name"] for i in header["inputs"]] == [*schema.FEATURE_NAMES, schema.WINE_TYPE]
+    assert {tuple(i["shape"]) for i in header["inputs"]} == {(2, 1)}
+    assert {i["datatype"] for i in header["inputs"][:-1]} == {"FP32"}
+    assert header["inputs"][-1]["datatype"] == "BYTES"
+    assert "data" not in header["inputs"][0]
+    decoded = np.column_stack([tensors[n] for n in schema.FEATURE_NAMES])
+    np.testing.assert_array_equal(decoded, MATRIX[:, :-1])  # bit for bit, no text round trip
+    assert tensors[schema.WINE_TYPE] == ["red", "white"]
+    assert header["outputs"] == [
+        {"name": schema.OUTPUT_QUALITY, "parameters": {"binary_data": True}},
+        {"name": schema.OUTPUT_CLASS, "parameters": {"binary_data": True}},
+    ]
+
+
+def test_binary_request_sizes_follow_rows_and_wine_types() -> None:
+    matrix = np.repeat(MATRIX, [3, 4], axis=0)  # 3 red, 4 white
+    body, header_length = encode_binary_request(matrix)
+    header, tensors = decode_binary_request(body, header_length)
+    sizes = {i["name"]: i["parameters"]["binary_data_size"] for i in header["inputs"]}
+    assert sizes["alcohol"] == 7 * 4
+    assert sizes[schema.WINE_TYPE] == 3 * (4 + 3) + 4 * (4 + 5)
+    assert tensors[schema.WINE_TYPE] == ["red"] * 3 + ["white"] * 4
+
+
+def test_binary_request_rejects_a_matrix_of_the_wrong_width() -> None:
+    with pytest.raises(ValueError, match=r"expected a \[N, 12\] model matrix"):
+        encode_binary_request(np.zeros((2, 11), dtype=np.float32))
+
+
+def binary_outputs(
+    quality: list[float], classes: list[int], *, class_datatype: str = "INT32"
+) -> tuple[dict[str, Any], bytes]:
+    q = np.asarray(quality, "<f4").tobytes()
+    c = np.asarray(classes, {"INT32": "<i4", "INT64": "<i8"}.get(class_datatype, "<i4")).tobytes()
+    rows = len(quality)
+    header = {
+        "model_name": schema.MODEL_NAME,
+        "model_version": "3",
+        "outputs": [
+            {"name": schema.OUTPUT_QUALITY, "datatype": "FP32", "shape": [rows, 1],
+             "parameters": {"binary_data_size": len(q)}},
+            {"name": schema.OUTPUT_CLASS, "datatype": class_datatype, "shape": [rows, 1],
+             "parameters": {"binary_data_size": len(c)}},
+        ],
+    }  # fmt: skip
+    return header, q + c
+
+
+def test_binary_outputs_are_decoded_in_declared_order() -> None:
+    header, raw = binary_outputs([5.25, 6.5], [5, 7], class_datatype="INT64")
+    prediction = parse_v2_response(header, 2, raw)
+    np.testing.assert_array_equal(prediction.quality, np.array([5.25, 6.5], np.float32))
+    assert prediction.quality_class.tolist() == [5, 7]
+    assert prediction.quality_class.dtype == np.int32
+
+
+def test_binary_and_json_outputs_can_be_mixed() -> None:
+    header, raw = binary_outputs([5.25], [5])
+    header["outputs"][1] = {"name": schema.OUTPUT_CLASS, "datatype": "INT32", "data": [5]}
+    prediction = parse_v2_response(header, 1, raw[:4])
+    assert prediction.quality.tolist() == [5.25]
+    assert prediction.quality_class.tolist() == [5]
+
+
+def _oversized(header: dict[str, Any]) -> None:
+    header["outputs"][1]["parameters"]["binary_data_size"] = 400
+
+
+def _odd_size(header: dict[str, Any]) -> None:
+    header["outputs"][0]["parameters"]["binary_data_size"] = 3
+
+
+def _bytes_output(header: dict[str, Any]) -> None:
+    header["outputs"][0]["datatype"] = "BYTES"
+
+
+def _negative(header: dict[str, Any]) -> None:
+    header["outputs"][0]["parameters"]["binary_data_size"] = -4
+
+
+@pytest.mark.parametrize(
+    ("damage", "extra", "message"),
+    [
+        (_oversized, b"", "binary_data_size 400 does not fit the 4 bytes"),
+        (_odd_size, b"", "3 bytes is not a whole number of FP32 values"),
+        (_bytes_output, b"", "datatype 'BYTES'; expected one of"),
+        (_negative, b"", "binary_data_size -4 does not fit"),
+        (None, b"\x00\x00", "2 bytes of binary data after the outputs' declared sizes"),
+    ],
+)
+def test_malformed_binary_outputs_are_bad_responses(
+    damage: Callable[[dict[str, Any]], None] | None, extra: bytes, message: str
+) -> None:
+    header, raw = binary_outputs([5.25], [5])
+    if damage is not None:
+        damage(header)
+    with pytest.raises(UpstreamBadResponse, match=message):
+        parse_v2_response(header, 1, raw + extra)
+
+
 def test_settings_configure_url_timeout_retries_and_chunk_size() -> None:
     settings = Settings(
         remote_url="http://127.0.0.1:9/",
@@ -118,6 +245,8 @@ def test_settings_configure_url_timeout_retries_and_chunk_size() -> None:
     assert (predictor.base_url, predictor.model) == ("http://127.0.0.1:9", "m")
     assert (predictor.timeout_s, predictor.max_batch_rows) == (0.5, 10)
     assert predictor.metadata.name == "m"
+    assert predictor.binary_data is True
+    assert not RemoteV2Predictor.from_settings(Settings(remote_binary_data=False)).binary_data
 
 
 def test_invalid_limits_are_rejected() -> None:
@@ -142,14 +271,28 @@ def v2_answer(rows: int, version: str = "7") -> bytes:
     )  # fmt: skip
 
 
-async def read_request(reader: asyncio.StreamReader) -> bytes:
+async def read_request_with_headers(
+    reader: asyncio.StreamReader,
+) -> tuple[dict[bytes, bytes], bytes]:
+    """(lower-cased headers, body) of one request."""
     head = await reader.readuntil(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    return await reader.readexactly(length)
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(b":") for line in head.split(b"\r\n")[1:] if line)
+    }
+    return headers, await reader.readexactly(int(headers[b"content-length"]))
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    return (await read_request_with_headers(reader))[1]
+
+
+async def read_json_header(reader: asyncio.StreamReader) -> dict[str, Any]:
+    """The JSON part of a request, with or without the binary tensor data extension."""
+    headers, body = await read_request_with_headers(reader)
+    length = headers.get(b"inference-header-content-length")
+    doc: dict[str, Any] = orjson.loads(body[: int(length)] if length is not None else body)
+    return doc
 
 
 def response(status: int, body: bytes, *, chunked: bool = False, close: bool = False) -> bytes:
@@ -197,7 +340,7 @@ def test_predictions_over_keep_alive_and_chunked_responses() -> None:
         nonlocal connections
         connections += 1
         for i in range(3):
-            request = orjson.loads(await read_request(reader))
+            request = await read_json_header(reader)
             rows = request["inputs"][0]["shape"][0]
             writer.write(response(200, v2_answer(rows), chunked=i % 2 == 1))
             await writer.drain()
@@ -216,6 +359,98 @@ def test_predictions_over_keep_alive_and_chunked_responses() -> None:
 
     run(handler, test)
     assert connections == 1, "the three requests should share one keep-alive connection"
+
+
+def binary_response(header: dict[str, Any], raw: bytes, json_length: bytes | None = None) -> bytes:
+    head = orjson.dumps(header)
+    length = json_length if json_length is not None else b"%d" % len(head)
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+        b"Inference-Header-Content-Length: %b\r\nContent-Length: %d\r\n\r\n%b%b"
+        % (length, len(head) + len(raw), head, raw)
+    )
+
+
+def test_binary_request_and_answer_over_a_real_socket() -> None:
+    seen: list[tuple[dict[bytes, bytes], bytes]] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        headers, body = await read_request_with_headers(reader)
+        seen.append((headers, body))
+        _, tensors = decode_binary_request(body, int(headers[b"inference-header-content-length"]))
+        # The answer is computed from what arrived: alcohol + 1 and the wine type as the class.
+        quality = (tensors["alcohol"] + 1).tolist()
+        classes = [7 if t == "white" else 5 for t in tensors[schema.WINE_TYPE]]
+        writer.write(binary_response(*binary_outputs(quality, classes)))
+        await writer.drain()
+
+    async def test(url: str) -> None:
+        predictor = RemoteV2Predictor(url, timeout_s=5)
+        try:
+            prediction = await predictor.predict(MATRIX)
+        finally:
+            await predictor.close()
+        np.testing.assert_array_equal(prediction.quality, MATRIX[:, 10] + 1)
+        assert prediction.quality_class.tolist() == [5, 7]
+        assert predictor.metadata.version == "3"
+
+    run(handler, test)
+    ((headers, _),) = seen
+    assert headers[b"content-type"] == b"application/octet-stream"
+
+
+def test_json_setting_sends_v2_json_without_the_binary_header() -> None:
+    seen: list[dict[bytes, bytes]] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        headers, body = await read_request_with_headers(reader)
+        seen.append(headers)
+        request = orjson.loads(body)
+        assert request["inputs"][0]["data"] == [7.4, 7.0]
+        writer.write(response(200, v2_answer(2)))
+        await writer.drain()
+
+    async def test(url: str) -> None:
+        predictor = RemoteV2Predictor(url, timeout_s=5, binary_data=False)
+        try:
+            assert (await predictor.predict(MATRIX)).quality_class.tolist() == [6, 6]
+        finally:
+            await predictor.close()
+
+    run(handler, test)
+    (headers,) = seen
+    assert headers[b"content-type"] == b"application/json"
+    assert b"inference-header-content-length" not in headers
+
+
+@pytest.mark.parametrize(
+    ("json_length", "extra", "message"),
+    [
+        (b"lots", b"", "Inference-Header-Content-Length: 'lots' for a body of"),
+        (b"100000", b"", "Inference-Header-Content-Length: '100000' for a body of"),
+        (b"0", b"", "Inference-Header-Content-Length: '0'"),
+        (None, b"\x01\x02\x03", "3 bytes of binary data after the outputs"),
+        (b"5", b"", "invalid JSON"),
+    ],
+)
+def test_bad_binary_answers_are_bad_responses(
+    json_length: bytes | None, extra: bytes, message: str
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        header, raw = binary_outputs([5.5, 6.5], [5, 6])
+        writer.write(binary_response(header, raw + extra, json_length))
+        await writer.drain()
+
+    async def test(url: str) -> None:
+        predictor = RemoteV2Predictor(url, timeout_s=2)
+        try:
+            with pytest.raises(UpstreamBadResponse, match=message):
+                await predictor.predict(MATRIX)
+        finally:
+            await predictor.close()
+
+    run(handler, test)
 
 
 def test_a_connection_the_server_closed_while_idle_is_replaced_transparently() -> None:

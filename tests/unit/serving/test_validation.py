@@ -60,6 +60,19 @@ def test_unknown_field_is_refused() -> None:
     assert only(err) == (0, "colour", "unknown field")
 
 
+def test_unknown_field_in_place_of_a_required_one_names_both() -> None:
+    # Same number of keys as a valid wine: the fast pass must not take it for one.
+    wine = example_wine()
+    wine["alcohol_pct"] = wine.pop("alcohol")
+    problems = {(p.index, p.field, p.msg) for p in refusal(body({"wines": [wine]})).problems}
+    assert problems == {(0, "alcohol", "field required"), (0, "alcohol_pct", "unknown field")}
+
+
+def test_unhashable_wine_type_is_refused_naming_the_wine() -> None:
+    err = refusal(body({"wines": [example_wine(), example_wine() | {"wine_type": ["red"]}]}))
+    assert only(err)[:2] == (1, "wine_type")
+
+
 def test_unknown_top_level_field_is_refused() -> None:
     err = refusal(body({"wines": [example_wine()], "debug": True}))
     assert err.problems[0].loc == ("body", "debug")
