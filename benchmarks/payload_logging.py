@@ -1,10 +1,14 @@
 """Payload logging cost: the app with logging on (to the real drift detector) vs off, same load.
 
-Two instances of ``python -m winequality.serving`` serve the same ONNX bundle (a StandardScaler +
-ElasticNet trained on the real UCI data); one has ``WINEQ_DETECTOR_URL`` pointing at a real
-``winequality drift serve`` whose reference is a sample of the real wines. Servers are pinned to
-core 0; ``wrk`` and the detector to core 1. Each scenario loads one app at a time, alternating
-off/on ``--repeat`` times (the best run of each is kept, as in benchmarks/serving.py).
+Three instances of ``python -m winequality.serving`` serve the same ONNX bundle (a StandardScaler
++ ElasticNet trained on the real UCI data): logging off, logging on in batched mode (the default:
+many CloudEvents per POST, ``application/cloudevents-batch+json``) and logging on in binary mode
+(``WINEQ_PAYLOAD_BATCH_MAX=1``: one POST per event, what the app sent before batching). Both
+loggers post to one real ``winequality drift serve`` whose reference is a sample of the real
+wines. Servers are pinned to core 0; ``wrk`` and the detector to core 1. Each scenario loads one
+app at a time, alternating ``--repeat`` times (the best run of each is kept, as in
+benchmarks/serving.py). The app's CPU time per request (from /proc, so other tenants of the core
+do not count) is printed next to the latencies.
 
 Target (issue "Monitoring loop"): p99 with logging on <= 1.1x p99 with logging off.
 
@@ -20,6 +24,7 @@ import shutil
 import sys
 import tempfile
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,6 +37,7 @@ from benchmarks.serving import (
     ROOT,
     Run,
     Server,
+    cpu_seconds,
     start,
     wines_body,
     wrk,
@@ -40,6 +46,7 @@ from winequality.data.ingest import read_uci_dir
 from winequality.process import ManagedProcess, free_port
 
 TARGET = 1.1
+APPS = ("off", "batched", "binary")
 
 
 def scrape(url: str) -> str:
@@ -68,6 +75,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=2, help="alternating runs per app")
     parser.add_argument("--connections", type=int, default=16, help="for the throughput run")
+    parser.add_argument(
+        "--batch-max", type=int, default=None, help="events per batched POST (default: settings)"
+    )
+    parser.add_argument("--linger", type=float, default=None, help="batch linger (s)")
     args = parser.parse_args()
     duration = 3.0 if args.short else args.duration
     for tool in ("wrk", "taskset"):
@@ -99,63 +110,97 @@ def main() -> None:
         cmd = [sys.executable, "-m", "winequality.serving", "--model-dir", str(bundle),
                "--log-level", "warning"]  # fmt: skip
         base_env = dict(os.environ, WINEQ_FEEDBACK_DB=str(tmp / "feedback.sqlite"))
-        base_env.pop("WINEQ_DETECTOR_URL", None)
-        off = start("logging_off", cmd, "/health/ready", tmp, base_env)
-        processes.append(off.process)
-        on = start(
-            "logging_on", cmd, "/health/ready", tmp, base_env | {"WINEQ_DETECTOR_URL": detector_url}
-        )
-        processes.append(on.process)
+        for key in ("WINEQ_DETECTOR_URL", "WINEQ_PAYLOAD_BATCH_MAX", "WINEQ_PAYLOAD_LINGER_S"):
+            base_env.pop(key, None)
+        on_env = base_env | {"WINEQ_DETECTOR_URL": detector_url}
+        envs = {
+            "off": base_env,
+            "batched": dict(on_env),
+            "binary": on_env | {"WINEQ_PAYLOAD_BATCH_MAX": "1"},
+        }
+        if args.batch_max is not None:
+            envs["batched"]["WINEQ_PAYLOAD_BATCH_MAX"] = str(args.batch_max)
+        if args.linger is not None:
+            envs["batched"]["WINEQ_PAYLOAD_LINGER_S"] = str(args.linger)
+        servers: dict[str, Server] = {}
+        for name in APPS:
+            servers[name] = start(f"logging_{name}", cmd, "/health/ready", tmp, envs[name])
+            processes.append(servers[name].process)
 
-        results: dict[str, dict[str, Run]] = {}
+        results: dict[str, dict[str, Measured]] = {}
         for scenario, connections in (("latency", 1), ("throughput", args.connections)):
-            runs: dict[str, list[Run]] = {"off": [], "on": []}
+            runs: dict[str, list[Measured]] = {name: [] for name in APPS}
             for _ in range(args.repeat):
-                for name, server in (("off", off), ("on", on)):
-                    runs[name].append(wrk(server.url + "/predict", script, connections, duration))
-            results[scenario] = {k: min(v, key=lambda r: r.p99_ms) for k, v in runs.items()}
-        report(results, on, detector_url, duration, args.connections)
+                for name, server in servers.items():
+                    runs[name].append(measure(server, script, connections, duration))
+            results[scenario] = {k: min(v, key=lambda m: m.run.p99_ms) for k, v in runs.items()}
+        report(results, servers, detector_url, duration, args)
     finally:
         for process in processes:
             process.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Measured:
+    run: Run
+    cpu_us_per_request: float
+    """The app's own CPU time (user + system, /proc) per answered request."""
+
+
+def measure(server: Server, script: Path, connections: int, duration: float) -> Measured:
+    before = cpu_seconds(server.process.pid)
+    run = wrk(server.url + "/predict", script, connections, duration)
+    cpu = cpu_seconds(server.process.pid) - before
+    return Measured(run, cpu / (run.requests_per_s * duration) * 1e6)
+
+
 def report(
-    results: dict[str, dict[str, Run]],
-    on: Server,
+    results: dict[str, dict[str, Measured]],
+    servers: dict[str, Server],
     detector_url: str,
     duration: float,
-    connections: int,
+    args: argparse.Namespace,
 ) -> None:
-    app = scrape(on.url)
-    sent = total(app, "winequality_payloads_sent_total", "type")
-    dropped = total(app, "winequality_payloads_dropped_total", "reason")
-    rows = total(scrape(detector_url), "wineq_drift_rows_total").get("", 0.0)
+    linger = "default linger" if args.linger is None else f"linger {args.linger:g} s"
     print(f"\napp pinned to core 0, wrk and detector to core {CLIENT_CORE}, {duration:g} s per run")
-    print(f"{'':34}{'logging off':>12}{'logging on':>12}{'on / off':>10}{'target':>10}")
-    for scenario, label in (("latency", "c=1"), ("throughput", f"c={connections}")):
+    batch = "default batch size" if args.batch_max is None else f"batch max {args.batch_max}"
+    print(f"batched: {batch}, {linger}; binary: one event per POST")
+    heads = ("logging off", "batched", "binary", "batched/off", "binary/off", "target")
+    print(f"{'':34}" + "".join(f"{h:>12}" for h in heads))
+    for scenario, label in (("latency", "c=1"), ("throughput", f"c={args.connections}")):
         r = results[scenario]
+        lines: list[tuple[str, dict[str, float], str]] = [
+            (f"single-row req/s ({label})", {k: m.run.requests_per_s for k, m in r.items()}, ""),
+            (f"single-row p50 ms ({label})", {k: m.run.p50_ms for k, m in r.items()}, ""),
+            (
+                f"single-row p99 ms ({label})",
+                {k: m.run.p99_ms for k, m in r.items()},
+                f"<= {TARGET}x",
+            ),
+            (f"app CPU us/request ({label})", {k: m.cpu_us_per_request for k, m in r.items()}, ""),
+        ]
+        for title, values, target in lines:
+            fmt = ",.0f" if "req/s" in title or "CPU" in title else ".3f"
+            cells = [f"{values[k]:>12{fmt}}" for k in APPS]
+            ratios = [f"{values[k] / values['off']:>11.2f}x" for k in ("batched", "binary")]
+            print(f"{title:34}" + "".join(cells) + "".join(ratios) + f"{target:>12}")
+    errors = sum(m.run.errors for s in results.values() for m in s.values())
+    print(f"failed requests (all apps): {errors}")
+    for name in ("batched", "binary"):
+        app = scrape(servers[name].url)
+        sent = total(app, "winequality_payloads_sent_total", "type")
+        dropped = total(app, "winequality_payloads_dropped_total", "reason")
         print(
-            f"{f'single-row req/s ({label})':34}{r['off'].requests_per_s:>12,.0f}"
-            f"{r['on'].requests_per_s:>12,.0f}"
-            f"{r['on'].requests_per_s / r['off'].requests_per_s:>9.2f}x{'':>10}"
+            f"{name} payload events sent: "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(sent.items()))
+            + "; dropped: "
+            + (", ".join(f"{k} {v:,.0f}" for k, v in sorted(dropped.items())) or "0")
         )
-        for q in ("p50", "p99"):
-            a, b = getattr(r["off"], f"{q}_ms"), getattr(r["on"], f"{q}_ms")
-            target = f"<= {TARGET}x" if q == "p99" else ""
-            print(
-                f"{f'single-row {q} ms ({label})':34}{a:>12.3f}{b:>12.3f}{b / a:>9.2f}x{target:>10}"
-            )
-    errors = sum(r.errors for s in results.values() for r in s.values())
-    print(f"failed requests (both apps): {errors}")
-    print(
-        "payload events sent: "
-        + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(sent.items()))
-        + "; dropped: "
-        + (", ".join(f"{k} {v:,.0f}" for k, v in sorted(dropped.items())) or "0")
-        + f"; rows received by the detector: {rows:,.0f}"
-    )
+    detector = scrape(detector_url)
+    rows = total(detector, "wineq_drift_rows_total").get("", 0.0)
+    rejected = sum(total(detector, "wineq_drift_rejected_events_total", "reason").values())
+    print(f"rows received by the detector (both loggers): {rows:,.0f}; rejected: {rejected:g}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """Payload logging end to end: the app under uvicorn -> CloudEvents -> the real drift detector.
 
 The detector is ``winequality drift serve`` on a loopback port with a reference sample of the
-real wines; the slow detector is a small real HTTP server that sleeps before answering.
+real wines; the slow detector is a small real HTTP server that sleeps before answering. The
+delivery tests run in both content modes: batched (the app's default) and binary
+(``WINEQ_PAYLOAD_BATCH_MAX=1``, what Seldon's own request logger sends).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -26,6 +29,7 @@ from winequality.process import ManagedProcess, free_port
 pytestmark = pytest.mark.integration
 
 WINDOW = 100
+MODES = pytest.mark.parametrize("batch_max", ["256", "1"], ids=["batched", "binary"])
 COLUMNS = [*schema.FEATURE_NAMES, schema.WINE_TYPE]
 
 
@@ -120,16 +124,18 @@ def v2_body(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"inputs": inputs}
 
 
+@MODES
 def test_predictions_reach_the_real_detector_as_cloudevents(
     tmp_path: Path,
     serving_bundles: dict[str, Path],
     reference_dir: tuple[Path, Path],
     real_wines: pd.DataFrame,
+    batch_max: str,
 ) -> None:
     det_port = free_port()
     det_url = f"http://127.0.0.1:{det_port}"
     detector = detector_process(tmp_path, det_port, reference_dir)
-    app = app_process(tmp_path, serving_bundles["1"], det_url)
+    app = app_process(tmp_path, serving_bundles["1"], det_url, WINEQ_PAYLOAD_BATCH_MAX=batch_max)
     with detector, app:
         detector.wait_ready(url=f"{det_url}/health/ready", timeout=60)
         app_url = ready(app)
@@ -214,6 +220,7 @@ class SlowDetector(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _SlowHandler)
         self.delay_s = delay_s
         self.received = 0
+        self.events = 0
         self.lock = threading.Lock()
         self.release = threading.Event()
 
@@ -226,9 +233,13 @@ class _SlowHandler(BaseHTTPRequestHandler):
     server: SlowDetector
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", "0")))
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        batched = self.headers.get("content-type", "").startswith(
+            "application/cloudevents-batch+json"
+        )
         with self.server.lock:
             self.server.received += 1
+            self.server.events += len(json.loads(body)) if batched else 1
         self.server.release.wait(self.server.delay_s)
         self.send_response(200)
         self.send_header("content-length", "2")
@@ -252,11 +263,13 @@ def slow_detector() -> Iterator[SlowDetector]:
         server.server_close()
 
 
+@MODES
 def test_a_slow_detector_does_not_hold_predictions_back(
     tmp_path: Path,
     serving_bundles: dict[str, Path],
     slow_detector: SlowDetector,
     real_wines: pd.DataFrame,
+    batch_max: str,
 ) -> None:
     queue_size = 5
     app = app_process(
@@ -264,6 +277,9 @@ def test_a_slow_detector_does_not_hold_predictions_back(
         serving_bundles["1"],
         slow_detector.url,
         WINEQ_PAYLOAD_QUEUE_SIZE=str(queue_size),
+        WINEQ_PAYLOAD_BATCH_MAX=batch_max,
+        # No linger: the first request goes out alone, as in binary mode.
+        WINEQ_PAYLOAD_LINGER_S="0",
     )
     with app:
         app_url = ready(app)
@@ -274,6 +290,8 @@ def test_a_slow_detector_does_not_hold_predictions_back(
         # All 50 answers came back while the detector was still holding its first event: the
         # request path never waited for a delivery.
         assert slow_detector.received == 1
+        # The first request's events: both in the one batch, or its request event alone.
+        assert slow_detector.events == (2 if batch_max != "1" else 1)
         metrics = scrape(app_url)
         # One exchange is in flight, queue_size wait; the rest were dropped, 2 events each.
         dropped = metric(metrics, "winequality_payloads_dropped_total", reason="queue_full")

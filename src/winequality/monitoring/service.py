@@ -1,9 +1,13 @@
 """The drift detector service: CloudEvents in, Prometheus drift metrics out.
 
-Receives inference payloads the way Seldon's request logger sends them (CloudEvents, binary HTTP
-mode: ``Ce-*`` headers, the request payload as body), so both our app's payload logger and a
-SeldonDeployment ``logger`` can point at it. Rows accumulate in a tumbling window; every full
-window is tested against the reference sample.
+Receives inference payloads as CloudEvents over HTTP in any content mode of the binding: binary
+(``Ce-*`` headers, the request payload as body: what Seldon's request logger sends), structured
+(``application/cloudevents+json``) and batched (``application/cloudevents-batch+json``, a JSON
+array of structured events: what our app's payload logger sends by default). So both our app and
+a SeldonDeployment ``logger`` can point at it. A batch is all or nothing: every element is
+validated before any row is applied, and a bad element refuses the batch with a 4xx naming its
+index and reason. Rows accumulate in a tumbling window; every full window is tested against the
+reference sample.
 
 ``seldon_metric_drift_found`` latches to 1 on the first drifted window and stays there until the
 reference is reloaded (``POST /reference/reload``, done after a retraining), so the alert does not
@@ -12,6 +16,8 @@ flap between windows and clears exactly when the model and its reference have be
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import secrets
@@ -52,6 +58,11 @@ log = logging.getLogger("winequality.drift")
 CE_REQUEST: Final = "io.seldon.serving.inference.request"
 CE_RESPONSE: Final = "io.seldon.serving.inference.response"
 REQUIRED_CE_HEADERS: Final = ("ce-id", "ce-specversion", "ce-source", "ce-type")
+REQUIRED_ATTRIBUTES: Final = ("id", "source", "specversion", "type")
+BATCH_MEDIA_TYPE: Final = "application/cloudevents-batch+json"
+STRUCTURED_MEDIA_TYPE: Final = "application/cloudevents+json"
+MAX_LISTED_ERRORS: Final = 20
+"""A refused batch names at most this many bad elements (the count says how many there were)."""
 
 
 class DriftMetrics:
@@ -95,7 +106,10 @@ class DriftMetrics:
             "wineq_drift_events", "CloudEvents received, by kind.", ["kind"], registry=r
         )
         self.rejected = Counter(
-            "wineq_drift_rejected_events", "Events refused, by reason.", ["reason"], registry=r
+            "wineq_drift_rejected_events",
+            "Events refused, by reason (the valid events of a refused batch: batch_refused).",
+            ["reason"],
+            registry=r,
         )
         self.window_fill = Gauge(
             "wineq_drift_window_fill", "Rows in the window being filled.", registry=r
@@ -195,6 +209,8 @@ class EventRejectedError(Exception):
     def __init__(self, status: int, reason: str, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status, self.reason, self.message, self.extra = status, reason, message, extra
+        self.by_reason: dict[str, int] | None = None
+        """Refused events per reason when this refuses several (a batch); else one, ``reason``."""
 
 
 def _problem(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -227,16 +243,180 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return raw
 
 
-def _parse_rows(raw: bytes) -> tuple[FloatArray, BoolArray]:
+def _parse_json(raw: bytes | str, what: str = "body") -> Any:
     try:
-        return rows_from_payload(json.loads(raw))
+        return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EventRejectedError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
+        raise EventRejectedError(400, "invalid_json", f"{what} is not valid JSON: {exc}") from exc
+
+
+def _parse_rows(raw: bytes) -> tuple[FloatArray, BoolArray]:
+    return _rows(_parse_json(raw))
+
+
+def _rows(body: Any) -> tuple[FloatArray, BoolArray]:
+    try:
+        return rows_from_payload(body)
     except PayloadError as exc:
         raise EventRejectedError(422, "unknown_format", str(exc)) from exc
     except FeatureError as exc:
         problems = [{"row": r, "field": f, "reason": why} for r, f, why in exc.problems]
         raise EventRejectedError(422, "invalid_values", str(exc), problems=problems) from exc
+
+
+def _media_type(headers: Mapping[str, str]) -> str:
+    return headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+def _is_json_media_type(value: str) -> bool:
+    """``*/json`` or ``*/*+json``: how the JSON event format tells JSON ``data`` apart."""
+    subtype = value.partition(";")[0].strip().lower().partition("/")[2]
+    return subtype == "json" or subtype.endswith("+json")
+
+
+@dataclass(frozen=True, slots=True)
+class StructuredEvent:
+    """A validated JSON-format event: its type and, for a request event, its rows."""
+
+    id: str
+    type: str
+    rows: tuple[FloatArray, BoolArray] | None
+
+
+def _structured_event(event: Any, specversion: str | None) -> StructuredEvent:
+    """A JSON-format CloudEvent -> StructuredEvent; EventRejectedError says what is wrong.
+
+    ``specversion``: the one every element of a batch must share (None for a single event).
+    """
+    if not isinstance(event, Mapping):
+        raise EventRejectedError(
+            400, "not_cloudevent", f"must be a JSON object, got {type(event).__name__}"
+        )
+    bad = [a for a in REQUIRED_ATTRIBUTES if not isinstance(event.get(a), str) or not event[a]]
+    if bad:
+        raise EventRejectedError(
+            400, "not_cloudevent", f"not a CloudEvent: missing or empty attributes {bad}"
+        )
+    if specversion is not None and event["specversion"] != specversion:
+        raise EventRejectedError(
+            400,
+            "mixed_specversion",
+            f"specversion {event['specversion']!r} differs from the batch's {specversion!r}",
+        )
+    ce_type = event["type"]
+    if ce_type not in (CE_REQUEST, CE_RESPONSE):
+        raise EventRejectedError(
+            400,
+            "unknown_type",
+            f"unsupported type {ce_type!r}: expected {CE_REQUEST!r} or {CE_RESPONSE!r}",
+        )
+    if ce_type == CE_RESPONSE:
+        return StructuredEvent(event["id"], ce_type, None)
+    content_type = event.get("datacontenttype")
+    if content_type is not None and (
+        not isinstance(content_type, str) or not _is_json_media_type(content_type)
+    ):
+        raise EventRejectedError(
+            415,
+            "unsupported_media_type",
+            f"datacontenttype {content_type!r}: the payload must be JSON",
+        )
+    if event.get("data_base64") is not None:
+        encoded = event["data_base64"]
+        try:
+            decoded = base64.b64decode(encoded, validate=True) if isinstance(encoded, str) else None
+        except binascii.Error:
+            decoded = None
+        if decoded is None:
+            raise EventRejectedError(400, "invalid_base64", "data_base64 is not base64")
+        data = _parse_json(decoded, "data_base64")
+    elif "data" in event:
+        data = event["data"]
+    else:
+        raise EventRejectedError(422, "no_data", "request event without data")
+    return StructuredEvent(event["id"], ce_type, _rows(data))
+
+
+def _parse_batch(raw: bytes) -> list[StructuredEvent]:
+    """Validate every element of a JSON batch; one bad element refuses the whole batch."""
+    events = _parse_json(raw)
+    if not isinstance(events, list):
+        raise EventRejectedError(
+            400, "not_batch", f"a batch must be a JSON array of events, got {type(events).__name__}"
+        )
+    parsed: list[StructuredEvent] = []
+    errors: list[tuple[int, EventRejectedError]] = []
+    first = events[0] if events else None
+    specversion = first.get("specversion") if isinstance(first, Mapping) else None
+    for i, event in enumerate(events):
+        try:
+            parsed.append(_structured_event(event, specversion if i else None))
+        except EventRejectedError as exc:
+            errors.append((i, exc))
+    if errors:
+        raise _batch_refused(errors, len(events))
+    return parsed
+
+
+def _batch_refused(errors: list[tuple[int, EventRejectedError]], n: int) -> EventRejectedError:
+    index, first = errors[0]
+    listed = [
+        {"index": i, "reason": e.reason, "message": e.message, **e.extra}
+        for i, e in errors[:MAX_LISTED_ERRORS]
+    ]
+    refused = EventRejectedError(
+        first.status,
+        first.reason,
+        f"batch refused, nothing applied: {len(errors)} of {n} events invalid; "
+        f"event [{index}]: {first.message}",
+        errors=listed,
+        invalid_events=len(errors),
+    )
+    refused.by_reason = _count_reasons(errors, n)
+    return refused
+
+
+def _count_reasons(errors: list[tuple[int, EventRejectedError]], n: int) -> dict[str, int]:
+    """Refused events by reason: each bad one under its own, the others as batch_refused."""
+    counts: dict[str, int] = {}
+    for _, e in errors:
+        counts[e.reason] = counts.get(e.reason, 0) + 1
+    if n > len(errors):
+        counts["batch_refused"] = n - len(errors)
+    return counts
+
+
+def _count_rejected(metrics: DriftMetrics, exc: EventRejectedError) -> None:
+    for reason, count in (exc.by_reason or {exc.reason: 1}).items():
+        metrics.rejected.labels(reason=reason).inc(count)
+
+
+def _apply(st: DetectorState, events: list[StructuredEvent]) -> dict[str, Any]:
+    """Apply validated events: count them, add every request's rows in order."""
+    requests = [e.rows for e in events if e.rows is not None]
+    if requests and st.reference is None:
+        raise EventRejectedError(503, "no_reference", f"no reference loaded: {st.load_error}")
+    n_requests = sum(e.type == CE_REQUEST for e in events)
+    results: list[DriftResult] = []
+    rows = 0
+    if requests:
+        features = np.concatenate([r[0] for r in requests])
+        is_white = np.concatenate([r[1] for r in requests])
+        results = st.add_rows(features, is_white)
+        rows = int(features.shape[0])
+    if n_requests:
+        st.metrics.events.labels(kind="request").inc(n_requests)
+    if len(events) > n_requests:
+        st.metrics.events.labels(kind="response").inc(len(events) - n_requests)
+    return {
+        "events": len(events),
+        "requests": n_requests,
+        "responses": len(events) - n_requests,
+        "rows": rows,
+        "window_fill": st.fill,
+        "windows_tested": len(results),
+        "drift": [r.is_drift for r in results],
+    }
 
 
 def get_state(request: Request) -> DetectorState:
@@ -256,7 +436,24 @@ router = APIRouter()
 
 @router.post("/")
 async def receive_event(request: Request, st: StateDep, settings: SettingsDep) -> Response:
-    """One CloudEvent (binary mode): a request payload, or a response (counted, ignored)."""
+    """CloudEvents: request payloads are added to the window, responses counted and ignored.
+
+    Binary mode (``Ce-*`` headers) carries one event, structured mode
+    (``application/cloudevents+json``) one, batched mode (``application/cloudevents-batch+json``)
+    a JSON array of them, applied all or nothing.
+    """
+    media_type = _media_type(request.headers)
+    if media_type in (BATCH_MEDIA_TYPE, STRUCTURED_MEDIA_TYPE):
+        try:
+            raw = await _read_body(request, settings.max_body_bytes)
+            if media_type == BATCH_MEDIA_TYPE:
+                events = _parse_batch(raw)
+            else:
+                events = [_structured_event(_parse_json(raw), None)]
+            return JSONResponse(_apply(st, events))
+        except EventRejectedError as exc:
+            _count_rejected(st.metrics, exc)
+            return _problem(exc.status, exc.message, **exc.extra)
     try:
         if _event_type(request.headers) == CE_RESPONSE:
             st.metrics.events.labels(kind="response").inc()

@@ -90,7 +90,13 @@ def create_app(
     metrics = ServingMetrics()
     manager = ModelManager(settings, loader or default_loader(settings), metrics)
     payloads = (
-        PayloadLogger(settings.detector_url, settings.payload_queue_size, metrics.registry)
+        PayloadLogger(
+            settings.detector_url,
+            settings.payload_queue_size,
+            metrics.registry,
+            batch_max=settings.payload_batch_max,
+            linger_s=settings.payload_linger_s,
+        )
         if settings.detector_url
         else None
     )

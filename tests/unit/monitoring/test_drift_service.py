@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import warnings
 from collections.abc import Iterator
@@ -219,3 +220,189 @@ def test_report_shows_plots_and_the_latest_result(client: TestClient, red_split:
     assert "DRIFT" in page.text
     for name in schema.FEATURE_NAMES:
         assert f"<td>{name}</td>" in page.text
+
+
+# --- structured and batched content modes ------------------------------------------------------
+
+BATCH = {"Content-Type": "application/cloudevents-batch+json; charset=utf-8"}
+
+
+def structured(
+    data: Any, ce_type: str = CE_REQUEST, event_id: str = "e-1", **attributes: Any
+) -> dict[str, Any]:
+    """A JSON-format event as our app's payload logger writes it."""
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "winequality-app/test",
+        "type": ce_type,
+        "datacontenttype": "application/json",
+        "requestid": event_id,
+        "modelid": schema.MODEL_NAME,
+        "data": data,
+        **attributes,
+    }
+
+
+def exchange_events(frame: pd.DataFrame, event_id: str) -> list[dict[str, Any]]:
+    return [
+        structured(wines(frame), event_id=event_id + ".req"),
+        structured({"predictions": [5.0] * len(frame)}, CE_RESPONSE, event_id + ".res"),
+    ]
+
+
+def post_batch(client: TestClient, events: Any) -> Any:
+    return client.post("/", content=json.dumps(events), headers=BATCH)
+
+
+def test_a_batch_adds_the_rows_of_every_request_event_and_counts_responses(
+    client: TestClient, red_split: RedSplit
+) -> None:
+    held = red_split.held_out
+    events = exchange_events(held.iloc[:30], "a") + exchange_events(held.iloc[30:60], "b")
+    resp = post_batch(client, events)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert (body["events"], body["requests"], body["responses"]) == (4, 2, 2)
+    assert (body["rows"], body["window_fill"], body["windows_tested"]) == (60, 10, 1)
+    assert metric(client, "wineq_drift_rows_total") == 60
+    assert metric(client, 'wineq_drift_events_total{kind="request"}') == 2
+    assert metric(client, 'wineq_drift_events_total{kind="response"}') == 2
+
+
+def test_batched_and_binary_events_fill_the_same_window(
+    client: TestClient, red_split: RedSplit
+) -> None:
+    held = red_split.held_out
+    post(client, held.iloc[:20])
+    post_batch(client, exchange_events(held.iloc[20:40], "a"))
+    assert client.get("/drift").json()["window_fill"] == 40
+
+
+def test_an_empty_batch_is_accepted(client: TestClient) -> None:
+    resp = post_batch(client, [])
+    assert resp.status_code == 200
+    assert (resp.json()["events"], resp.json()["rows"]) == (0, 0)
+
+
+def test_a_structured_mode_event_is_accepted(client: TestClient, red_split: RedSplit) -> None:
+    resp = client.post(
+        "/",
+        content=json.dumps(structured(wines(red_split.held_out.iloc[:7]))),
+        headers={"Content-Type": "application/cloudevents+json"},
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["rows"] == 7
+
+
+def test_base64_data_is_decoded(client: TestClient, red_split: RedSplit) -> None:
+    raw = json.dumps(wines(red_split.held_out.iloc[:4])).encode()
+    event = structured(None)
+    del event["data"]
+    event["data_base64"] = base64.b64encode(raw).decode()
+    resp = post_batch(client, [event])
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["rows"] == 4
+
+
+def test_one_bad_element_refuses_the_whole_batch_naming_it(
+    client: TestClient, red_split: RedSplit
+) -> None:
+    held = red_split.held_out
+    events = exchange_events(held.iloc[:10], "a") + exchange_events(held.iloc[10:13], "b")
+    events[2]["data"]["wines"][1]["chlorides"] = -1.0
+    resp = post_batch(client, events)
+    assert resp.status_code == 422
+    detail = resp.json()["detail"]
+    assert "event [2]" in detail["message"]
+    assert "nothing applied" in detail["message"]
+    assert detail["invalid_events"] == 1
+    (error,) = detail["errors"]
+    assert (error["index"], error["reason"]) == (2, "invalid_values")
+    assert [(p["row"], p["field"]) for p in error["problems"]] == [(1, "chlorides")]
+    # Nothing of the batch applied, not even the valid first exchange.
+    assert client.get("/drift").json()["window_fill"] == 0
+    assert metric(client, "wineq_drift_rows_total") == 0
+    assert metric(client, 'wineq_drift_rejected_events_total{reason="invalid_values"}') == 1
+    assert metric(client, 'wineq_drift_rejected_events_total{reason="batch_refused"}') == 3
+
+
+def _without(event: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if k != key}
+
+
+@pytest.mark.parametrize(
+    ("element", "status", "reason", "message"),
+    [
+        ([1, 2], 400, "not_cloudevent", "must be a JSON object"),
+        (_without(structured({}), "source"), 400, "not_cloudevent", "['source']"),
+        (structured({}, ce_type="com.example.other"), 400, "unknown_type", "unsupported type"),
+        (structured({}, specversion="0.3"), 400, "mixed_specversion", "differs"),
+        (_without(structured({}), "data"), 422, "no_data", "without data"),
+        (structured({}, datacontenttype="text/csv"), 415, "unsupported_media_type", "text/csv"),
+        (structured({"instances": [[1]]}), 422, "unknown_format", "unknown request format"),
+        (structured(None, data_base64="%%%"), 400, "invalid_base64", "not base64"),
+    ],
+    ids=[
+        "not-object", "no-source", "unknown-type", "mixed-specversion", "no-data",
+        "not-json-data", "unknown-format", "bad-base64",
+    ],
+)  # fmt: skip
+def test_bad_batch_elements_are_4xx_with_index_and_reason(
+    client: TestClient,
+    red_split: RedSplit,
+    element: Any,
+    status: int,
+    reason: str,
+    message: str,
+) -> None:
+    events = [*exchange_events(red_split.held_out.iloc[:5], "ok"), element]
+    resp = post_batch(client, events)
+    assert resp.status_code == status, resp.text
+    detail = resp.json()["detail"]
+    assert detail["errors"][0]["index"] == 2
+    assert detail["errors"][0]["reason"] == reason
+    assert message in detail["errors"][0]["message"]
+    assert "event [2]" in detail["message"]
+    assert client.get("/drift").json()["window_fill"] == 0
+
+
+def test_every_bad_element_is_listed(client: TestClient, red_split: RedSplit) -> None:
+    events = [e for k in "abc" for e in exchange_events(red_split.held_out.iloc[:5], k)]
+    events[0] = structured({"instances": []})
+    events[4]["type"] = "nope"
+    detail = post_batch(client, events).json()["detail"]
+    assert [(e["index"], e["reason"]) for e in detail["errors"]] == [
+        (0, "unknown_format"),
+        (4, "unknown_type"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "message"),
+    [
+        (b"[{", 400, "not valid JSON"),
+        (b'{"specversion": "1.0"}', 400, "must be a JSON array"),
+    ],
+)
+def test_a_body_that_is_not_a_batch_is_400(
+    client: TestClient, content: bytes, status: int, message: str
+) -> None:
+    resp = client.post("/", content=content, headers=BATCH)
+    assert resp.status_code == status
+    assert message in resp.json()["detail"]["message"]
+
+
+def test_an_oversized_batch_is_413(reference_parquet: Path, red_split: RedSplit) -> None:
+    with make_client(reference_parquet, max_body_bytes=500) as c:
+        resp = post_batch(c, exchange_events(red_split.held_out.iloc[:20], "a"))
+    assert resp.status_code == 413
+
+
+def test_a_batch_without_reference_is_503_and_not_applied(
+    tmp_path: Path, red_split: RedSplit
+) -> None:
+    with make_client(tmp_path / "missing.parquet") as c:
+        resp = post_batch(c, exchange_events(red_split.held_out.iloc[:5], "a"))
+        assert resp.status_code == 503
+        assert metric(c, "wineq_drift_rows_total") == 0

@@ -1,10 +1,12 @@
-"""Payload logging: event headers, payload encoding, queue bound, recent rows, and the drop
-reason of each delivery failure against small real servers on loopback (asyncio sockets)."""
+"""Payload logging: binary-mode headers, batched-mode events, payload encoding, queue bound,
+recent rows, batching bounds, and the drop reason of each delivery failure (both modes) against
+small real servers on loopback (asyncio sockets)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -16,19 +18,24 @@ from winequality.monitoring.payloads import rows_from_payload
 from winequality.process import free_port
 from winequality.serving.model import example_matrix
 from winequality.serving.payload_logger import (
+    BATCH_CONTENT_TYPE,
     CE_REQUEST,
+    CE_RESPONSE,
     DROP_REASONS,
+    EventIds,
     Exchange,
     PayloadLogger,
+    batch_body,
     ce_time,
     event_headers,
     request_payload,
+    structured_events,
 )
 from winequality.serving.recent import RecentRequests
 
 
-def exchange(request: bytes | np.ndarray = b'{"wines": []}') -> Exchange:
-    return Exchange("req-1", schema.MODEL_NAME, 1_700_000_000.25, request, b"{}")
+def exchange(request: bytes | np.ndarray = b'{"wines": []}', rid: str = "req-1") -> Exchange:
+    return Exchange(rid, schema.MODEL_NAME, 1_700_000_000.25, request, b"{}")
 
 
 def test_event_headers_are_seldon_binary_mode_cloudevents() -> None:
@@ -41,6 +48,33 @@ def test_event_headers_are_seldon_binary_mode_cloudevents() -> None:
     assert headers["ce-time"] == "2023-11-14T22:13:20.250000Z"
     assert headers["content-type"] == "application/json"
     assert headers["ce-id"] != event_headers(CE_REQUEST, exchange(), "s")["ce-id"]
+
+
+def test_structured_events_carry_the_binary_mode_attributes_and_embed_the_bodies() -> None:
+    ex = Exchange(
+        "req-7", schema.MODEL_NAME, 1_700_000_000.25, b'{"wines": [{"a": 1}]}', b'{"p": [5.0]}'
+    )
+    ids = EventIds()
+    events = orjson.loads(
+        batch_body(structured_events(ex, "winequality-app/test", ex.request, ids.next()))
+    )
+    assert [e["type"] for e in events] == [CE_REQUEST, CE_RESPONSE]
+    for event in events:
+        assert event["specversion"] == "1.0"
+        assert event["source"] == "winequality-app/test"
+        assert event["time"] == "2023-11-14T22:13:20.250000Z"
+        assert event["datacontenttype"] == "application/json"
+        assert (event["requestid"], event["modelid"]) == ("req-7", schema.MODEL_NAME)
+    assert events[0]["data"] == {"wines": [{"a": 1}]}
+    assert events[1]["data"] == {"p": [5.0]}
+    assert events[0]["id"] != events[1]["id"]
+    again = orjson.loads(batch_body(structured_events(ex, "s", ex.request, ids.next())))
+    assert {e["id"] for e in again}.isdisjoint(e["id"] for e in events)
+    assert EventIds().next() != EventIds().next()  # another process: another prefix
+
+
+def test_an_empty_batch_is_an_empty_json_array() -> None:
+    assert orjson.loads(batch_body([])) == []
 
 
 def test_ce_time_is_utc_rfc3339() -> None:
@@ -79,6 +113,13 @@ def test_a_full_queue_drops_and_counts_two_events_per_request() -> None:
 def test_queue_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="payload_queue_size"):
         PayloadLogger("http://127.0.0.1:9", 0, CollectorRegistry())
+
+
+def test_batch_max_and_linger_are_checked() -> None:
+    with pytest.raises(ValueError, match="payload_batch_max"):
+        PayloadLogger("http://127.0.0.1:9", 5, CollectorRegistry(), batch_max=0)
+    with pytest.raises(ValueError, match="linger_s"):
+        PayloadLogger("http://127.0.0.1:9", 5, CollectorRegistry(), linger_s=-1)
 
 
 def test_recent_requests_forget_the_oldest_beyond_capacity() -> None:
@@ -125,23 +166,23 @@ def test_recent_requests_also_bound_the_number_of_rows() -> None:
     assert len(recent) == 1
 
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, list[bytes]], Awaitable[None]]
-"""A detector stand-in; appends the head of each event it reads to the list."""
+Seen = list[tuple[bytes, bytes]]
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Seen], Awaitable[None]]
+"""A detector stand-in; appends (head, body) of each POST it reads to the list."""
 
 
-async def read_event(reader: asyncio.StreamReader, seen: list[bytes]) -> bytes:
+async def read_event(reader: asyncio.StreamReader, seen: Seen) -> None:
     head = await reader.readuntil(b"\r\n\r\n")
-    seen.append(head)
     length = next(
         int(line.split(b":", 1)[1])
         for line in head.split(b"\r\n")
         if line.lower().startswith(b"content-length:")
     )
-    return head + await reader.readexactly(length)
+    seen.append((head.lower(), await reader.readexactly(length)))
 
 
 async def answer_202(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: list[bytes]
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
 ) -> None:
     while True:
         await read_event(reader, seen)
@@ -150,7 +191,7 @@ async def answer_202(
 
 
 async def refuse_400(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: list[bytes]
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
 ) -> None:
     await read_event(reader, seen)
     writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 7\r\n\r\nno rows")
@@ -158,7 +199,7 @@ async def refuse_400(
 
 
 async def answer_garbage(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: list[bytes]
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
 ) -> None:
     await read_event(reader, seen)
     writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
@@ -166,22 +207,23 @@ async def answer_garbage(
 
 
 async def stay_silent(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: list[bytes]
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
 ) -> None:
     await read_event(reader, seen)
     await asyncio.sleep(5)
 
 
-async def hang_up(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: list[bytes]
-) -> None:
+async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen) -> None:
     await read_event(reader, seen)  # then the connection closes without an answer
 
 
-def deliver_one(handler: Handler | None) -> tuple[dict[str, float], dict[str, float], list[bytes]]:
-    """Sent and dropped counters after one logged request, and the events the server read."""
+def deliver(
+    handler: Handler | None, exchanges: int = 1, **options: Any
+) -> tuple[dict[str, float], dict[str, float], Seen]:
+    """Sent and dropped counters after logging ``exchanges`` requests at once, and the POSTs
+    the server read. ``options`` go to PayloadLogger (batch_max, linger_s)."""
     registry = CollectorRegistry()
-    seen: list[bytes] = []
+    seen: Seen = []
     writers: list[asyncio.StreamWriter] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -201,13 +243,14 @@ def deliver_one(handler: Handler | None) -> tuple[dict[str, float], dict[str, fl
         else:
             server = await asyncio.start_server(serve, "127.0.0.1", 0)
             url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        logger = PayloadLogger(url, 10, registry, timeout_s=0.3, source="test")
+        logger = PayloadLogger(url, 10, registry, timeout_s=0.3, source="test", **options)
         await logger.start()
         try:
-            logger.log(exchange())
+            for i in range(exchanges):
+                logger.log(exchange(rid=f"req-{i + 1}"))
             for _ in range(200):
                 await asyncio.sleep(0.01)
-                if logger.pending == 0 and _counted(registry) > 0:
+                if logger.pending == 0 and _counted(registry) >= 2 * exchanges:
                     break
         finally:
             await logger.stop()
@@ -235,18 +278,47 @@ def _counted(registry: CollectorRegistry) -> float:
 
 
 def test_both_events_are_delivered_as_binary_mode_cloudevents() -> None:
-    sent, dropped, seen = deliver_one(answer_202)
+    sent, dropped, seen = deliver(answer_202)
     assert sent == {"request": 1, "response": 1}
     assert sum(dropped.values()) == 0
-    heads = [h.lower() for h in seen]
+    heads = [head for head, _ in seen]
     assert len(heads) == 2
     assert b"ce-type: io.seldon.serving.inference.request\r\n" in heads[0]
     assert b"ce-type: io.seldon.serving.inference.response\r\n" in heads[1]
     assert all(b"ce-requestid: req-1\r\n" in h and b"post / http/1.1" in h for h in heads)
+    assert [body for _, body in seen] == [b'{"wines": []}', b"{}"]
 
 
-@pytest.mark.parametrize(
-    ("handler", "reason", "events_seen"),
+def test_batched_mode_sends_what_is_queued_in_one_post() -> None:
+    sent, dropped, seen = deliver(answer_202, exchanges=5, batch_max=256, linger_s=0.05)
+    assert sent == {"request": 5, "response": 5}
+    assert sum(dropped.values()) == 0
+    assert len(seen) == 1
+    head, body = seen[0]
+    assert f"content-type: {BATCH_CONTENT_TYPE}\r\n".encode() in head
+    assert b"ce-type" not in head
+    events = orjson.loads(body)
+    assert [e["type"] for e in events] == [CE_REQUEST, CE_RESPONSE] * 5
+    assert [e["requestid"] for e in events] == [f"req-{i // 2 + 1}" for i in range(10)]
+    assert [e["data"] for e in events[:2]] == [{"wines": []}, {}]
+
+
+def test_a_batch_holds_at_most_batch_max_events() -> None:
+    sent, dropped, seen = deliver(answer_202, exchanges=5, batch_max=4, linger_s=0.05)
+    assert sent == {"request": 5, "response": 5}
+    assert sum(dropped.values()) == 0
+    assert [len(orjson.loads(body)) for _, body in seen] == [4, 4, 2]
+
+
+def test_without_linger_a_batch_takes_only_what_is_already_queued() -> None:
+    sent, _, seen = deliver(answer_202, exchanges=3, batch_max=256, linger_s=0.0)
+    assert sent == {"request": 3, "response": 3}
+    # All three were queued before the worker first ran: one POST, no waiting for more.
+    assert [len(orjson.loads(body)) for _, body in seen] == [6]
+
+
+FAILURES = pytest.mark.parametrize(
+    ("handler", "reason", "posts_seen"),
     [
         (None, "unreachable", 0),
         (hang_up, "unreachable", 1),
@@ -256,10 +328,23 @@ def test_both_events_are_delivered_as_binary_mode_cloudevents() -> None:
     ],
     ids=["nothing-listening", "hangs-up", "silent", "refuses", "not-http"],
 )
+
+
+@FAILURES
 def test_a_failed_delivery_drops_both_events_with_its_reason(
-    handler: Handler | None, reason: str, events_seen: int
+    handler: Handler | None, reason: str, posts_seen: int
 ) -> None:
-    sent, dropped, seen = deliver_one(handler)
+    sent, dropped, seen = deliver(handler)
     assert sent == {"request": 0, "response": 0}
     assert dropped == {r: (2.0 if r == reason else 0.0) for r in DROP_REASONS}
-    assert len(seen) == events_seen, "the response event is not sent once the request is lost"
+    assert len(seen) == posts_seen, "the response event is not sent once the request is lost"
+
+
+@FAILURES
+def test_a_failed_batch_drops_each_of_its_events_with_its_reason(
+    handler: Handler | None, reason: str, posts_seen: int
+) -> None:
+    sent, dropped, seen = deliver(handler, exchanges=3, batch_max=256, linger_s=0.05)
+    assert sent == {"request": 0, "response": 0}
+    assert dropped == {r: (6.0 if r == reason else 0.0) for r in DROP_REASONS}
+    assert len(seen) == posts_seen
