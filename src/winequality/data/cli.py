@@ -6,14 +6,14 @@ functions of its module and exits non-zero with a readable message on bad input.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
+from winequality.files import write_json
 from winequality.params import Params, load_params
 from winequality.settings import Settings
 
@@ -48,13 +48,6 @@ def _fail(message: str) -> typer.Exit:
 
 def _params(settings: Settings) -> Params:
     return load_params(settings.project_dir / settings.params_file)
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
@@ -207,7 +200,7 @@ def validate(
             raise _fail(str(e)) from e
         result = validate_mod.validate_frame(raw)
         body = validate_mod.build_report(result, str(in_path), rule, len(raw))
-        _write_json(report, body)
+        write_json(report, body, sort_keys=False)
     if not body["passed"]:
         for line in validate_mod.summary_lines(result):
             _err().print(line, markup=False)
@@ -262,7 +255,7 @@ def prepare(
             raise _fail(f"{in_path}: {e}") from e
         for name, part in (("train", train), ("test", test), ("reference", reference)):
             _write_parquet(part, out_dir / f"{name}.parquet")
-        _write_json(metrics, figures)
+        write_json(metrics, figures, sort_keys=False)
     _say(
         f"{figures['rows_in']} rows, {figures['duplicates_dropped']} duplicates dropped:"
         f" train {len(train)}, test {len(test)}, reference {len(reference)} -> {out_dir}"

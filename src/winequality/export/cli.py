@@ -25,7 +25,8 @@ def onnx(
 
     The tolerance is export.parity_tolerance in params.yaml (largest |ONNX - sklearn|).
     """
-    from winequality.training.cli import settings_and_params, stage_errors, write_json
+    from winequality.files import write_json
+    from winequality.training.cli import settings_and_params, stage_errors
 
     with stage_errors():
         from winequality.export.onnx import check_parity, export_onnx

@@ -202,9 +202,10 @@ def _write_stage_files(
 ) -> tuple[dict[str, Path], dict[str, float]]:
     """Train, evaluate and export exactly as the DVC stages do, into ``work``."""
     from winequality.export.onnx import check_parity, export_onnx
+    from winequality.files import write_json
     from winequality.training.dataset import to_xy
     from winequality.training.evaluate import evaluate_model, mean_predictor_metrics
-    from winequality.training.train import save_model, train_model, write_json
+    from winequality.training.train import save_model, train_model
 
     files = {
         "train": work / "data" / "train.parquet",

@@ -6,13 +6,14 @@ and MLflow are imported inside the commands so ``winequality --help`` stays fast
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from winequality.files import write_json
 
 if TYPE_CHECKING:
     from winequality.params import Params
@@ -75,11 +76,6 @@ def working(message: str) -> Iterator[None]:
 
     with Console(stderr=True).status(message):
         yield
-
-
-def write_json(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def train(

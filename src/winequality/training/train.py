@@ -6,7 +6,6 @@ only place that talks to the tracking server.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,8 +85,3 @@ def load_model(path: Path) -> Pipeline:
     if not isinstance(model, Pipeline) or not hasattr(model, "predict"):
         raise TypeError(f"{path}: expected a scikit-learn Pipeline, got {type(model).__name__}")
     return model
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
