@@ -29,28 +29,20 @@ def onnx(
     from winequality.training.cli import settings_and_params, stage_errors
 
     with stage_errors():
-        from winequality.export.onnx import check_parity, export_onnx
+        from winequality.export.onnx import export_with_parity
         from winequality.training.dataset import read_split, to_xy
         from winequality.training.train import load_model
 
         _, params = settings_and_params()
-        pipeline = load_model(model)
         x, _ = to_xy(read_split(test))
-        onnx_model = export_onnx(pipeline, opset=params.export.opset)
         # Checked before anything is written: a failed parity check leaves no model behind.
-        parity = check_parity(onnx_model, pipeline, x, params.export.parity_tolerance)
+        onnx_model, report = export_with_parity(
+            load_model(model), x, params.export.opset, params.export.parity_tolerance
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(onnx_model)
-        write_json(
-            metrics,
-            {
-                "parity_max_abs_diff": parity,
-                "parity_tolerance": params.export.parity_tolerance,
-                "parity_rows": len(x),
-                "opset": params.export.opset,
-                "onnx_bytes": len(onnx_model),
-            },
-        )
+        write_json(metrics, report)
+    parity = report["parity_max_abs_diff"]
     typer.echo(f"{out}: {len(onnx_model)} bytes, parity max |diff| {parity:.2e} on {len(x)} rows")
 
 

@@ -49,3 +49,19 @@ def check_parity(onnx_model: bytes, model: Any, matrix: Matrix, tolerance: float
             f"ONNX export disagrees with scikit-learn: max |diff| = {diff:.3g} > {tolerance:.3g}"
         )
     return diff
+
+
+def export_with_parity(
+    model: Any, matrix: Matrix, opset: int, tolerance: float
+) -> tuple[bytes, dict[str, float | int]]:
+    """What the export stage does: the ONNX model, parity-checked on ``matrix`` (``ParityError``
+    above ``tolerance``, before anything is written), and its report."""
+    onnx_model = export_onnx(model, opset=opset)
+    parity = check_parity(onnx_model, model, matrix, tolerance)
+    return onnx_model, {
+        "parity_max_abs_diff": parity,
+        "parity_tolerance": tolerance,
+        "parity_rows": len(matrix),
+        "opset": opset,
+        "onnx_bytes": len(onnx_model),
+    }

@@ -201,10 +201,10 @@ def _write_stage_files(
     work: Path, data: RefreshedData, params: Params, n_jobs: int
 ) -> tuple[dict[str, Path], dict[str, float]]:
     """Train, evaluate and export exactly as the DVC stages do, into ``work``."""
-    from winequality.export.onnx import check_parity, export_onnx
+    from winequality.export.onnx import export_with_parity
     from winequality.files import write_json
     from winequality.training.dataset import to_xy
-    from winequality.training.evaluate import evaluate_model, mean_predictor_metrics
+    from winequality.training.evaluate import evaluation_report
     from winequality.training.train import save_model, train_model
 
     files = {
@@ -230,28 +230,16 @@ def _write_stage_files(
     files["cv_results"].parent.mkdir(parents=True, exist_ok=True)
     result.cv_results.to_csv(files["cv_results"], index=False)
 
-    scores, table = evaluate_model(result.model, data.holdout)
-    baseline = mean_predictor_metrics(data.train, data.holdout)
-    evaluation: dict[str, Any] = dict(scores)
-    evaluation |= {f"baseline_{k}": baseline[k] for k in ("rmse", "mae")}
-    evaluation["n_test"] = len(data.holdout)
+    evaluation, scores, table = evaluation_report(result.model, data.holdout, data.train)
     write_json(files["eval_metrics"], evaluation)
     table.to_csv(files["predictions"], index=False)
 
     x, _ = to_xy(data.holdout)
-    onnx_model = export_onnx(result.model, opset=params.export.opset)
-    parity = check_parity(onnx_model, result.model, x, params.export.parity_tolerance)
-    files["onnx"].write_bytes(onnx_model)
-    write_json(
-        files["export_metrics"],
-        {
-            "parity_max_abs_diff": parity,
-            "parity_tolerance": params.export.parity_tolerance,
-            "parity_rows": len(x),
-            "opset": params.export.opset,
-            "onnx_bytes": len(onnx_model),
-        },
+    onnx_model, export_report = export_with_parity(
+        result.model, x, params.export.opset, params.export.parity_tolerance
     )
+    files["onnx"].write_bytes(onnx_model)
+    write_json(files["export_metrics"], export_report)
     return files, {k: float(v) for k, v in scores.items()}
 
 

@@ -126,16 +126,11 @@ def evaluate(
     """Score the model on the test split: RMSE, MAE, R², share within ±0.5 and ±1.0."""
     with stage_errors():
         from winequality.training.dataset import read_split
-        from winequality.training.evaluate import evaluate_model, mean_predictor_metrics
+        from winequality.training.evaluate import evaluation_report
         from winequality.training.train import load_model
 
-        test_frame = read_split(test)
-        scores, table = evaluate_model(load_model(model), test_frame)
-        out: dict[str, float | int] = dict(scores)
-        if train_path.is_file():
-            baseline = mean_predictor_metrics(read_split(train_path), test_frame)
-            out |= {f"baseline_{k}": baseline[k] for k in ("rmse", "mae")}
-        out["n_test"] = len(test_frame)
+        train_frame = read_split(train_path) if train_path.is_file() else None
+        out, scores, table = evaluation_report(load_model(model), read_split(test), train_frame)
         write_json(metrics, out)
         plots.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(plots, index=False)

@@ -84,6 +84,20 @@ def mean_predictor_metrics(train: pd.DataFrame, test: pd.DataFrame) -> dict[str,
     return regression_metrics(test[schema.TARGET], np.full(len(test), mean))
 
 
+def evaluation_report(
+    model: Any, test: pd.DataFrame, train: pd.DataFrame | None
+) -> tuple[dict[str, float | int], dict[str, float], pd.DataFrame]:
+    """What the evaluate stage writes: (report with the mean-predictor baseline when ``train`` is
+    given, the bare test scores, the per-row predictions table)."""
+    scores, table = evaluate_model(model, test)
+    report: dict[str, float | int] = dict(scores)
+    if train is not None:
+        baseline = mean_predictor_metrics(train, test)
+        report |= {f"baseline_{k}": baseline[k] for k in ("rmse", "mae")}
+    report["n_test"] = len(test)
+    return report, scores, table
+
+
 def plot_predictions(table: pd.DataFrame) -> Figure:
     """Predicted vs actual and residuals, side by side (for the MLflow UI)."""
     from matplotlib.figure import Figure
