@@ -37,12 +37,13 @@ from benchmarks.serving import (
     ROOT,
     Run,
     Server,
+    add_load_options,
     cpu_seconds,
+    load_setup,
     start,
     wines_body,
     wrk,
 )
-from winequality.data.ingest import read_uci_dir
 from winequality.process import ManagedProcess, free_port
 
 TARGET = 1.1
@@ -70,9 +71,7 @@ def total(text: str, name: str, label: str | None = None) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "wine-quality"))
-    parser.add_argument("--short", action="store_true", help="3 s per run instead of --duration")
-    parser.add_argument("--duration", type=float, default=10.0)
+    add_load_options(parser)
     parser.add_argument("--repeat", type=int, default=2, help="alternating runs per app")
     parser.add_argument("--connections", type=int, default=16, help="for the throughput run")
     parser.add_argument(
@@ -80,12 +79,7 @@ def main() -> None:
     )
     parser.add_argument("--linger", type=float, default=None, help="batch linger (s)")
     args = parser.parse_args()
-    duration = 3.0 if args.short else args.duration
-    for tool in ("wrk", "taskset"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} is required (Debian: apt-get install {tool})")
-
-    wines = read_uci_dir(Path(args.data))
+    duration, wines = load_setup(args)
     tmp = Path(tempfile.mkdtemp(prefix="wineq-payload-bench-"))
     processes: list[ManagedProcess] = []
     try:

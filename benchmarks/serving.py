@@ -188,11 +188,24 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return rss / 1024, hwm / 1024
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def add_load_options(parser: argparse.ArgumentParser) -> None:
+    """Options every wrk-driven benchmark takes: the data, and how long each run lasts."""
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "wine-quality"))
     parser.add_argument("--short", action="store_true", help="3 s per run instead of --duration")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+
+
+def load_setup(args: argparse.Namespace) -> tuple[float, pd.DataFrame]:
+    """(seconds per run, the real wines) after checking the load tools are installed."""
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is required (Debian: apt-get install {tool})")
+    return (3.0 if args.short else args.duration), read_uci_dir(Path(args.data))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_load_options(parser)
     parser.add_argument("--connections", type=int, default=16, help="for the throughput runs")
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario (best kept)")
     parser.add_argument("--cold-starts", type=int, default=3, help="starts timed (median kept)")
@@ -201,12 +214,7 @@ def main() -> None:
     )
     parser.add_argument("--swap-every", type=float, default=5.0, help="seconds between swaps")
     args = parser.parse_args()
-    duration = 3.0 if args.short else args.duration
-    for tool in ("wrk", "taskset"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} is required (Debian: apt-get install {tool})")
-
-    wines = read_uci_dir(Path(args.data))
+    duration, wines = load_setup(args)
     tmp = Path(tempfile.mkdtemp(prefix="wineq-bench-"))
     servers: list[Server] = []
     try:
