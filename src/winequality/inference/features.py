@@ -8,7 +8,9 @@ therefore depend on numpy and ``winequality.schema`` only.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from itertools import chain
+from operator import itemgetter
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +19,12 @@ from winequality import schema
 
 Matrix = npt.NDArray[np.float32]
 
+_MEASUREMENTS = itemgetter(*schema.FEATURE_NAMES)
+_WINE_TYPE = itemgetter(schema.WINE_TYPE)
+_IS_WHITE: Final[dict[object, float]] = {"red": 0.0, "white": 1.0}
+_ONLY_DICT: Final = {dict}
+_RECORD_SIZE: Final = {len(schema.FEATURE_NAMES) + 1}
+_NUMBER_TYPES: Final = frozenset({float, int})
 _MINIMA = np.array([f.minimum for f in schema.FEATURES], dtype=np.float64)
 _MAXIMA = np.array([f.maximum for f in schema.FEATURES], dtype=np.float64)
 
@@ -70,6 +78,34 @@ def range_problems(values: npt.NDArray[np.floating[Any]]) -> list[tuple[int, str
             )
         problems.append((int(r), feature.name, reason))
     return problems
+
+
+def records_to_rows(
+    wines: Sequence[Any],
+) -> tuple[npt.NDArray[np.float64], list[float]] | None:
+    """JSON wine records -> ([N, 11] measurements, is_white 0.0/1.0 per wine), or None.
+
+    The fast path of every reader of ``{"wines": [...]}`` (the app's requests, the drift
+    detector's payloads): None as soon as a record is not exactly the schema's fields with
+    numbers (no booleans) and ``red``/``white``; ranges are not checked here. Callers then take a
+    thorough pass that names each problem. The per-record work runs in C (``map`` over
+    ``itemgetter``s), not in a Python loop.
+    """
+    # A record with exactly as many keys as the schema has fields, all of them present
+    # (itemgetter raises KeyError otherwise), has no unknown key: no set comparison needed.
+    if set(map(type, wines)) != _ONLY_DICT or set(map(len, wines)) != _RECORD_SIZE:
+        return None
+    n, width = len(wines), len(schema.FEATURE_NAMES)
+    try:
+        rows = list(map(_MEASUREMENTS, wines))
+        is_white = list(map(_IS_WHITE.__getitem__, map(_WINE_TYPE, wines)))
+        if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
+            return None
+        measurements = np.fromiter(chain.from_iterable(rows), np.float64, n * width)
+    # A field missing; a wine type unknown or unhashable; an integer beyond float range.
+    except (KeyError, TypeError, OverflowError):
+        return None
+    return measurements.reshape(n, width), is_white
 
 
 def columns_to_matrix(

@@ -10,12 +10,13 @@ mapped to named columns and validated with the shared schema rules.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
 
 from winequality import schema
-from winequality.inference.features import FeatureError
+from winequality.inference.features import FeatureError, range_problems, records_to_rows
 from winequality.monitoring.detector import BoolArray, FloatArray, validate_rows
 
 Columns = dict[str, list[Any]]
@@ -44,6 +45,25 @@ def rows_from_payload(body: Any) -> tuple[FloatArray, BoolArray]:
             "request) or 'data.names' + 'data.ndarray' (Seldon protocol)"
         )
     return _rows_from_columns(columns)
+
+
+def rows_from_app_payloads(bodies: Sequence[Any]) -> tuple[FloatArray, BoolArray] | None:
+    """The rows of many app ``/predict`` bodies at once, or None if any body needs a closer look.
+
+    What the app's payload logger sends: every body ``{"wines": [...]}`` with well-formed
+    wines. One pass over all their wines (``records_to_rows``) instead of one numpy conversion
+    per body; anything else, including values out of range, is left to ``rows_from_payload``
+    body by body, which names the problem.
+    """
+    if not all(type(body) is dict and len(body) == 1 and type(body.get("wines")) is list
+               for body in bodies):  # fmt: skip
+        return None
+    wines = list(chain.from_iterable(body["wines"] for body in bodies))
+    rows = records_to_rows(wines) if wines and all(body["wines"] for body in bodies) else None
+    if rows is None or range_problems(rows[0]):
+        return None
+    measurements, is_white = rows
+    return measurements, np.asarray(is_white) == 1.0
 
 
 def _columns_from_wines(wines: Any) -> Columns:

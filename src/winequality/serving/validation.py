@@ -13,25 +13,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from itertools import chain
-from operator import itemgetter
 from typing import Any, Final
 
 import numpy as np
 import orjson
 
 from winequality import schema
-from winequality.inference.features import Matrix, range_problems
+from winequality.inference.features import Matrix, range_problems, records_to_rows
 
 MAX_REPORTED: Final = 100
 """Problems listed in one error body; a 10,000-row garbage request must not echo 120,000 lines."""
 
 _NUMBER_TYPES: Final = frozenset({float, int})
 _WINE_KEYS: Final = frozenset((*schema.FEATURE_NAMES, schema.WINE_TYPE))
-_MEASUREMENTS = itemgetter(*schema.FEATURE_NAMES)
-_WINE_TYPE = itemgetter(schema.WINE_TYPE)
-_ONLY_DICT: Final = {dict}
-_ONLY_WINE_SIZE: Final = {len(_WINE_KEYS)}
 _IS_WHITE: Final[dict[object, float]] = {"red": 0.0, "white": 1.0}
 _FILL: Final = tuple(f.example for f in schema.FEATURES)
 _V2_DATATYPES: Final[dict[str, frozenset[str]]] = {
@@ -126,25 +120,13 @@ def _predict_fast(doc: Any, max_rows: int) -> Matrix | None:
     wines = doc.get("wines") if type(doc) is dict and len(doc) == 1 else None
     if type(wines) is not list or not 0 < len(wines) <= max_rows:
         return None
-    # map() over the wines rather than generator expressions: the per-wine work stays in C.
-    # A wine with exactly as many keys as the schema has fields, all of them present (itemgetter
-    # raises KeyError otherwise), has no unknown key: no set comparison per wine needed.
-    if set(map(type, wines)) != _ONLY_DICT or set(map(len, wines)) != _ONLY_WINE_SIZE:
+    rows = records_to_rows(wines)
+    if rows is None:
         return None
-    n, width = len(wines), len(schema.FEATURE_NAMES)
-    try:
-        rows = list(map(_MEASUREMENTS, wines))
-        is_white = list(map(_IS_WHITE.__getitem__, map(_WINE_TYPE, wines)))
-        if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
-            return None
-        measurements = np.fromiter(chain.from_iterable(rows), np.float64, n * width)
-    # A field missing; a wine type unknown or unhashable; an integer beyond float range.
-    except (KeyError, TypeError, OverflowError):
-        return None
-    measurements = measurements.reshape(n, width)
+    measurements, is_white = rows
     if range_problems(measurements):
         return None
-    matrix = np.empty((n, schema.N_MODEL_COLUMNS), dtype=np.float32)
+    matrix = np.empty((len(wines), schema.N_MODEL_COLUMNS), dtype=np.float32)
     matrix[:, :-1] = measurements
     matrix[:, -1] = is_white
     return matrix

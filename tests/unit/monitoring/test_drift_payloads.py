@@ -10,7 +10,11 @@ import pytest
 
 from winequality import schema
 from winequality.inference.features import FeatureError
-from winequality.monitoring.payloads import PayloadError, rows_from_payload
+from winequality.monitoring.payloads import (
+    PayloadError,
+    rows_from_app_payloads,
+    rows_from_payload,
+)
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +133,47 @@ def test_unknown_wine_type_is_refused(sample: pd.DataFrame) -> None:
 def test_unknown_shapes_are_payload_errors(body: Any, message: str) -> None:
     with pytest.raises(PayloadError, match=message):
         rows_from_payload(body)
+
+
+def test_many_app_bodies_are_read_at_once_as_they_would_be_one_by_one(
+    real_wines: pd.DataFrame,
+) -> None:
+    bodies = [{"wines": _wines(real_wines.iloc[i : i + 1 + i % 3])} for i in range(0, 60, 4)]
+    rows = rows_from_app_payloads(bodies)
+    assert rows is not None
+    one_by_one = [rows_from_payload(body) for body in bodies]
+    np.testing.assert_array_equal(rows[0], np.concatenate([r[0] for r in one_by_one]))
+    np.testing.assert_array_equal(rows[1], np.concatenate([r[1] for r in one_by_one]))
+
+
+def _twisted(wine: dict[str, Any], how: str) -> dict[str, Any]:
+    wine = dict(wine)
+    if how == "out-of-range":
+        wine["ph"] = 15.0
+    elif how == "extra-field":
+        wine["vintage"] = 1999
+    elif how == "boolean":
+        wine["alcohol"] = True
+    elif how == "unknown-type":
+        wine["wine_type"] = "rose"
+    return wine
+
+
+@pytest.mark.parametrize("how", ["out-of-range", "extra-field", "boolean", "unknown-type"])
+def test_anything_but_well_formed_app_bodies_is_left_to_the_body_by_body_reader(
+    sample: pd.DataFrame, how: str
+) -> None:
+    wines = _wines(sample)
+    bodies = [{"wines": wines[:2]}, {"wines": [_twisted(wines[2], how)]}]
+    assert rows_from_app_payloads(bodies) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"inputs": []}, {"wines": []}, {"wines": "x"}, {"wines": [], "extra": 1}, [1]],
+    ids=["v2", "no-wines", "not-a-list", "extra-key", "not-an-object"],
+)
+def test_other_request_formats_are_left_to_the_body_by_body_reader(
+    sample: pd.DataFrame, body: Any
+) -> None:
+    assert rows_from_app_payloads([{"wines": _wines(sample)}, body]) is None
