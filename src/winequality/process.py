@@ -47,7 +47,14 @@ class ProcessError(RuntimeError):
 
 
 class ManagedProcess:
-    """A child process in its own process group, logging to a file, stopped by PID."""
+    """A child process in its own session (and process group), logging to a file, stopped by
+    PID.
+
+    ``own_session=False`` keeps it in the caller's session, for benchmarks: with the kernel's
+    autogroup scheduling every session is a scheduling group, so a child in a session of its own
+    competes with the caller's processes as a group, whatever its own nice value or policy.
+    It is then stopped alone, not as a group.
+    """
 
     def __init__(
         self,
@@ -56,8 +63,11 @@ class ManagedProcess:
         log_file: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        *,
+        own_session: bool = True,
     ) -> None:
         self.name = name
+        self.own_session = own_session
         self.cmd = list(cmd)
         self.log_file = log_file
         self.env = dict(os.environ if env is None else env)
@@ -81,7 +91,7 @@ class ManagedProcess:
             stdin=subprocess.DEVNULL,
             env=self.env,
             cwd=self.cwd,
-            start_new_session=True,
+            start_new_session=self.own_session,
         )
         log.close()
         return self
@@ -116,17 +126,19 @@ class ManagedProcess:
         raise ProcessError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM the process group, SIGKILL what is left after ``timeout``; returns the code."""
+        """SIGTERM the process group (or the process), SIGKILL what is left after ``timeout``;
+        returns the exit code."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
+            signal_ = os.killpg if self.own_session else os.kill
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+                signal_(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    signal_(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         return self.proc.returncode
 
