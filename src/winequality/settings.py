@@ -77,15 +77,17 @@ class Settings(BaseSettings):
     # --- monitoring --------------------------------------------------------------------------
     detector_url: str | None = None
     """Drift detector base URL that receives CloudEvents; unset disables payload logging."""
-    payload_queue_size: int = 1_000
-    """Bound of the payload-logging queue; events beyond it are dropped and counted."""
-    payload_batch_max: int = 32
-    """Most CloudEvents per POST to the detector (batched content mode, a JSON array);
-    1 sends each event alone in binary mode, as Seldon's request logger does. Small batches
-    sent often keep each send's pause of the event loop short (measured: p99 at one
-    connection 1.29 ms with 32 events / 5 ms linger against 2.19 ms with 256 / 50 ms)."""
-    payload_linger_s: float = 0.005
-    """How long a batch may wait to fill before it is sent (batched mode only)."""
+    payload_queue_size: int = 10_000
+    """Most answered requests buffered for the detector (each ~1 kB encoded); beyond it they
+    are dropped and counted. Room for a linger at ~10,000 requests/s and a slow POST or two."""
+    payload_batch_max: int = 8_192
+    """Most CloudEvents per POST to the detector (batched content mode, a JSON array streamed
+    a slice at a time; bodies also stop at 3.5 MB); 1 sends each event alone in binary mode, as
+    Seldon's request logger does."""
+    payload_linger_s: float = 0.2
+    """How long requests accumulate before the batched POST that carries them (one POST per
+    linger at most): a POST's fixed cost then lands on a handful of requests a second
+    (``benchmarks/payload_logging.py``); the detector sees rows that much later."""
     feedback_db: Path = Path("data/feedback.sqlite")
     """SQLite database with labelled production feedback."""
     recent_requests: int = 10_000

@@ -233,7 +233,7 @@ class _SlowHandler(BaseHTTPRequestHandler):
     server: SlowDetector
 
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        body = self._body()
         batched = self.headers.get("content-type", "").startswith(
             "application/cloudevents-batch+json"
         )
@@ -245,6 +245,17 @@ class _SlowHandler(BaseHTTPRequestHandler):
         self.send_header("content-length", "2")
         self.end_headers()
         self.wfile.write(b"{}")
+
+    def _body(self) -> bytes:
+        """A Content-Length body (binary mode) or a chunked one (batched mode)."""
+        if self.headers.get("transfer-encoding", "").lower() != "chunked":
+            return self.rfile.read(int(self.headers.get("content-length", "0")))
+        chunks = []
+        while size := int(self.rfile.readline().strip(), 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
+        self.rfile.readline()
+        return b"".join(chunks)
 
     def log_message(self, *args: Any) -> None:
         pass

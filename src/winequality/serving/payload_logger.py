@@ -2,11 +2,8 @@
 
 Two content modes of the CloudEvents HTTP binding, chosen by ``payload_batch_max``:
 
-* batched (the default, ``batch_max > 1``): one POST carries many events as a JSON array of
-  structured-mode events (``application/cloudevents-batch+json``). The worker waits a short
-  linger after the first queued request so one POST carries many; at one connection the ~0.2 ms
-  of CPU a POST costs then lands on about one prediction in a hundred instead of on every one
-  (the app has one core: a send runs between two predictions).
+* batched (the default, ``batch_max > 1``): one POST per linger carries everything answered
+  meanwhile, as a JSON array of structured-mode events (``application/cloudevents-batch+json``).
 * binary (``batch_max == 1``): one POST per event, ``Ce-*`` headers and the payload as body,
   exactly what Seldon's request logger sends.
 
@@ -14,15 +11,25 @@ Either way each event carries Seldon's attributes (``requestid``, ``modelid``; a
 headers or as extension attributes), so the detector cannot tell our app from a
 SeldonDeployment ``logger``.
 
-The request path only calls ``PayloadLogger.log``: one ``put_nowait`` of bytes it already holds
-on a bounded queue. A single background task drains the queue over one keep-alive connection.
-The client is aiohttp, not httpx: delivery runs on the event loop that serves predictions, and
-httpx cost ~0.8 ms of CPU per POST there against ~0.2 ms for aiohttp. Nothing here can fail or
-slow a prediction: when the queue is full (detector slow) or a delivery fails (detector down,
-refusing), the events are dropped and counted per event in
+Where the time goes (``benchmarks/payload_logging.py``; the app has one core there):
+
+* The request path calls ``PayloadLogger.log`` after the answer went out. In batched mode it
+  encodes the exchange's two events right there (~2 us from byte templates) and appends the
+  bytes to a bounded list: bytes are invisible to the garbage collector however many wait, and
+  at one connection the work fits in the time the client takes to send its next request.
+* Once per linger the single background task sends what accumulated as one POST whose body is
+  streamed a slice of ~35 kB at a time, with a turn of the event loop between slices. Building
+  a megabyte body and writing it in one piece held the loop for milliseconds (GC included),
+  and small batches sent often put a POST's fixed cost (~0.3 ms with cold caches) in front of a
+  few percent of the requests; either way the p99 doubled.
+
+Delivery uses one keep-alive aiohttp connection (httpx cost ~0.8 ms of CPU per POST against
+~0.2 ms). Nothing here can fail or slow a prediction: when the buffer is full (detector slow) or
+a delivery fails (detector down, refusing), the events are dropped and counted per event in
 ``winequality_payloads_dropped_total{reason}``; delivery simply resumes when the detector
-answers again. After a failed connection the worker waits a short, growing pause (events
-meanwhile wait in the queue, and overflow is counted) instead of hammering a dead address.
+answers again. After a failed connection the worker waits a short, growing pause (new requests
+meanwhile wait in the buffer, and overflow is counted) instead of hammering a dead address.
+``winequality_payloads_pending`` shows the backlog.
 """
 
 from __future__ import annotations
@@ -31,15 +38,15 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final
+from collections.abc import AsyncIterator, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 import numpy as np
 import orjson
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from winequality.inference.features import Matrix
 
@@ -54,30 +61,29 @@ CE_REQUEST: Final = "io.seldon.serving.inference.request"
 CE_RESPONSE: Final = "io.seldon.serving.inference.response"
 BATCH_CONTENT_TYPE: Final = "application/cloudevents-batch+json"
 DROP_REASONS: Final = ("queue_full", "unreachable", "timeout", "rejected")
-"""Why events are dropped: queue overflow, connection failure, no answer in time, a non-2xx."""
+"""Why events are dropped: buffer overflow, connection failure, no answer in time, a non-2xx."""
 
 BACKOFF_MIN_S: Final = 0.1
 BACKOFF_MAX_S: Final = 2.0
 DEFAULT_TIMEOUT_S: Final = 2.0
-DEFAULT_LINGER_S: Final = 0.05
-"""How long the worker lets a batch fill after its first request (unless it fills before)."""
-ENCODE_SLICE: Final = 16
-"""Exchanges encoded between two yields to the event loop (~60 us of work)."""
-BATCH_MAX_BYTES: Final = 1_000_000
-"""A batch stops growing past this body size (the detector refuses bodies over its
-``max_body_bytes``, 4 MB by default); one exchange always goes, however big."""
+DEFAULT_LINGER_S: Final = 0.2
+"""How long requests accumulate after the first one not yet sent, before their POST."""
+STREAM_SLICE: Final = 32
+"""Exchanges written per step of a batched POST (~35 kB: one send of ~15 us)."""
+BATCH_MAX_BYTES: Final = 3_500_000
+"""Largest body of a batched POST (the detector refuses bodies over its ``max_body_bytes``,
+4 MB by default); an exchange bigger than that goes alone."""
 
 
-@dataclass(frozen=True, slots=True)
-class Exchange:
-    """One answered request as queued: what the endpoint had in hand, nothing re-encoded."""
+class Exchange(NamedTuple):
+    """One answered request, as the endpoint hands it over: what it had in hand."""
 
     request_id: str
     model_name: str
     received_at: float
     request: bytes | Matrix
     """The JSON request body, or the model matrix when the body was not plain JSON (V2 binary
-    tensors), encoded as a V2 JSON request by the worker, off the request path."""
+    tensors), which the events carry as a V2 JSON request."""
     response: bytes
 
 
@@ -97,15 +103,31 @@ class PayloadMetrics:
             ["reason"],
             registry=registry,
         )
+        self.pending = Gauge(
+            "winequality_payloads_pending",
+            "Answered requests buffered or being sent to the drift detector.",
+            registry=registry,
+        )
         # Bound once: the request path must not pay for label lookups.
         self.sent_request = self.sent.labels("request")
         self.sent_response = self.sent.labels("response")
         self.drop = {reason: self.dropped.labels(reason) for reason in DROP_REASONS}
 
 
+@lru_cache(maxsize=8)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def ce_time(timestamp: float) -> str:
-    """RFC 3339 timestamp, as the CloudEvents ``time`` attribute requires."""
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+    """RFC 3339 UTC timestamp to the microsecond, as the CloudEvents ``time`` attribute wants.
+
+    The date and time of day are formatted once per second (a batch's requests share a handful
+    of seconds); a datetime per event cost more than the rest of its envelope.
+    """
+    second, micro = divmod(round(timestamp * 1_000_000), 1_000_000)
+    prefix = _utc_second(second)
+    return f"{prefix}.{micro:06d}Z" if micro else f"{prefix}Z"
 
 
 def event_headers(kind: str, exchange: Exchange, source: str) -> dict[str, str]:
@@ -138,46 +160,97 @@ class EventIds:
         return f"{self._prefix}-{self._count:x}"
 
 
-_TYPE_MEMBERS: Final = {
-    kind: orjson.dumps({"specversion": SPEC_VERSION, "type": kind})[:-1]
-    for kind in (CE_REQUEST, CE_RESPONSE)
-}
+def _event_template(kind: str, suffix: str, source: str) -> bytes:
+    """A JSON-format event with ``%b`` slots for id, time, requestid, modelid and data.
+
+    Written by orjson with placeholder strings, so the template is valid JSON by construction
+    and ``source`` is escaped once.
+    """
+    doc = {
+        "specversion": SPEC_VERSION,
+        "type": kind,
+        "id": f"@id@{suffix}",
+        "source": source,
+        "time": "@time@",
+        "datacontenttype": "application/json",
+        "requestid": "@requestid@",
+        "modelid": "@modelid@",
+        "data": "@data@",
+    }
+    template = orjson.dumps(doc).replace(b"%", b"%%")
+    for slot, quoted in (("id", False), ("time", False), ("requestid", True), ("modelid", True),
+                         ("data", True)):  # fmt: skip
+        placeholder = f'"@{slot}@' if quoted else f"@{slot}@"
+        end = '"' if quoted else ""
+        template = template.replace(f"{placeholder}{end}".encode(), b"%b", 1)
+    return template
 
 
-def structured_events(
-    exchange: Exchange, source: str, request: bytes, event_id: str
-) -> tuple[bytes, bytes]:
-    """The request and response events of one exchange in the JSON event format.
+class EventEncoder:
+    """An exchange -> its request and response events in the JSON event format.
 
     The attributes the binary mode sends as ``Ce-*`` headers become members (Seldon's
-    ``requestid`` and ``modelid`` as extension attributes); the ids are ``event_id`` + ``.req``
-    / ``.res``. The bodies are JSON the endpoint already parsed or produced: they are spliced in
-    as ``data`` bytes, not decoded and re-encoded.
+    ``requestid`` and ``modelid`` as extension attributes); the event ids are one of ``EventIds``
+    plus ``.req`` / ``.res``. The bodies are JSON the endpoint already parsed or produced: they
+    are spliced in as ``data`` bytes, not decoded and re-encoded. ~2 us per exchange.
     """
-    shared = orjson.dumps(
-        {
-            "source": source,
-            "time": ce_time(exchange.received_at),
-            "datacontenttype": "application/json",
-            "requestid": exchange.request_id,
-            "modelid": exchange.model_name,
-        }
-    )[1:-1]
-    return (
-        b"".join(
-            (_TYPE_MEMBERS[CE_REQUEST], b',"id":"', event_id.encode(), b'.req",', shared,
-             b',"data":', request, b"}")
-        ),
-        b"".join(
-            (_TYPE_MEMBERS[CE_RESPONSE], b',"id":"', event_id.encode(), b'.res",', shared,
-             b',"data":', exchange.response, b"}")
-        ),
-    )  # fmt: skip
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.ids = EventIds()
+        # One template for the pair: one formatting operation per exchange.
+        self._pair = b"%b,%b" % (
+            _event_template(CE_REQUEST, ".req", source),
+            _event_template(CE_RESPONSE, ".res", source),
+        )
+        self._models: dict[str, bytes] = {}
+
+    def encode(self, ex: Exchange) -> bytes:
+        """``request event,response event`` of one exchange (one item of a JSON batch)."""
+        event_id, stamp = self.ids.next().encode(), ce_time(ex.received_at).encode()
+        rid = orjson.dumps(ex.request_id)
+        model = self._models.get(ex.model_name) or self._models.setdefault(
+            ex.model_name, orjson.dumps(ex.model_name)
+        )
+        request = ex.request if type(ex.request) is bytes else request_payload(ex.request)
+        return self._pair % (
+            event_id, stamp, rid, model, request, event_id, stamp, rid, model, ex.response
+        )  # fmt: skip
 
 
-def batch_body(events: Sequence[bytes]) -> bytes:
-    """A JSON Batch (``application/cloudevents-batch+json``) of structured events."""
-    return b"[" + b",".join(events) + b"]"
+class BatchStream:
+    """The body of one batched POST, handed to the connection a slice at a time.
+
+    From ``events[start]`` on (each item the encoded events of one exchange), until the POST
+    holds ``max_exchanges`` exchanges or ``BATCH_MAX_BYTES``; ``taken`` says how many went in.
+    Between two slices the event loop serves predictions: a megabyte body written in one piece
+    held it for milliseconds, and the requests that arrived meanwhile waited.
+    """
+
+    def __init__(self, events: Sequence[bytes], start: int, max_exchanges: int) -> None:
+        self.events = events
+        self.start = start
+        self.end = min(len(events), start + max_exchanges)
+        self.taken = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        events, position, size, separator = self.events, self.start, 0, b"["
+        while position < self.end:
+            step_end = min(position + STREAM_SLICE, self.end)
+            for k in range(position, step_end):
+                # Up to the bound, not past it; but the first exchange goes, however big.
+                if k > self.start and size + len(events[k]) > BATCH_MAX_BYTES:
+                    step_end = k
+                    break
+                size += len(events[k])
+            if step_end == position:
+                break
+            chunk = separator + b",".join(events[position:step_end])
+            separator, position = b",", step_end
+            self.taken = position - self.start
+            yield chunk
+            await asyncio.sleep(0)
+        yield b"]"
 
 
 def request_payload(request: bytes | Matrix) -> bytes:
@@ -190,7 +263,7 @@ def request_payload(request: bytes | Matrix) -> bytes:
 
 
 class PayloadLogger:
-    """Bounded queue + one delivery task; ``start``/``stop`` belong in the app lifespan."""
+    """Bounded buffer + one delivery task; ``start``/``stop`` belong in the app lifespan."""
 
     def __init__(
         self,
@@ -210,34 +283,48 @@ class PayloadLogger:
         if linger_s < 0:
             raise ValueError(f"linger_s must be >= 0, got {linger_s}")
         self.url = detector_url.rstrip("/")
+        self.queue_size = queue_size
         self.batch_max = batch_max
+        self.batched = batch_max > 1
         self.linger_s = linger_s
         self.timeout_s = timeout_s
         self.source = source or f"winequality-app/{socket.gethostname()}"
         self.metrics = PayloadMetrics(registry)
-        self._queue: asyncio.Queue[Exchange] = asyncio.Queue(queue_size)
+        # Read at scrape time only: the request path does not pay for it.
+        self.metrics.pending.set_function(lambda: self.pending + self._in_flight)
+        self.encoder = EventEncoder(self.source)
+        self._buffer: list[Exchange] = []
+        self._events: list[bytes] = []
+        self._waiting = asyncio.Event()
         self._queue_full = self.metrics.drop["queue_full"]
         self._session: aiohttp.ClientSession | None = None
         self._endpoint: URL  # set by start(), with the session
         self._reachable = True
-        self._ids = EventIds()
+        self._in_flight = 0
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def batched(self) -> bool:
-        return self.batch_max > 1
-
     def log(self, exchange: Exchange) -> None:
-        """Queue an answered request; never blocks, never raises (a full queue drops it)."""
-        try:
-            self._queue.put_nowait(exchange)
-        except asyncio.QueueFull:
+        """Buffer an answered request; never blocks, never raises (a full buffer drops it)."""
+        if len(self._buffer) + len(self._events) >= self.queue_size:
             # Two events (request and response) are lost with it.
             self._queue_full.inc(2)
+            return
+        if self.batched:
+            try:
+                self._events.append(self.encoder.encode(exchange))
+            except Exception:  # a log line must never turn into a failed request
+                log.exception("payload logging could not encode request %s", exchange.request_id)
+                self.metrics.drop["rejected"].inc(2)
+                return
+        else:
+            self._buffer.append(exchange)
+        if not self._waiting.is_set():
+            self._waiting.set()
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        """Exchanges buffered and not yet taken by the worker."""
+        return len(self._buffer) + len(self._events)
 
     async def start(self) -> None:
         # Imported here, like in _post: aiohttp adds ~0.2 s to the app's start-up, only worth
@@ -257,7 +344,7 @@ class PayloadLogger:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="payload-logger")
 
     async def stop(self) -> None:
-        """Stop delivering (what is still queued is not waited for) and close the client."""
+        """Stop delivering (what is still buffered is not waited for) and close the client."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -270,20 +357,24 @@ class PayloadLogger:
     async def _run(self) -> None:
         backoff = BACKOFF_MIN_S
         while True:
-            batch = await self._next_batch()
+            await self._waiting.wait()
+            if self.batched and self.linger_s > 0:
+                # Sleeping, not waking per request: what arrives meanwhile just accumulates.
+                await asyncio.sleep(self.linger_s)
+            self._waiting.clear()
+            exchanges, self._buffer = self._buffer, []
+            events, self._events = self._events, []
+            taken = self._in_flight = len(exchanges) + len(events)
             try:
                 if self.batched:
-                    delivered = await self._deliver_batch(batch)
+                    delivered = await self._deliver_batches(events)
                 else:
-                    delivered = await self._deliver(batch[0])
+                    delivered = await self._deliver_each(exchanges)
             except Exception:  # the logger must outlive any surprise, but say what it was
-                log.exception(
-                    "payload logging failed for %d request(s) from %s",
-                    len(batch),
-                    batch[0].request_id,
-                )
-                self.metrics.drop["rejected"].inc(2 * len(batch))
+                log.exception("payload logging failed for %d request(s)", taken)
+                self.metrics.drop["rejected"].inc(2 * taken)
                 delivered = True
+            self._in_flight = 0
             if delivered:
                 if not self._reachable:
                     log.info("drift detector %s answers again; payload logging resumed", self.url)
@@ -298,27 +389,18 @@ class PayloadLogger:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
 
-    async def _next_batch(self) -> list[Exchange]:
-        """The next exchanges to send: one in binary mode, else up to ``batch_max`` events."""
-        batch = [await self._queue.get()]
-        # Two events per exchange; a batch of at least one exchange even if batch_max is odd.
-        limit = max(1, self.batch_max // 2)
-        if limit == 1:
-            return batch
-        self._drain(batch, limit)
-        if len(batch) < limit and self.linger_s > 0:
-            # Sleeping, not awaiting get(): puts meanwhile wake nobody, they just accumulate.
-            await asyncio.sleep(self.linger_s)
-            self._drain(batch, limit)
-        return batch
+    async def _deliver_each(self, exchanges: list[Exchange]) -> bool:
+        """Binary mode, one exchange after the other; False when the detector could not be
+        reached (the exchanges not yet sent are dropped with that reason)."""
+        for k, exchange in enumerate(exchanges):
+            reason = await self._deliver(exchange)
+            if reason in ("unreachable", "timeout"):
+                self.metrics.drop[reason].inc(2 * (len(exchanges) - k - 1))
+                return False
+        return True
 
-    def _drain(self, batch: list[Exchange], limit: int) -> None:
-        queue = self._queue
-        while len(batch) < limit and not queue.empty():
-            batch.append(queue.get_nowait())
-
-    async def _deliver(self, exchange: Exchange) -> bool:
-        """Send both events in binary mode; False when the detector could not be reached."""
+    async def _deliver(self, exchange: Exchange) -> str | None:
+        """Both events of one exchange in binary mode; None when delivered, else the reason."""
         body = request_payload(exchange.request)
         for kind, payload, sent in (
             (CE_REQUEST, body, self.metrics.sent_request),
@@ -331,40 +413,29 @@ class PayloadLogger:
                 continue
             # The response event is not worth sending once the request event is lost.
             self.metrics.drop[reason].inc(2 if kind == CE_REQUEST else 1)
-            return reason not in ("unreachable", "timeout")
-        return True
+            return reason
+        return None
 
-    async def _deliver_batch(self, batch: list[Exchange]) -> bool:
-        """Send the exchanges' events in one batched POST (and what did not fit in later ones)."""
-        source, ids, start = self.source, self._ids, 0
-        while start < len(batch):
-            events: list[bytes] = []
-            size, end = 0, start
-            while end < len(batch) and (end == start or size < BATCH_MAX_BYTES):
-                if end > start and (end - start) % ENCODE_SLICE == 0:
-                    # Let waiting predictions run: encoding a whole batch in one go held the
-                    # loop for ~0.5 ms, a delay on the one request that arrived meanwhile.
-                    await asyncio.sleep(0)
-                exchange = batch[end]
-                request, response = structured_events(
-                    exchange, source, request_payload(exchange.request), ids.next()
-                )
-                events += (request, response)
-                size += len(request) + len(response)
-                end += 1
-            n = end - start
-            headers = {"content-type": BATCH_CONTENT_TYPE}
-            reason = await self._post(batch_body(events), headers, f"a batch of {2 * n} events")
+    async def _deliver_batches(self, exchanges: list[bytes]) -> bool:
+        """Batched mode: the exchanges in as few POSTs as the bounds allow; False when the
+        detector could not be reached (what was not yet sent is dropped with that reason)."""
+        headers = {"content-type": BATCH_CONTENT_TYPE}
+        start = 0
+        while start < len(exchanges):
+            body = BatchStream(exchanges, start, max(1, self.batch_max // 2))
+            reason = await self._post(body, headers, "a batch of events")
             if reason is not None:
                 # Everything not yet sent is lost with this POST: count each of its events.
-                self.metrics.drop[reason].inc(2 * (len(batch) - start))
+                self.metrics.drop[reason].inc(2 * (len(exchanges) - start))
                 return reason not in ("unreachable", "timeout")
-            self.metrics.sent_request.inc(n)
-            self.metrics.sent_response.inc(n)
-            start = end
+            self.metrics.sent_request.inc(body.taken)
+            self.metrics.sent_response.inc(body.taken)
+            start += body.taken
         return True
 
-    async def _post(self, body: bytes, headers: dict[str, str], what: str) -> str | None:
+    async def _post(
+        self, body: bytes | BatchStream, headers: dict[str, str], what: str
+    ) -> str | None:
         """None when delivered, else the drop reason."""
         assert self._session is not None, "PayloadLogger.start() was not awaited"
         import aiohttp  # already loaded by start(): a sys.modules lookup

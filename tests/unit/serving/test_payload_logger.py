@@ -19,17 +19,19 @@ from winequality.process import free_port
 from winequality.serving.model import example_matrix
 from winequality.serving.payload_logger import (
     BATCH_CONTENT_TYPE,
+    BATCH_MAX_BYTES,
     CE_REQUEST,
     CE_RESPONSE,
     DROP_REASONS,
+    STREAM_SLICE,
+    BatchStream,
+    EventEncoder,
     EventIds,
     Exchange,
     PayloadLogger,
-    batch_body,
     ce_time,
     event_headers,
     request_payload,
-    structured_events,
 )
 from winequality.serving.recent import RecentRequests
 
@@ -54,31 +56,37 @@ def test_structured_events_carry_the_binary_mode_attributes_and_embed_the_bodies
     ex = Exchange(
         "req-7", schema.MODEL_NAME, 1_700_000_000.25, b'{"wines": [{"a": 1}]}', b'{"p": [5.0]}'
     )
-    ids = EventIds()
-    events = orjson.loads(
-        batch_body(structured_events(ex, "winequality-app/test", ex.request, ids.next()))
-    )
+    encoder = EventEncoder('winequality-app/"quoted" 100%')
+    events = orjson.loads(b"[" + encoder.encode(ex) + b"]")
     assert [e["type"] for e in events] == [CE_REQUEST, CE_RESPONSE]
     for event in events:
         assert event["specversion"] == "1.0"
-        assert event["source"] == "winequality-app/test"
+        assert event["source"] == 'winequality-app/"quoted" 100%'
         assert event["time"] == "2023-11-14T22:13:20.250000Z"
         assert event["datacontenttype"] == "application/json"
         assert (event["requestid"], event["modelid"]) == ("req-7", schema.MODEL_NAME)
     assert events[0]["data"] == {"wines": [{"a": 1}]}
     assert events[1]["data"] == {"p": [5.0]}
     assert events[0]["id"] != events[1]["id"]
-    again = orjson.loads(batch_body(structured_events(ex, "s", ex.request, ids.next())))
+    again = orjson.loads(b"[" + encoder.encode(ex) + b"," + encoder.encode(ex) + b"]")
+    assert len({e["id"] for e in again}) == 4
     assert {e["id"] for e in again}.isdisjoint(e["id"] for e in events)
     assert EventIds().next() != EventIds().next()  # another process: another prefix
 
 
-def test_an_empty_batch_is_an_empty_json_array() -> None:
-    assert orjson.loads(batch_body([])) == []
+def test_a_matrix_request_is_encoded_into_its_event_as_a_v2_request() -> None:
+    matrix = example_matrix()
+    ex = Exchange("req-8", schema.MODEL_NAME, 1_700_000_000.0, matrix, b"{}")
+    request_event = orjson.loads(b"[" + EventEncoder("s").encode(ex) + b"]")[0]
+    features, _ = rows_from_payload(request_event["data"])
+    np.testing.assert_allclose(features, matrix[:, :-1], rtol=1e-6)
 
 
-def test_ce_time_is_utc_rfc3339() -> None:
+def test_ce_time_is_utc_rfc3339_to_the_microsecond() -> None:
     assert ce_time(0.0) == "1970-01-01T00:00:00Z"
+    assert ce_time(1_700_000_000.000123) == "2023-11-14T22:13:20.000123Z"
+    assert ce_time(1_700_000_059.9999996) == "2023-11-14T22:14:20Z"  # rounds up a second
+    assert ce_time(951_782_400.5) == "2000-02-29T00:00:00.500000Z"
 
 
 def test_json_request_bodies_are_forwarded_untouched() -> None:
@@ -108,6 +116,76 @@ def test_a_full_queue_drops_and_counts_two_events_per_request() -> None:
         "winequality_payloads_dropped_total", {"reason": "queue_full"}
     )
     assert dropped == 6
+
+
+def test_the_pending_gauge_counts_what_waits_for_the_detector() -> None:
+    registry = CollectorRegistry()
+
+    async def fill() -> None:
+        logger = PayloadLogger("http://127.0.0.1:9", 10, registry, batch_max=64)
+        for i in range(3):
+            logger.log(exchange(rid=f"req-{i}"))
+
+    asyncio.run(fill())
+    assert registry.get_sample_value("winequality_payloads_pending") == 3
+
+
+def test_an_exchange_that_cannot_be_encoded_is_dropped_not_raised() -> None:
+    registry = CollectorRegistry()
+
+    async def log_bad() -> PayloadLogger:
+        logger = PayloadLogger("http://127.0.0.1:9", 10, registry, batch_max=64)
+        logger.log(exchange(request=np.zeros((1, 3), dtype=np.float32)))  # not [n, 12]
+        return logger
+
+    assert asyncio.run(log_bad()).pending == 0
+    dropped = registry.get_sample_value(
+        "winequality_payloads_dropped_total", {"reason": "rejected"}
+    )
+    assert dropped == 2
+
+
+async def _stream(body: BatchStream) -> bytes:
+    return b"".join([chunk async for chunk in body])
+
+
+def test_a_batch_streams_as_one_json_array_in_slices_yielding_to_the_loop() -> None:
+    encoder = EventEncoder("s")
+    events = [encoder.encode(exchange(rid=f"req-{i}")) for i in range(3 * STREAM_SLICE + 1)]
+    ticks = 0
+
+    async def other_work() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def run() -> tuple[bytes, int]:
+        task = asyncio.create_task(other_work())
+        await asyncio.sleep(0)
+        before = ticks
+        body = BatchStream(events, 1, 1000)
+        raw = await _stream(body)
+        task.cancel()
+        assert body.taken == len(events) - 1
+        return raw, ticks - before
+
+    raw, ran = asyncio.run(run())
+    decoded = orjson.loads(raw)
+    assert [e["requestid"] for e in decoded[::2]] == [f"req-{i}" for i in range(1, len(events))]
+    assert ran >= 3, "the loop ran other work between the slices of the body"
+
+
+def test_a_batch_stops_before_its_byte_bound_but_a_huge_exchange_goes_alone() -> None:
+    big = b'{"pad": "' + b"x" * (BATCH_MAX_BYTES // 4) + b'"}'  # four are just over the bound
+    events = [big] * 5
+    first = BatchStream(events, 0, 100)
+    assert len(orjson.loads(asyncio.run(_stream(first)))) == 3
+    assert first.taken == 3
+    huge = b'{"pad": "' + b"x" * BATCH_MAX_BYTES + b'"}'
+    alone = BatchStream([huge, big], 0, 100)
+    assert len(orjson.loads(asyncio.run(_stream(alone)))) == 1
+    assert alone.taken == 1
 
 
 def test_queue_size_must_be_positive() -> None:
@@ -172,11 +250,19 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Seen], Awaitable
 
 
 async def read_event(reader: asyncio.StreamReader, seen: Seen) -> None:
+    """One POST: a Content-Length body (binary mode) or a chunked one (batched mode)."""
     head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    if b"transfer-encoding: chunked" in lines:
+        chunks = []
+        while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+            chunks.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+        await reader.readexactly(2)
+        seen.append((head.lower(), b"".join(chunks)))
+        return
     length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
+        int(line.split(b":", 1)[1]) for line in lines if line.startswith(b"content-length:")
     )
     seen.append((head.lower(), await reader.readexactly(length)))
 
