@@ -3,16 +3,26 @@
 Three instances of ``python -m winequality.serving`` serve the same ONNX bundle (a StandardScaler
 + ElasticNet trained on the real UCI data): logging off, logging on in batched mode (the default:
 many CloudEvents per POST, ``application/cloudevents-batch+json``) and logging on in binary mode
-(``WINEQ_PAYLOAD_BATCH_MAX=1``: one POST per event, what the app sent before batching). Both
+(``WINEQ_PAYLOAD_BATCH_MAX=1``: one POST per event, what Seldon's request logger sends). Both
 loggers post to one real ``winequality drift serve`` whose reference is a sample of the real
-wines. Servers are pinned to core 0; ``wrk`` and the detector to core 1. Each scenario loads one
-app at a time, alternating ``--repeat`` times (the best run of each is kept, as in
-benchmarks/serving.py). The app's CPU time per request (from /proc, so other tenants of the core
-do not count) is printed next to the latencies.
+wines; the benchmark checks that every event sent was counted by the detector.
+
+Placement on the 2-core machine: the apps are pinned to core 0, ``wrk`` to core 1. The detector
+also has to run somewhere, and in production it runs on another machine: here it shares core 1
+with wrk under ``SCHED_IDLE``, in the benchmark's own session, so it only gets the CPU time wrk
+leaves idle and never delays a measurement. (In a session of its own, the kernel's autogroup
+scheduling would give the detector's session a fair share against wrk's whatever its policy,
+and its bursts of work on a batch showed up as milliseconds of app latency.) wrk's percentiles
+include its coordinated-omission correction: a pause of the app of S ms counts as the S x rate
+requests that would have been sent meanwhile, so rare long pauses weigh as they do for clients.
+
+Each scenario loads one app at a time, the apps alternating, ``--repeat`` times; the medians are
+compared. The app's CPU time per request (from /proc, so other tenants of the core do not count)
+is printed next to the latencies.
 
 Target (issue "Monitoring loop"): p99 with logging on <= 1.1x p99 with logging off.
 
-    uv run python benchmarks/payload_logging.py [--short] [--duration 10] [--repeat 2]
+    uv run python benchmarks/payload_logging.py [--short] [--duration 10] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -21,8 +31,10 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import sys
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +84,7 @@ def total(text: str, name: str, label: str | None = None) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_load_options(parser)
-    parser.add_argument("--repeat", type=int, default=2, help="alternating runs per app")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs per app")
     parser.add_argument("--connections", type=int, default=16, help="for the throughput run")
     parser.add_argument(
         "--batch-max", type=int, default=None, help="events per batched POST (default: settings)"
@@ -93,10 +105,12 @@ def main() -> None:
         detector_url = f"http://127.0.0.1:{det_port}"
         detector = ManagedProcess(
             "detector",
-            ["taskset", "-c", CLIENT_CORE, sys.executable, "-m", "winequality.cli", "drift",
-             "serve", "--reference", str(tmp / "reference.parquet"), "--port", str(det_port)],
+            ["taskset", "-c", CLIENT_CORE, "chrt", "--idle", "0", sys.executable, "-m",
+             "winequality.cli", "drift", "serve", "--reference", str(tmp / "reference.parquet"),
+             "--port", str(det_port)],
             tmp / "detector.log",
             cwd=ROOT,
+            own_session=False,
         ).start()  # fmt: skip
         processes.append(detector)
         detector.wait_ready(url=f"{detector_url}/health/ready", timeout=60)
@@ -121,13 +135,13 @@ def main() -> None:
             servers[name] = start(f"logging_{name}", cmd, "/health/ready", tmp, envs[name])
             processes.append(servers[name].process)
 
-        results: dict[str, dict[str, Measured]] = {}
+        results: dict[str, dict[str, list[Measured]]] = {}
         for scenario, connections in (("latency", 1), ("throughput", args.connections)):
             runs: dict[str, list[Measured]] = {name: [] for name in APPS}
             for _ in range(args.repeat):
                 for name, server in servers.items():
                     runs[name].append(measure(server, script, connections, duration))
-            results[scenario] = {k: min(v, key=lambda m: m.run.p99_ms) for k, v in runs.items()}
+            results[scenario] = runs
         report(results, servers, detector_url, duration, args)
     finally:
         for process in processes:
@@ -146,45 +160,75 @@ def measure(server: Server, script: Path, connections: int, duration: float) -> 
     before = cpu_seconds(server.process.pid)
     run = wrk(server.url + "/predict", script, connections, duration)
     cpu = cpu_seconds(server.process.pid) - before
+    drain(server)
     return Measured(run, cpu / (run.requests_per_s * duration) * 1e6)
 
 
+def drain(server: Server, timeout: float = 120.0) -> None:
+    """Wait until the app has delivered (or dropped) what it logged: the apps share a core, and a
+    backlog still being sent would slow the next app's run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if total(scrape(server.url), "winequality_payloads_pending").get("", 0.0) == 0:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{server.name}: payload backlog not delivered after {timeout:g} s")
+
+
 def report(
-    results: dict[str, dict[str, Measured]],
+    results: dict[str, dict[str, list[Measured]]],
     servers: dict[str, Server],
     detector_url: str,
     duration: float,
     args: argparse.Namespace,
 ) -> None:
     linger = "default linger" if args.linger is None else f"linger {args.linger:g} s"
-    print(f"\napp pinned to core 0, wrk and detector to core {CLIENT_CORE}, {duration:g} s per run")
+    print(
+        f"\napps pinned to core {0}, wrk and the detector (SCHED_IDLE) to core {CLIENT_CORE}; "
+        f"{duration:g} s per run, medians of {args.repeat} alternating runs"
+    )
     batch = "default batch size" if args.batch_max is None else f"batch max {args.batch_max}"
     print(f"batched: {batch}, {linger}; binary: one event per POST")
     heads = ("logging off", "batched", "binary", "batched/off", "binary/off", "target")
     print(f"{'':34}" + "".join(f"{h:>12}" for h in heads))
     for scenario, label in (("latency", "c=1"), ("throughput", f"c={args.connections}")):
-        r = results[scenario]
-        lines: list[tuple[str, dict[str, float], str]] = [
-            (f"single-row req/s ({label})", {k: m.run.requests_per_s for k, m in r.items()}, ""),
-            (f"single-row p50 ms ({label})", {k: m.run.p50_ms for k, m in r.items()}, ""),
-            (
-                f"single-row p99 ms ({label})",
-                {k: m.run.p99_ms for k, m in r.items()},
-                f"<= {TARGET}x",
-            ),
-            (f"app CPU us/request ({label})", {k: m.cpu_us_per_request for k, m in r.items()}, ""),
-        ]
+        runs = results[scenario]
+
+        def median(field: str, runs: dict[str, list[Measured]] = runs) -> dict[str, float]:
+            return {
+                name: statistics.median(
+                    m.cpu_us_per_request if field == "cpu" else getattr(m.run, field)
+                    for m in measured
+                )
+                for name, measured in runs.items()
+            }
+
+        lines = (
+            (f"single-row req/s ({label})", median("requests_per_s"), ""),
+            (f"single-row p50 ms ({label})", median("p50_ms"), ""),
+            (f"single-row p99 ms ({label})", median("p99_ms"), f"<= {TARGET}x"),
+            (f"app CPU us/request ({label})", median("cpu"), ""),
+        )
         for title, values, target in lines:
             fmt = ",.0f" if "req/s" in title or "CPU" in title else ".3f"
             cells = [f"{values[k]:>12{fmt}}" for k in APPS]
             ratios = [f"{values[k] / values['off']:>11.2f}x" for k in ("batched", "binary")]
             print(f"{title:34}" + "".join(cells) + "".join(ratios) + f"{target:>12}")
-    errors = sum(m.run.errors for s in results.values() for m in s.values())
+        each = "; ".join(
+            f"{name} " + " ".join(f"{m.run.p99_ms:.3f}" for m in runs[name]) for name in APPS
+        )
+        print(f"  p99 ms of each run ({label}): {each}")
+        p99 = median("p99_ms")
+        verdict = "met" if p99["batched"] <= TARGET * p99["off"] else "MISSED"
+        print(f"target batched p99 <= {TARGET}x off ({label}): {verdict}")
+    errors = sum(m.run.errors for s in results.values() for ms in s.values() for m in ms)
     print(f"failed requests (all apps): {errors}")
+    sent_total = 0.0
     for name in ("batched", "binary"):
         app = scrape(servers[name].url)
         sent = total(app, "winequality_payloads_sent_total", "type")
         dropped = total(app, "winequality_payloads_dropped_total", "reason")
+        sent_total += sent.get("request", 0.0)
         print(
             f"{name} payload events sent: "
             + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(sent.items()))
@@ -194,7 +238,10 @@ def report(
     detector = scrape(detector_url)
     rows = total(detector, "wineq_drift_rows_total").get("", 0.0)
     rejected = sum(total(detector, "wineq_drift_rejected_events_total", "reason").values())
-    print(f"rows received by the detector (both loggers): {rows:,.0f}; rejected: {rejected:g}")
+    print(
+        f"rows received by the detector (both loggers): {rows:,.0f} of {sent_total:,.0f} "
+        f"request events sent; rejected: {rejected:g}"
+    )
 
 
 if __name__ == "__main__":
