@@ -1,10 +1,12 @@
 """The serving app factory.
 
 ``create_app(settings)`` returns a FastAPI app whose lifespan loads the model bundle. The two hot
-endpoints (``POST /predict``, ``POST /v2/models/wine-quality/infer``) are raw ASGI apps reached
-through ``HotPathDispatcher`` before FastAPI's routing and dependency machinery, which would
-otherwise cost more than validation and inference together; they are still declared as routes,
-so ``/docs`` documents them with their request and response models.
+endpoints (``POST /predict``, ``POST /v2/models/wine-quality/infer``) are raw ASGI apps that
+``ServingApp`` calls before anything of FastAPI's: its middleware stack (error handling,
+telemetry, body limit), routing and dependency machinery would otherwise cost more than
+validation and inference together. They enforce their own body limit, answer their own errors
+and record their own metrics; they are still declared as routes, so ``/docs`` documents them
+with their request and response models. ``RouteTimer`` times every other route.
 
 Nothing here imports MLflow or DVC: the app only reads the bundle directory.
 """
@@ -36,29 +38,34 @@ from winequality.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class HotPathDispatcher:
-    """Pure ASGI: hands POSTs on the hot paths to their endpoints, times everything else.
+class ServingApp(FastAPI):
+    """FastAPI, with POSTs to the hot paths handed to their endpoints before its stack."""
 
-    The hot endpoints record their own metrics; for the other routes the label is the matched
-    route template (bounded cardinality), or ``unmatched``.
+    hot_endpoints: Mapping[str, ASGIApp] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.hot_endpoints.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+class RouteTimer:
+    """Pure ASGI middleware: request metrics of the routes other than the hot endpoints.
+
+    The label is the matched route template (bounded cardinality), or ``unmatched``.
     """
 
-    def __init__(
-        self, app: ASGIApp, endpoints: Mapping[str, ASGIApp], metrics: ServingMetrics
-    ) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
         self.app = app
-        self.endpoints = dict(endpoints)
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["method"] == "POST":
-            endpoint = self.endpoints.get(scope["path"])
-            if endpoint is not None:
-                await endpoint(scope, receive, send)
-                return
         start = perf_counter()
         status = 500
 
@@ -135,7 +142,7 @@ def create_app(
             state.feedback.close()
             await manager.close()
 
-    app = FastAPI(
+    app = ServingApp(
         title="winequality",
         summary="Wine-quality prediction from physicochemical measurements.",
         version=version("winequality"),
@@ -150,9 +157,6 @@ def create_app(
     app.include_router(v2.router)
     app.include_router(admin.router)
     app.include_router(feedback.router)
-    app.add_middleware(
-        HotPathDispatcher,
-        endpoints={predict_route.path: predict_route.app, infer_route.path: infer_route.app},
-        metrics=metrics,
-    )
+    app.hot_endpoints = {predict_route.path: predict_route.app, infer_route.path: infer_route.app}
+    app.add_middleware(RouteTimer, metrics=metrics)
     return app
