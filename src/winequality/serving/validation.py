@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from winequality import schema
@@ -287,7 +288,7 @@ def parse_v2_infer(body: bytes, max_rows: int, json_length: int | None = None) -
         )
     problems: list[Problem] = []
     binary = _v2_binary(inputs, raw, problems) if json_length is not None else {}
-    tensors: dict[str, list[Any]] = {}
+    tensors: dict[str, TensorData] = {}
     shapes: dict[str, list[int]] = {}
     for t, tensor in enumerate(inputs):
         loc: tuple[str | int, ...] = ("body", "inputs", t)
@@ -333,8 +334,8 @@ def _v2_tensor(  # noqa: PLR0911 (one early return per refused part of the tenso
     tensor: Any,
     loc: tuple[str | int, ...],
     problems: list[Problem],
-    binary: dict[str, list[Any]],
-) -> tuple[str, list[int], list[Any]] | None:
+    binary: dict[str, TensorData],
+) -> tuple[str, list[int], TensorData] | None:
     if type(tensor) is not dict:
         problems.append(Problem(loc, "must be an object", "object_type"))
         return None
@@ -374,12 +375,12 @@ def _v2_tensor(  # noqa: PLR0911 (one early return per refused part of the tenso
         )
         return None
     data = binary[name] if name in binary else tensor.get("data")
-    if type(data) is not list:
+    if type(data) is not list and not isinstance(data, np.ndarray):
         problems.append(
             Problem((*loc, "data"), "must be an array (row-major)", "list_type", None, name)
         )
         return None
-    if data and type(data[0]) is list:
+    if type(data) is list and data and type(data[0]) is list:
         # Nested [[x], [y]] is the non-flattened form of [N, 1], which the V2 spec also allows.
         if not all(type(row) is list and len(row) == 1 for row in data):
             problems.append(
@@ -404,9 +405,17 @@ def _v2_tensor(  # noqa: PLR0911 (one early return per refused part of the tenso
 _BINARY_DTYPES: Final = {"FP32": "<f4", "FP64": "<f8"}
 
 
-def _v2_binary(inputs: list[Any], raw: bytes, problems: list[Problem]) -> dict[str, list[Any]]:
-    """Decode the binary sections of the inputs that declare a ``binary_data_size``."""
-    decoded: dict[str, list[Any]] = {}
+TensorData = list[Any] | npt.NDArray[Any]
+"""A tensor's values: a JSON list, or an array decoded from the binary data extension."""
+
+
+def _v2_binary(inputs: list[Any], raw: bytes, problems: list[Problem]) -> dict[str, TensorData]:
+    """Decode the binary sections of the inputs that declare a ``binary_data_size``.
+
+    Numbers stay arrays (no per-value Python objects: they are numbers by construction); a
+    ``wine_type`` tensor of only ``red``/``white`` becomes its 0/1 column at once.
+    """
+    decoded: dict[str, TensorData] = {}
     offset = 0
     for t, tensor in enumerate(inputs):
         params = tensor.get("parameters") if type(tensor) is dict else None
@@ -430,8 +439,12 @@ def _v2_binary(inputs: list[Any], raw: bytes, problems: list[Problem]) -> dict[s
                     Problem(loc, f"{size} is not a multiple of {width}", "binary", None, name)
                 )
                 continue
-            decoded[name] = np.frombuffer(chunk, dtype=_BINARY_DTYPES[datatype]).tolist()
+            decoded[name] = np.frombuffer(chunk, dtype=_BINARY_DTYPES[datatype])
         elif datatype == "BYTES":
+            flags = _wine_type_flags(chunk) if name == schema.WINE_TYPE else None
+            if flags is not None:
+                decoded[name] = flags
+                continue
             try:
                 decoded[name] = _decode_bytes_tensor(chunk)
             except ValueError as exc:
@@ -446,6 +459,26 @@ def _v2_binary(inputs: list[Any], raw: bytes, problems: list[Problem]) -> dict[s
             )
         )
     return decoded
+
+
+_RED_ELEMENT: Final = len(b"red").to_bytes(4, "little") + b"red"
+_WHITE_ELEMENT: Final = len(b"white").to_bytes(4, "little") + b"white"
+
+
+def _wine_type_flags(chunk: bytes) -> npt.NDArray[np.float32] | None:
+    """is_white (0.0/1.0) of a BYTES tensor holding only ``red`` and ``white``, else None.
+
+    Each element becomes one digit by two C-level replaces. The chunk is made of such elements
+    only if nothing but digits is left and the digits account for every byte (a stray ``0`` or
+    ``1`` byte would not).
+    """
+    digits = chunk.replace(_RED_ELEMENT, b"0").replace(_WHITE_ELEMENT, b"1")
+    if not digits or digits.strip(b"01"):
+        return None
+    whites = digits.count(b"1")
+    if len(_RED_ELEMENT) * (len(digits) - whites) + len(_WHITE_ELEMENT) * whites != len(chunk):
+        return None
+    return np.frombuffer(digits, dtype=np.uint8).astype(np.float32) - ord("0")
 
 
 def _decode_bytes_tensor(chunk: bytes) -> list[Any]:
@@ -465,6 +498,27 @@ def _decode_bytes_tensor(chunk: bytes) -> list[Any]:
             raise ValueError(f"BYTES element {len(values)} is not UTF-8") from None
         pos += length
     return values
+
+
+def _v2_is_white(wine_types: TensorData, problems: list[Problem]) -> npt.NDArray[np.float32]:
+    if isinstance(wine_types, np.ndarray):  # already the 0/1 column (binary red/white)
+        return wine_types.astype(np.float32, copy=False)
+    is_white = np.zeros(len(wine_types), dtype=np.float32)
+    for i, value in enumerate(wine_types):
+        flag = _IS_WHITE.get(value) if type(value) is str else None
+        if flag is None:
+            problems.append(
+                Problem(
+                    ("body", "inputs", schema.WINE_TYPE, i),
+                    f"must be one of {list(schema.WINE_TYPES)}, got {value!r}",
+                    "literal_error",
+                    i,
+                    schema.WINE_TYPE,
+                )
+            )
+        else:
+            is_white[i] = flag
+    return is_white
 
 
 def _v2_outputs(requested: Any, problems: list[Problem]) -> tuple[str, ...]:
@@ -489,12 +543,15 @@ def _v2_outputs(requested: Any, problems: list[Problem]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _v2_matrix(tensors: dict[str, list[Any]], n: int) -> Matrix:
+def _v2_matrix(tensors: dict[str, TensorData], n: int) -> Matrix:
     problems: list[Problem] = []
     matrix = np.empty((n, schema.N_MODEL_COLUMNS), dtype=np.float32)
     measurements = np.empty((n, len(schema.FEATURE_NAMES)), dtype=np.float64)
     for j, name in enumerate(schema.FEATURE_NAMES):
         data = tensors[name]
+        if isinstance(data, np.ndarray):  # binary: numbers by construction
+            measurements[:, j] = data
+            continue
         if set(map(type, data)) <= _NUMBER_TYPES:
             try:
                 measurements[:, j] = data
@@ -522,21 +579,7 @@ def _v2_matrix(tensors: dict[str, list[Any]], n: int) -> Matrix:
         Problem(("body", "inputs", field, row), reason, "value_error", row, field)
         for row, field, reason in range_problems(measurements)
     )
-    wine_types = tensors[schema.WINE_TYPE]
-    for i, value in enumerate(wine_types):
-        is_white = _IS_WHITE.get(value) if type(value) is str else None
-        if is_white is None:
-            problems.append(
-                Problem(
-                    ("body", "inputs", schema.WINE_TYPE, i),
-                    f"must be one of {list(schema.WINE_TYPES)}, got {value!r}",
-                    "literal_error",
-                    i,
-                    schema.WINE_TYPE,
-                )
-            )
-        else:
-            matrix[i, -1] = is_white
+    matrix[:, -1] = _v2_is_white(tensors[schema.WINE_TYPE], problems)
     if problems:
         problems.sort(key=lambda p: (p.index if p.index is not None else -1, str(p.loc)))
         raise RequestError(422, problems)

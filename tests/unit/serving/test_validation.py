@@ -264,8 +264,11 @@ def test_v2_unknown_requested_output_is_refused() -> None:
     assert "unknown output 'price'" in err.problems[0].msg
 
 
-def test_v2_binary_tensor_extension_is_decoded() -> None:
-    wines = [example_wine("white"), example_wine("red")]
+def binary_request(
+    wines: list[dict[str, Any]], wine_type_blob: bytes | None = None
+) -> tuple[bytes, bytes]:
+    """(JSON header, tensor bytes) of a V2 request with every tensor in the binary data
+    extension, as tritonclient sends it by default."""
     inputs = v2_inputs(wines)
     blobs = []
     for tensor in inputs:
@@ -273,13 +276,38 @@ def test_v2_binary_tensor_extension_is_decoded() -> None:
             blob = np.asarray(tensor["data"], dtype="<f4").tobytes()
         else:
             blob = b"".join(len(s).to_bytes(4, "little") + s.encode() for s in tensor["data"])
+            blob = blob if wine_type_blob is None else wine_type_blob
         del tensor["data"]
         tensor["parameters"] = {"binary_data_size": len(blob)}
         blobs.append(blob)
-    header = body({"inputs": inputs})
-    v2 = parse_v2_infer(header + b"".join(blobs), 10, json_length=len(header))
+    return body({"inputs": inputs}), b"".join(blobs)
+
+
+def test_v2_binary_tensor_extension_is_decoded() -> None:
+    wines = [example_wine("white"), example_wine("red"), example_wine("white")]
+    header, blobs = binary_request(wines)
+    v2 = parse_v2_infer(header + blobs, 10, json_length=len(header))
     expected = parse_predict(body({"wines": wines}), 10)
     np.testing.assert_allclose(v2.matrix, expected)
+
+
+def test_v2_binary_wine_types_other_than_red_and_white_are_named() -> None:
+    wines = [example_wine("white"), example_wine("red")]
+    rose = b"".join(len(s).to_bytes(4, "little") + s for s in (b"white", b"rose"))
+    header, blobs = binary_request(wines, rose)
+    with pytest.raises(RequestError) as info:
+        parse_v2_infer(header + blobs, 10, json_length=len(header))
+    assert [(p.index, p.field) for p in info.value.problems] == [(1, schema.WINE_TYPE)]
+
+
+def test_v2_binary_wine_types_that_only_look_like_flags_are_refused() -> None:
+    # Four bytes "0000" are a BYTES element length (808,464,432) with no data after it, not
+    # four red wines.
+    header, blobs = binary_request([example_wine("red")] * 4, b"0000")
+    with pytest.raises(RequestError) as info:
+        parse_v2_infer(header + blobs, 10, json_length=len(header))
+    assert info.value.problems[0].field == schema.WINE_TYPE
+    assert "truncated" in info.value.problems[0].msg
 
 
 def test_v2_truncated_binary_data_is_refused() -> None:
