@@ -1,22 +1,32 @@
-"""Latency of the remote path: Triton's own V2 endpoint vs. the same request through our client.
+"""Latency of the remote path: Triton's own V2 endpoint vs. the same request through the app.
 
 One real Triton server (bundled in nvidia-pytriton, ``python`` variant repository) serves a
-StandardScaler + ElasticNet trained on the real UCI data. At one connection, sequentially, on
-the uvloop event loop (as the app runs):
+StandardScaler + ElasticNet trained on the real UCI data, and ``winequality serve --backend
+remote`` proxies to it. At one connection, sequentially, on the uvloop event loop (as the app
+runs), the paths taking turns every ``--block`` requests, so that every path sees the same
+moments of the machine:
 
 * ``triton (aiohttp)``: the pre-encoded request RemoteV2Predictor sends (binary tensor data
   extension unless ``--json``) POSTed with one aiohttp.ClientSession: Triton's own cost on the
-  same request plus a cheap client, the baseline;
-* ``triton JSON (aiohttp)``: the same tensors as V2 JSON (what the app sent before it used the
-  binary extension): how much of Triton's own time is JSON;
+  request plus a cheap client, the baseline;
+* ``triton JSON (aiohttp)``: the same tensors as V2 JSON: how much of Triton's own time is JSON;
 * ``triton (httpx)``: the baseline's POST with httpx.AsyncClient (httpx's own cost shows against
-  the baseline: about 0.6 ms per request on the 2-core dev box);
+  the baseline);
 * ``RemoteV2Predictor``: ``predict(matrix)``, i.e. building the request from the model matrix,
   the same POST, and parsing the response;
-* ``app --backend remote``: ``POST /predict`` on ``winequality serve`` proxying to Triton, sent
-  with aiohttp like the baseline.
+* ``app V2 infer``: the baseline's very request (same bytes, same headers) sent to the app's
+  ``/v2/models/wine-quality/infer``, which validates it and forwards it to Triton: the cost of
+  the proxy hop on the same request;
+* ``app /predict``: the same wines as the app's JSON API takes them (named features per wine):
+  the proxy hop plus reading JSON records instead of binary tensors.
 
-Targets (issue "Serving"): RemoteV2Predictor and app p50 <= 1.5x the baseline's p50.
+Placement (``--no-pin`` to leave it to the scheduler): the app alone on core 0; Triton (server
+and its three Python-backend stub processes) and this client on core 1. In production the app
+and Triton run in different pods; here, unpinned, the app's caches were cold on every request
+after Triton's four processes ran on its core. The app path also pays two cross-core hops the
+baseline does not (client -> app -> Triton and back), so the placement does not favour it.
+
+Target (issue "Serving"): the app's p50 <= 1.5x the baseline's p50 on the same request.
 
     uv run python benchmarks/triton_proxy.py [--requests 2000] [--rows 1 100] [--json]
 """
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,18 +68,32 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "wine-quality"
 TARGET_RATIO = 1.5
 BASELINE = "triton (aiohttp)"
-TARGETS = ("RemoteV2Predictor", "app --backend remote")
+SAME_REQUEST = "app V2 infer"
+TARGETS = ("RemoteV2Predictor", SAME_REQUEST)
+APP_CORE, TRITON_CORE = "0", "1"
+
+Call = Callable[[], Awaitable[object]]
 
 
-async def timed(call: Callable[[], Awaitable[object]], n: int, warmup: int) -> np.ndarray:
-    for _ in range(warmup):
-        await call()
-    out = np.empty(n)
-    for i in range(n):
-        t0 = time.perf_counter()
-        await call()
-        out[i] = time.perf_counter() - t0
-    return out * 1000.0
+async def interleaved(
+    calls: dict[str, Call], n: int, warmup: int, block: int
+) -> dict[str, np.ndarray]:
+    """Milliseconds per call: the paths take turns, ``block`` back-to-back requests each.
+
+    Back to back, as a client at one connection sends them, each path runs warm; taking turns
+    every few dozen requests spreads the machine's slow drifts over all of them alike.
+    """
+    for call in calls.values():
+        for _ in range(warmup):
+            await call()
+    out = {name: np.empty(n) for name in calls}
+    for start in range(0, n, block):
+        for name, call in calls.items():
+            for i in range(start, min(start + block, n)):
+                t0 = time.perf_counter()
+                await call()
+                out[name][i] = time.perf_counter() - t0
+    return {name: ms * 1000.0 for name, ms in out.items()}
 
 
 async def measure(
@@ -78,6 +103,7 @@ async def measure(
     n: int,
     warmup: int,
     binary: bool,
+    block: int,
 ) -> dict[str, np.ndarray]:
     matrix = frame_to_matrix(frame)
     infer = f"{triton_url}/v2/models/{schema.MODEL_NAME}/infer"
@@ -90,52 +116,42 @@ async def measure(
         }
     else:
         body, headers = json_body, json_headers
-    limits = httpx.Limits(max_connections=1)
-    results: dict[str, np.ndarray] = {}
-
-    async with aiohttp_session() as session:
-
-        def post(data: bytes, hdrs: dict[str, str]) -> Callable[[], Awaitable[object]]:
-            async def direct() -> object:
-                async with session.post(infer, data=data, headers=hdrs) as response:
-                    response.raise_for_status()
-                    return await response.read()
-
-            return direct
-
-        results[BASELINE] = await timed(post(body, headers), n, warmup)
-        if binary:
-            results["triton JSON (aiohttp)"] = await timed(post(json_body, json_headers), n, warmup)
-
-    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
-
-        async def direct_httpx() -> object:
-            response = await client.post(infer, content=body, headers=headers)
-            response.raise_for_status()
-            return response
-
-        results["triton (httpx)"] = await timed(direct_httpx, n, warmup)
-
+    wines = frame.loc[:, [*schema.FEATURE_NAMES, schema.WINE_TYPE]].to_dict("records")
+    app_body = orjson.dumps({"wines": wines})
     predictor = RemoteV2Predictor(triton_url, timeout_s=10, max_connections=1, binary_data=binary)
+    # One session (one keep-alive connection) per path, as each client would have.
+    sessions = [aiohttp_session() for _ in range(4)]
+    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=1), timeout=10)
+
+    def post(session: aiohttp.ClientSession, url: str, data: bytes, hdrs: dict[str, str]) -> Call:
+        async def call() -> object:
+            async with session.post(url, data=data, headers=hdrs) as response:
+                response.raise_for_status()
+                return await response.read()
+
+        return call
+
+    async def with_httpx() -> object:
+        response = await client.post(infer, content=body, headers=headers)
+        response.raise_for_status()
+        return response
+
+    calls: dict[str, Call] = {BASELINE: post(sessions[0], infer, body, headers)}
+    if binary:
+        calls["triton JSON (aiohttp)"] = post(sessions[1], infer, json_body, json_headers)
+    calls["triton (httpx)"] = with_httpx
+    calls["RemoteV2Predictor"] = lambda: predictor.predict(matrix)
+    if app_url is not None:
+        app_infer = f"{app_url}/v2/models/{schema.MODEL_NAME}/infer"
+        calls[SAME_REQUEST] = post(sessions[2], app_infer, body, headers)
+        calls["app /predict"] = post(sessions[3], f"{app_url}/predict", app_body, json_headers)
     try:
-        results["RemoteV2Predictor"] = await timed(lambda: predictor.predict(matrix), n, warmup)
+        return await interleaved(calls, n, warmup, block)
     finally:
         await predictor.close()
-
-    if app_url is not None:
-        wines = frame.loc[:, [*schema.FEATURE_NAMES, schema.WINE_TYPE]].to_dict("records")
-        app_body = orjson.dumps({"wines": wines})
-        async with aiohttp_session() as session:
-
-            async def via_app() -> object:
-                async with session.post(
-                    f"{app_url}/predict", data=app_body, headers=json_headers
-                ) as response:
-                    response.raise_for_status()
-                    return await response.read()
-
-            results["app --backend remote"] = await timed(via_app, n, warmup)
-    return results
+        await client.aclose()
+        for session in sessions:
+            await session.close()
 
 
 def aiohttp_session() -> aiohttp.ClientSession:
@@ -165,12 +181,27 @@ def start_app(
     return app, url
 
 
+def process_tree(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], check=False, capture_output=True, text=True)
+    return [pid, *(p for child in found.stdout.split() for p in process_tree(int(child)))]
+
+
+def pin(pid: int, core: str) -> None:
+    """Every thread of ``pid`` and of its descendants onto ``core``."""
+    for each in process_tree(pid):
+        subprocess.run(
+            ["taskset", "-a", "-p", "-c", core, str(each)], check=True, capture_output=True
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=2000, help="requests per path")
+    parser.add_argument("--warmup", type=int, default=200, help="requests per path first")
+    parser.add_argument("--block", type=int, default=50, help="requests per path per turn")
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 100])
     parser.add_argument("--no-app", action="store_true", help="skip the app measurement")
+    parser.add_argument("--no-pin", action="store_true", help="leave placement to the scheduler")
     parser.add_argument(
         "--json", action="store_true", help="V2 JSON instead of the binary tensor data extension"
     )
@@ -189,6 +220,12 @@ def main() -> None:
             app_url = None
             if not args.no_app:
                 app, app_url = start_app(bundle, server.http_url, tmp, not args.json)
+            if not args.no_pin:
+                pin(server.process.pid, TRITON_CORE)
+                pin(os.getpid(), TRITON_CORE)
+                if app is not None:
+                    pin(app.pid, APP_CORE)
+                print(f"app on core {APP_CORE}; Triton and this client on core {TRITON_CORE}")
             ok = True
             for rows in args.rows:
                 frame = wines.sample(rows, random_state=rows).reset_index(drop=True)
@@ -200,13 +237,14 @@ def main() -> None:
                         args.requests,
                         args.warmup,
                         not args.json,
+                        args.block,
                     )
                 )
                 base = float(np.percentile(results[BASELINE], 50))
                 encoding = "V2 JSON" if args.json else "binary tensor data"
                 print(
                     f"\n{rows} row(s) per request ({encoding}), 1 connection, "
-                    f"{args.requests} requests"
+                    f"{args.requests} requests per path, paths interleaved"
                 )
                 print(f"{'path':<24}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p50 / base':>12}")
                 for name, ms in results.items():
