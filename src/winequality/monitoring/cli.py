@@ -66,7 +66,7 @@ def serve(
     from winequality.settings import Settings
 
     path = _reference_path(reference, model_dir)
-    application = create_app(Settings(), _drift_params(params_file), path)
+    application = create_app(Settings(), _drift_params(params_file), path, freeze_gc=True)
     uvicorn.run(application, host=host, port=port, log_level="info", access_log=False)
 
 
