@@ -19,9 +19,16 @@ from winequality import schema
 
 Matrix = npt.NDArray[np.float32]
 
+WINE_TYPE_FLAGS: Final[dict[object, float]] = {
+    name: float(i) for i, name in enumerate(schema.WINE_TYPES)
+}
+"""The model's ``is_white`` value for each ``wine_type`` (red 0, white 1)."""
+V2_BYTES_RED: Final = len(b"red").to_bytes(4, "little") + b"red"
+V2_BYTES_WHITE: Final = len(b"white").to_bytes(4, "little") + b"white"
+"""``wine_type`` values as V2 BYTES tensors carry them in binary data: a 4-byte little-endian
+length, then the bytes."""
 _MEASUREMENTS = itemgetter(*schema.FEATURE_NAMES)
 _WINE_TYPE = itemgetter(schema.WINE_TYPE)
-_IS_WHITE: Final[dict[object, float]] = {"red": 0.0, "white": 1.0}
 _ONLY_DICT: Final = {dict}
 _RECORD_SIZE: Final = {len(schema.FEATURE_NAMES) + 1}
 _NUMBER_TYPES: Final = frozenset({float, int})
@@ -98,7 +105,7 @@ def records_to_rows(
     n, width = len(wines), len(schema.FEATURE_NAMES)
     try:
         rows = list(map(_MEASUREMENTS, wines))
-        is_white = list(map(_IS_WHITE.__getitem__, map(_WINE_TYPE, wines)))
+        is_white = list(map(WINE_TYPE_FLAGS.__getitem__, map(_WINE_TYPE, wines)))
         if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
             return None
         measurements = np.fromiter(chain.from_iterable(rows), np.float64, n * width)

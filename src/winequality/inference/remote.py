@@ -37,7 +37,7 @@ from yarl import URL
 
 from winequality import schema
 from winequality.artifacts import ModelMetadata
-from winequality.inference.features import Matrix
+from winequality.inference.features import V2_BYTES_RED, V2_BYTES_WHITE, Matrix
 from winequality.inference.predictor import (
     Prediction,
     UpstreamBadResponse,
@@ -122,9 +122,6 @@ def _binary_header_template() -> bytes:
 
 
 _BINARY_HEADER: Final = _binary_header_template()
-# BYTES elements: a 4-byte little-endian length, then the UTF-8 bytes.
-_RED: Final = len(b"red").to_bytes(4, "little") + b"red"
-_WHITE: Final = len(b"white").to_bytes(4, "little") + b"white"
 
 
 def encode_binary_request(matrix: Matrix) -> tuple[bytes, int]:
@@ -141,11 +138,11 @@ def encode_binary_request(matrix: Matrix) -> tuple[bytes, int]:
     columns = np.ascontiguousarray(matrix[:, :-1].T, dtype="<f4").tobytes()
     is_white = (matrix[:, -1] >= 0.5).tolist()
     whites = sum(is_white)
-    wine_types = b"".join([_WHITE if w else _RED for w in is_white])
+    wine_types = b"".join([V2_BYTES_WHITE if w else V2_BYTES_RED for w in is_white])
     header = _BINARY_HEADER % {
         b"rows": rows,
         b"fp32_size": rows * 4,
-        b"bytes_size": len(_RED) * (rows - whites) + len(_WHITE) * whites,
+        b"bytes_size": len(V2_BYTES_RED) * (rows - whites) + len(V2_BYTES_WHITE) * whites,
     }
     return b"".join((header, columns, wine_types)), len(header)
 

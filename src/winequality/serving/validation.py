@@ -20,14 +20,20 @@ import numpy.typing as npt
 import orjson
 
 from winequality import schema
-from winequality.inference.features import Matrix, range_problems, records_to_rows
+from winequality.inference.features import (
+    V2_BYTES_RED,
+    V2_BYTES_WHITE,
+    WINE_TYPE_FLAGS,
+    Matrix,
+    range_problems,
+    records_to_rows,
+)
 
 MAX_REPORTED: Final = 100
 """Problems listed in one error body; a 10,000-row garbage request must not echo 120,000 lines."""
 
 _NUMBER_TYPES: Final = frozenset({float, int})
 _WINE_KEYS: Final = frozenset((*schema.FEATURE_NAMES, schema.WINE_TYPE))
-_IS_WHITE: Final[dict[object, float]] = {"red": 0.0, "white": 1.0}
 _FILL: Final = tuple(f.example for f in schema.FEATURES)
 _V2_DATATYPES: Final[dict[str, frozenset[str]]] = {
     **{n: frozenset({"FP32", "FP64"}) for n in schema.FEATURE_NAMES},
@@ -217,7 +223,7 @@ def wine_problems(wines: list[Any]) -> list[Problem]:
             )
         else:
             wine_type = wine[schema.WINE_TYPE]
-            if type(wine_type) is not str or wine_type not in _IS_WHITE:
+            if type(wine_type) is not str or wine_type not in WINE_TYPE_FLAGS:
                 problems.append(
                     Problem(
                         (*loc, schema.WINE_TYPE),
@@ -461,10 +467,6 @@ def _v2_binary(inputs: list[Any], raw: bytes, problems: list[Problem]) -> dict[s
     return decoded
 
 
-_RED_ELEMENT: Final = len(b"red").to_bytes(4, "little") + b"red"
-_WHITE_ELEMENT: Final = len(b"white").to_bytes(4, "little") + b"white"
-
-
 def _wine_type_flags(chunk: bytes) -> npt.NDArray[np.float32] | None:
     """is_white (0.0/1.0) of a BYTES tensor holding only ``red`` and ``white``, else None.
 
@@ -472,11 +474,11 @@ def _wine_type_flags(chunk: bytes) -> npt.NDArray[np.float32] | None:
     only if nothing but digits is left and the digits account for every byte (a stray ``0`` or
     ``1`` byte would not).
     """
-    digits = chunk.replace(_RED_ELEMENT, b"0").replace(_WHITE_ELEMENT, b"1")
+    digits = chunk.replace(V2_BYTES_RED, b"0").replace(V2_BYTES_WHITE, b"1")
     if not digits or digits.strip(b"01"):
         return None
     whites = digits.count(b"1")
-    if len(_RED_ELEMENT) * (len(digits) - whites) + len(_WHITE_ELEMENT) * whites != len(chunk):
+    if len(V2_BYTES_RED) * (len(digits) - whites) + len(V2_BYTES_WHITE) * whites != len(chunk):
         return None
     return np.frombuffer(digits, dtype=np.uint8).astype(np.float32) - ord("0")
 
@@ -505,7 +507,7 @@ def _v2_is_white(wine_types: TensorData, problems: list[Problem]) -> npt.NDArray
         return wine_types.astype(np.float32, copy=False)
     is_white = np.zeros(len(wine_types), dtype=np.float32)
     for i, value in enumerate(wine_types):
-        flag = _IS_WHITE.get(value) if type(value) is str else None
+        flag = WINE_TYPE_FLAGS.get(value) if type(value) is str else None
         if flag is None:
             problems.append(
                 Problem(
