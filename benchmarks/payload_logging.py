@@ -47,6 +47,7 @@ from benchmarks.serving import (
     CLIENT_CORE,
     LUA,
     ROOT,
+    SERVER_CORE,
     Run,
     Server,
     add_load_options,
@@ -184,8 +185,8 @@ def report(
 ) -> None:
     linger = "default linger" if args.linger is None else f"linger {args.linger:g} s"
     print(
-        f"\napps pinned to core {0}, wrk and the detector (SCHED_IDLE) to core {CLIENT_CORE}; "
-        f"{duration:g} s per run, medians of {args.repeat} alternating runs"
+        f"\napps pinned to core {SERVER_CORE}, wrk and the detector (SCHED_IDLE) to core "
+        f"{CLIENT_CORE}; {duration:g} s per run, medians of {args.repeat} alternating runs"
     )
     batch = "default batch size" if args.batch_max is None else f"batch max {args.batch_max}"
     print(f"batched: {batch}, {linger}; binary: one event per POST")

@@ -31,7 +31,8 @@ _MEASUREMENTS = itemgetter(*schema.FEATURE_NAMES)
 _WINE_TYPE = itemgetter(schema.WINE_TYPE)
 _ONLY_DICT: Final = {dict}
 _RECORD_SIZE: Final = {len(schema.FEATURE_NAMES) + 1}
-_NUMBER_TYPES: Final = frozenset({float, int})
+NUMBER_TYPES: Final = frozenset({float, int})
+"""What a measurement may be in JSON: int or float exactly (a boolean is an int subclass)."""
 _MINIMA = np.array([f.minimum for f in schema.FEATURES], dtype=np.float64)
 _MAXIMA = np.array([f.maximum for f in schema.FEATURES], dtype=np.float64)
 
@@ -106,7 +107,7 @@ def records_to_rows(
     try:
         rows = list(map(_MEASUREMENTS, wines))
         is_white = list(map(WINE_TYPE_FLAGS.__getitem__, map(_WINE_TYPE, wines)))
-        if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
+        if not set(map(type, chain.from_iterable(rows))) <= NUMBER_TYPES:
             return None
         measurements = np.fromiter(chain.from_iterable(rows), np.float64, n * width)
     # A field missing; a wine type unknown or unhashable; an integer beyond float range.

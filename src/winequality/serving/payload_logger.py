@@ -419,17 +419,17 @@ class PayloadLogger:
             return reason
         return None
 
-    async def _deliver_batches(self, exchanges: list[bytes]) -> bool:
-        """Batched mode: the exchanges in as few POSTs as the bounds allow; False when the
-        detector could not be reached (what was not yet sent is dropped with that reason)."""
+    async def _deliver_batches(self, events: list[bytes]) -> bool:
+        """Batched mode: the encoded exchanges in as few POSTs as the bounds allow; False when
+        the detector could not be reached (what was not yet sent is dropped with that reason)."""
         headers = {"content-type": BATCH_CONTENT_TYPE}
         start = 0
-        while start < len(exchanges):
-            body = BatchStream(exchanges, start, max(1, self.batch_max // 2))
+        while start < len(events):
+            body = BatchStream(events, start, max(1, self.batch_max // 2))
             reason = await self._post(body, headers, "a batch of events")
             if reason is not None:
                 # Everything not yet sent is lost with this POST: count each of its events.
-                self.metrics.drop[reason].inc(2 * (len(exchanges) - start))
+                self.metrics.drop[reason].inc(2 * (len(events) - start))
                 return reason not in ("unreachable", "timeout")
             self.metrics.sent_request.inc(body.taken)
             self.metrics.sent_response.inc(body.taken)

@@ -21,6 +21,7 @@ import orjson
 
 from winequality import schema
 from winequality.inference.features import (
+    NUMBER_TYPES,
     V2_BYTES_RED,
     V2_BYTES_WHITE,
     WINE_TYPE_FLAGS,
@@ -32,7 +33,6 @@ from winequality.inference.features import (
 MAX_REPORTED: Final = 100
 """Problems listed in one error body; a 10,000-row garbage request must not echo 120,000 lines."""
 
-_NUMBER_TYPES: Final = frozenset({float, int})
 _WINE_KEYS: Final = frozenset((*schema.FEATURE_NAMES, schema.WINE_TYPE))
 _FILL: Final = tuple(f.example for f in schema.FEATURES)
 _V2_DATATYPES: Final[dict[str, frozenset[str]]] = {
@@ -202,7 +202,7 @@ def wine_problems(wines: list[Any]) -> list[Problem]:
                 problems.append(Problem((*loc, name), "field required", "missing", i, name))
                 continue
             value = wine[name]
-            if type(value) not in _NUMBER_TYPES:
+            if type(value) not in NUMBER_TYPES:
                 problems.append(
                     Problem(
                         (*loc, name),
@@ -554,14 +554,14 @@ def _v2_matrix(tensors: dict[str, TensorData], n: int) -> Matrix:
         if isinstance(data, np.ndarray):  # binary: numbers by construction
             measurements[:, j] = data
             continue
-        if set(map(type, data)) <= _NUMBER_TYPES:
+        if set(map(type, data)) <= NUMBER_TYPES:
             try:
                 measurements[:, j] = data
                 continue
             except OverflowError:
                 pass
         for i, value in enumerate(data):
-            if type(value) not in _NUMBER_TYPES:
+            if type(value) not in NUMBER_TYPES:
                 problems.append(
                     Problem(
                         ("body", "inputs", name, i),
