@@ -19,7 +19,7 @@ import pandas as pd
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from winequality import schema
+from winequality.contract import schema
 
 
 class Wine(BaseModel):

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.bundles import train_model, write_model_bundle
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.data.ingest import read_uci_dir
 from winequality.process import ManagedProcess, free_port
 

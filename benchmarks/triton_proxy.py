@@ -53,10 +53,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.integration.triton_fixtures import start_server, train_bundle
 
-from winequality import schema
+from winequality.contract import schema
+from winequality.contract.features import frame_to_matrix
 from winequality.data.ingest import read_uci_dir
-from winequality.export.triton import write_model_repository
-from winequality.inference.features import frame_to_matrix
+from winequality.export.triton_repository import write_model_repository
 from winequality.inference.remote import (
     RemoteV2Predictor,
     encode_binary_request,

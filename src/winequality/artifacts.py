@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from winequality import schema
+from winequality.contract import schema
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from winequality import schema
+from winequality.contract import schema
 
 if TYPE_CHECKING:
     import httpx

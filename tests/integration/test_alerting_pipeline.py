@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.monitoring.alerting_config import write_alerting_configs
 from winequality.process import ManagedProcess, free_port
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner, Result
 
-from winequality import schema
 from winequality.cli import app
+from winequality.contract import schema
 from winequality.data.ingest import RAW_COLUMNS
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.monitoring.alibi_backend import detect_alibi_many, ensure_alibi_venv
 from winequality.monitoring.detector import detect_frame, reference_from_frame
 from winequality.params import DriftParams

@@ -23,7 +23,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.process import ManagedProcess, free_port
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,10 @@ import yaml
 from sklearn.model_selection import train_test_split
 from typer.testing import CliRunner
 
-from winequality import artifacts, schema
+from winequality import artifacts
 from winequality.cli import app
-from winequality.inference.features import frame_to_matrix, postprocess
+from winequality.contract import schema
+from winequality.contract.features import frame_to_matrix, postprocess
 from winequality.inference.predictor import OnnxPredictor
 from winequality.process import ManagedProcess, free_port
 from winequality.training.train import load_model

@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from winequality import artifacts, schema
-from winequality.feedback import FeedbackStore
+from winequality import artifacts
+from winequality.contract import schema
+from winequality.feedback_store import FeedbackStore
 from winequality.pipeline.retrain import ask_app_to_reload
 from winequality.process import ManagedProcess, free_port
 from winequality.settings import Settings

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.process import ManagedProcess, free_port
 
 pytestmark = pytest.mark.integration

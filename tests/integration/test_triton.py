@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 from tests.integration.triton_fixtures import start_server, train_bundle
 
-from winequality import schema
-from winequality.export.triton import write_model_repository
-from winequality.inference.features import frame_to_matrix
+from winequality.bundled_triton import TritonServer
+from winequality.contract import schema
+from winequality.contract.features import frame_to_matrix
+from winequality.export.triton_repository import write_model_repository
 from winequality.inference.predictor import OnnxPredictor, Prediction
 from winequality.inference.remote import (
     RemoteV2Predictor,
@@ -24,7 +25,6 @@ from winequality.inference.remote import (
     encode_request,
     parse_v2_response,
 )
-from winequality.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.inference.predictor import (
     UpstreamBadResponse,
     UpstreamTimeout,

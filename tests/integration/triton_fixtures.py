@@ -16,11 +16,12 @@ from sklearn.linear_model import ElasticNet
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from winequality import artifacts, schema
+from winequality import artifacts
+from winequality.bundled_triton import TritonServer, ensure_tritonserver, start_tritonserver
+from winequality.contract import schema
+from winequality.contract.features import frame_to_matrix
 from winequality.export.onnx import export_onnx
-from winequality.inference.features import frame_to_matrix
 from winequality.settings import Settings
-from winequality.triton_server import TritonServer, ensure_tritonserver, start_tritonserver
 
 
 def train_bundle(dest: Path, wines: pd.DataFrame, version: str = "1") -> Path:

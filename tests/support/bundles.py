@@ -19,9 +19,10 @@ from sklearn.linear_model import ElasticNet, LinearRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from winequality import artifacts, schema
+from winequality import artifacts
+from winequality.contract import schema
+from winequality.contract.features import frame_to_matrix
 from winequality.export.onnx import export_onnx
-from winequality.inference.features import frame_to_matrix
 
 
 def train_model(wines: pd.DataFrame, alpha: float = 0.01) -> Pipeline:

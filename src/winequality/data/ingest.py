@@ -27,7 +27,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import pandas as pd
 
-from winequality import schema
+from winequality.contract import schema
 
 UCI_URL: Final = "https://archive.ics.uci.edu/static/public/186/wine+quality.zip"
 UCI_FILES: Final[Mapping[schema.WineType, str]] = {

@@ -15,7 +15,7 @@ import numpy.typing as npt
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from winequality import schema
+from winequality.contract import schema
 
 
 def drop_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:

@@ -30,7 +30,7 @@ import pandas as pd
 from scipy.special import ndtr, ndtri
 from scipy.stats import rankdata
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.data.ingest import UCI_FILES
 
 N_QUANTILES: Final = 101

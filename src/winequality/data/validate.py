@@ -1,4 +1,4 @@
-"""Validation of the raw rows against the contract in :mod:`winequality.schema` (pandera).
+"""Validation of the raw rows against the contract in :mod:`winequality.contract.schema` (pandera).
 
 One pandera schema, derived from ``schema.FEATURES``, judges every cell: missing and unexpected
 columns, values that are not numbers, missing values, values outside the physical ranges, a
@@ -18,7 +18,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.data.ingest import SOURCE_FILE, SOURCE_LINE, display_name
 
 Policy = Literal["fail", "quarantine"]

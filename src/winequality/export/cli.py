@@ -65,7 +65,11 @@ def triton(
 
     The bundle defaults to WINEQ_MODEL_DIR, the folder ``winequality registry pull`` writes.
     """
-    from winequality.export.triton import VARIANTS, TritonExportError, write_model_repository
+    from winequality.export.triton_repository import (
+        VARIANTS,
+        TritonExportError,
+        write_model_repository,
+    )
     from winequality.settings import Settings
 
     settings = Settings()

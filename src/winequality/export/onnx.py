@@ -9,8 +9,8 @@ import onnxruntime as ort
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 
-from winequality import schema
-from winequality.inference.features import Matrix
+from winequality.contract import schema
+from winequality.contract.features import Matrix
 
 
 class ParityError(RuntimeError):

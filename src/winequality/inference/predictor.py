@@ -20,9 +20,10 @@ import numpy.typing as npt
 import onnxruntime as ort
 from pydantic import ValidationError
 
-from winequality import artifacts, schema
+from winequality import artifacts
 from winequality.artifacts import ModelMetadata
-from winequality.inference.features import Matrix, postprocess
+from winequality.contract import schema
+from winequality.contract.features import Matrix, postprocess
 
 
 class PredictorError(RuntimeError):

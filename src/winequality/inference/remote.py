@@ -35,9 +35,9 @@ import numpy.typing as npt
 import orjson
 from yarl import URL
 
-from winequality import schema
 from winequality.artifacts import ModelMetadata
-from winequality.inference.features import V2_BYTES_RED, V2_BYTES_WHITE, Matrix
+from winequality.contract import schema
+from winequality.contract.features import V2_BYTES_RED, V2_BYTES_WHITE, Matrix
 from winequality.inference.predictor import (
     Prediction,
     UpstreamBadResponse,

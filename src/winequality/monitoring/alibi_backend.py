@@ -19,7 +19,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.monitoring.detector import (
     TEST_NAMES,
     DriftResult,

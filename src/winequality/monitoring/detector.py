@@ -23,8 +23,8 @@ import pandas as pd
 from pydantic import BaseModel
 from scipy import stats
 
-from winequality import schema
-from winequality.inference.features import FeatureError, encode_wine_type, range_problems
+from winequality.contract import schema
+from winequality.contract.features import FeatureError, encode_wine_type, range_problems
 from winequality.params import DriftParams
 
 FloatArray = npt.NDArray[np.float64]

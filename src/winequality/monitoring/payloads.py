@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from winequality import schema
-from winequality.inference.features import FeatureError, range_problems, records_to_rows
+from winequality.contract import schema
+from winequality.contract.features import FeatureError, range_problems, records_to_rows
 from winequality.monitoring.detector import BoolArray, FloatArray, validate_rows
 
 Columns = dict[str, list[Any]]

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.monitoring.detector import (
     BoolArray,
     DriftResult,

@@ -40,7 +40,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from winequality.inference.features import FeatureError
+from winequality.contract.features import FeatureError
 from winequality.monitoring.detector import (
     TEST_NAMES,
     BoolArray,

@@ -29,7 +29,7 @@ def webhook(
     """Serve the Alertmanager webhook that starts retraining (token: WINEQ_WEBHOOK_TOKEN)."""
     import uvicorn
 
-    from winequality.monitoring.alerts import Retrainer, create_app
+    from winequality.pipeline.webhook import Retrainer, create_app
     from winequality.settings import Settings
 
     settings = Settings()

@@ -45,7 +45,8 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from winequality import artifacts, schema
+from winequality import artifacts
+from winequality.contract import schema
 from winequality.params import Params, RetrainParams
 from winequality.settings import Settings
 
@@ -270,7 +271,7 @@ def retrain(
     n_jobs: int = 1,
 ) -> RetrainResult:
     """One retraining: refresh, train, register, gate, and deploy a promoted model."""
-    from winequality.feedback import FeedbackStore
+    from winequality.feedback_store import FeedbackStore
     from winequality.training import tracking
     from winequality.training.dataset import read_split
     from winequality.training.registry import RegisterInputs, promote, register

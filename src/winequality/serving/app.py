@@ -24,9 +24,9 @@ from time import perf_counter
 
 from fastapi import FastAPI
 
+from winequality.feedback_store import FeedbackSink
 from winequality.inference.predictor import BundleError
 from winequality.serving.asgi import ASGIApp, Message, Receive, Scope, Send
-from winequality.serving.feedback import FeedbackSink
 from winequality.serving.metrics import ServingMetrics
 from winequality.serving.model import Loader, ModelManager, default_loader
 from winequality.serving.payload_logger import PayloadLogger

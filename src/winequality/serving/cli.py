@@ -60,7 +60,7 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     with contextlib.ExitStack() as stack:
         if backend == "triton":
-            from winequality.serving.triton_backend import BundledTriton
+            from winequality.bundled_triton import BundledTriton
 
             settings = stack.enter_context(BundledTriton(settings)).settings_for_app()
         run(settings, log_level)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import orjson
 from fastapi.routing import APIRoute
 
-from winequality.inference.features import Matrix
+from winequality.contract.features import Matrix
 from winequality.inference.predictor import (
     PredictorError,
     UpstreamBadResponse,

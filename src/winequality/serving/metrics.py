@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from winequality import schema
+from winequality.contract import schema
 
 PREFIX: Final = "winequality"
 LATENCY_BUCKETS: Final = (

@@ -18,8 +18,8 @@ from typing import Final
 import anyio.to_thread
 import numpy as np
 
-from winequality import schema
 from winequality.artifacts import METADATA_FILE, ModelMetadata
+from winequality.contract import schema
 from winequality.inference.predictor import (
     BundleError,
     OnnxPredictor,

@@ -48,7 +48,7 @@ import numpy as np
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from winequality.inference.features import Matrix
+from winequality.contract.features import Matrix
 
 if TYPE_CHECKING:
     import aiohttp

@@ -15,8 +15,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from winequality import schema
-from winequality.inference.features import Matrix
+from winequality.contract import schema
+from winequality.contract.features import Matrix
 
 
 def matrix_row(matrix: Matrix, index: int) -> dict[str, Any]:

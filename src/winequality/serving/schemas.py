@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from winequality import schema
+from winequality.contract import schema
 
 
 def example_wine(wine_type: schema.WineType = "red") -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from winequality.serving.feedback import FeedbackSink
+from winequality.feedback_store import FeedbackSink
 from winequality.serving.metrics import ServingMetrics
 from winequality.serving.model import ModelManager
 from winequality.serving.payload_logger import PayloadLogger

@@ -1,7 +1,7 @@
 """Request bodies -> validated model matrices, without pydantic on the hot path.
 
 Each parser tries an optimistic pass first (shape checks with set/itemgetter operations, one numpy
-conversion, the vectorised range check of ``inference/features.py``); only when that pass finds
+conversion, the vectorised range check of ``contract/features.py``); only when that pass finds
 anything wrong does a second, thorough pass walk the body to name every offending wine, field and
 reason. Valid requests therefore pay for the cheap pass only, and invalid ones get full reports.
 
@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from winequality import schema
-from winequality.inference.features import (
+from winequality.contract import schema
+from winequality.contract.features import (
     NUMBER_TYPES,
     V2_BYTES_RED,
     V2_BYTES_WHITE,

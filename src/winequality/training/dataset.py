@@ -12,8 +12,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from winequality import schema
-from winequality.inference.features import Matrix, frame_to_matrix
+from winequality.contract import schema
+from winequality.contract.features import Matrix, frame_to_matrix
 
 
 class DatasetError(ValueError):

@@ -8,8 +8,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from winequality import schema
-from winequality.inference.features import postprocess
+from winequality.contract import schema
+from winequality.contract.features import postprocess
 from winequality.training.dataset import check_frame, to_xy
 
 if TYPE_CHECKING:

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from winequality import artifacts, schema
+from winequality import artifacts
 from winequality.artifacts import ModelMetadata
-from winequality.inference.features import postprocess
+from winequality.contract import schema
+from winequality.contract.features import postprocess
 from winequality.params import Params, PromoteParams
 from winequality.settings import Settings
 from winequality.training import tracking

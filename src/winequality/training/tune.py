@@ -19,7 +19,7 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from winequality.inference.features import Matrix
+from winequality.contract.features import Matrix
 from winequality.params import Family, TrainParams
 
 FAMILIES: Final[tuple[str, ...]] = get_args(Family)

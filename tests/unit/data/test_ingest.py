@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.data.ingest import (
     RAW_COLUMNS,
     SOURCE_FILE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.data.prepare import (
     drop_duplicates,
     prepare,

@@ -12,7 +12,7 @@ from sklearn.metrics import r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.data import synthetic
 from winequality.data.ingest import read_uci_dir
 from winequality.data.prepare import drop_duplicates, split

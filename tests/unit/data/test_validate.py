@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.data.ingest import RAW_COLUMNS, SOURCE_FILE, SOURCE_LINE, read_raw_dir
 from winequality.data.validate import (
     REASON,

@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.inference.predictor import (
     UpstreamBadResponse,
     UpstreamTimeout,

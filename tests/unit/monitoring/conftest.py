@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from drift_data import REFERENCE_ROWS, RedSplit
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.monitoring.detector import reference_from_frame
 
 

@@ -10,8 +10,8 @@ import pytest
 from drift_data import REFERENCE_ROWS, RedSplit
 from scipy import stats
 
-from winequality import schema
-from winequality.inference.features import FeatureError
+from winequality.contract import schema
+from winequality.contract.features import FeatureError
 from winequality.monitoring.detector import (
     TEST_NAMES,
     ReferenceSampleError,

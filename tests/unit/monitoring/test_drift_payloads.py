@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from winequality import schema
-from winequality.inference.features import FeatureError
+from winequality.contract import schema
+from winequality.contract.features import FeatureError
 from winequality.monitoring.payloads import (
     PayloadError,
     rows_from_app_payloads,

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from drift_data import RedSplit
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.monitoring.service import CE_REQUEST, CE_RESPONSE, create_app
 from winequality.params import DriftParams
 from winequality.settings import Settings

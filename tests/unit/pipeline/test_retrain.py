@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from winequality import artifacts, schema
+from winequality import artifacts
 from winequality.artifacts import ModelMetadata
+from winequality.contract import schema
 from winequality.params import RetrainParams
 from winequality.pipeline.retrain import (
     RetrainResult,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.simulate import (
     Narrator,
     Observation,

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from tests.unit.serving.conftest import TestClient
 
-from winequality import schema
-from winequality.feedback import FeedbackStore
+from winequality.contract import schema
+from winequality.feedback_store import FeedbackStore
 from winequality.serving.app import create_app
 from winequality.serving.schemas import example_wine
 from winequality.settings import Settings

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.monitoring.payloads import rows_from_payload
 from winequality.process import free_port
 from winequality.serving.model import example_matrix

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.serving.schemas import example_wine
 from winequality.serving.validation import RequestError, parse_predict, parse_v2_infer
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
-from winequality import schema
+from winequality.contract import schema
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.training.evaluate import (
     evaluate_model,
     mean_predictor_metrics,

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from winequality import schema
-from winequality.inference.features import FeatureError
+from winequality.contract import schema
+from winequality.contract.features import FeatureError
 from winequality.params import TrainParams
 from winequality.training.dataset import DatasetError, read_split
 from winequality.training.train import load_model, save_model, train_model

@@ -1,6 +1,6 @@
 """Triton Python-backend model ``postprocess``: raw score -> quality and quality_class.
 
-The rule is ``winequality.inference.features.postprocess``, imported from the copy shipped in
+The rule is ``winequality.contract.features.postprocess``, imported from the copy shipped in
 this version directory: the same function the app applies in process.
 """
 
@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import triton_python_backend_utils as pb_utils
 
-from winequality import schema
-from winequality.inference.features import postprocess
+from winequality.contract import schema
+from winequality.contract.features import postprocess
 
 
 class TritonPythonModel:

@@ -1,6 +1,6 @@
 """Triton Python-backend model ``preprocess``: named V2 inputs -> the validated model matrix.
 
-Validation, column order and casting are ``winequality.inference.features.columns_to_matrix``,
+Validation, column order and casting are ``winequality.contract.features.columns_to_matrix``,
 the function the app runs in process, imported from the copy shipped in this version directory.
 """
 
@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import triton_python_backend_utils as pb_utils
 
-from winequality import schema
-from winequality.inference.features import FeatureError, columns_to_matrix
+from winequality.contract import schema
+from winequality.contract.features import FeatureError, columns_to_matrix
 
 
 class TritonPythonModel:

@@ -16,8 +16,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from winequality.feedback import validate_labelled_rows
-from winequality.inference.features import FeatureError
+from winequality.contract.features import FeatureError
+from winequality.feedback_store import validate_labelled_rows
 from winequality.serving.schemas import (
     ErrorResponse,
     FeedbackByRequest,

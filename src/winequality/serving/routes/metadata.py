@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from winequality import schema
+from winequality.contract import schema
 from winequality.serving.schemas import FeatureInfo, MetadataResponse, ModelInfo
 from winequality.serving.state import StateDep
 

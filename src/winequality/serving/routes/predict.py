@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 import orjson
 
-from winequality.inference.features import Matrix
+from winequality.contract.features import Matrix
 from winequality.serving.asgi import Scope
 from winequality.serving.hot import HotEndpoint, HotRoute
 from winequality.serving.model import LoadedModel

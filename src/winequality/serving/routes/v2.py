@@ -12,8 +12,8 @@ import orjson
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from winequality import schema
-from winequality.inference.features import Matrix
+from winequality.contract import schema
+from winequality.contract.features import Matrix
 from winequality.serving.asgi import Scope, header
 from winequality.serving.hot import HotEndpoint, HotRoute
 from winequality.serving.model import LoadedModel

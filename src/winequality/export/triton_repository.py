@@ -7,7 +7,7 @@ positive integer, else 1)::
     OUT/wine-quality/V/                     (empty: Triton requires a version directory)
     OUT/preprocess/config.pbtxt             Python backend
     OUT/preprocess/V/model.py               validates, orders and casts the named inputs
-    OUT/preprocess/V/winequality/...        schema.py + inference/features.py, copied verbatim
+    OUT/preprocess/V/winequality/...        contract/{schema,features}.py, copied verbatim
     OUT/elasticnet/config.pbtxt             ``onnxruntime_onnx`` platform, or the Python backend
     OUT/elasticnet/V/model.onnx             (+ model.py running onnxruntime for ``python``)
     OUT/postprocess/config.pbtxt            Python backend
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from winequality import artifacts, schema
-from winequality.inference import features
+from winequality import artifacts
+from winequality.contract import features, schema
 
 Variant = Literal["onnxruntime", "python"]
 VARIANTS: Final[tuple[Variant, ...]] = ("onnxruntime", "python")
@@ -223,17 +223,18 @@ def triton_version(metadata: artifacts.ModelMetadata) -> int:
 
 
 def copy_processing_code(dest: Path) -> Path:
-    """Copy ``schema.py`` and ``inference/features.py`` as a minimal ``winequality`` package.
+    """Copy ``contract/schema.py`` and ``contract/features.py`` as a minimal ``winequality``
+    package.
 
     The package ``__init__`` files are written fresh rather than copied, so whatever the real
     package grows at import time never reaches the Triton stub: it needs numpy and nothing else.
     """
     pkg = dest / "winequality"
-    (pkg / "inference").mkdir(parents=True, exist_ok=True)
+    (pkg / "contract").mkdir(parents=True, exist_ok=True)
     (pkg / "__init__.py").write_text('"""Copied from winequality by the Triton export."""\n')
-    (pkg / "inference" / "__init__.py").write_text('"""Copied by the Triton export."""\n')
-    shutil.copyfile(schema.__file__, pkg / "schema.py")
-    shutil.copyfile(features.__file__, pkg / "inference" / "features.py")
+    (pkg / "contract" / "__init__.py").write_text('"""Copied by the Triton export."""\n')
+    shutil.copyfile(schema.__file__, pkg / "contract" / "schema.py")
+    shutil.copyfile(features.__file__, pkg / "contract" / "features.py")
     return pkg
 
 

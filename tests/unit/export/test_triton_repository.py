@@ -14,11 +14,11 @@ from tests.integration.triton_fixtures import train_bundle
 from tritonclient.grpc import model_config_pb2
 from typer.testing import CliRunner
 
-from winequality import artifacts, schema
+from winequality import artifacts
 from winequality.cli import app
-from winequality.export import triton
-from winequality.export.triton import TritonExportError, write_model_repository
-from winequality.inference import features
+from winequality.contract import features, schema
+from winequality.export import triton_repository
+from winequality.export.triton_repository import TritonExportError, write_model_repository
 
 MODELS = (schema.MODEL_NAME, "preprocess", "elasticnet", "postprocess")
 
@@ -38,7 +38,7 @@ def configs(repo: Path) -> dict[str, model_config_pb2.ModelConfig]:
 
 @pytest.mark.parametrize("variant", ["onnxruntime", "python"])
 def test_every_config_parses_as_triton_model_config(
-    bundle: Path, tmp_path: Path, variant: triton.Variant
+    bundle: Path, tmp_path: Path, variant: triton_repository.Variant
 ) -> None:
     repo = write_model_repository(bundle, tmp_path / "repo", variant)
     assert sorted(p.name for p in repo.iterdir()) == sorted(MODELS)
@@ -132,12 +132,12 @@ def test_processing_code_is_shipped_verbatim(bundle: Path, tmp_path: Path) -> No
     repo = write_model_repository(bundle, tmp_path / "repo")
     for name in ("preprocess", "postprocess"):
         pkg = repo / name / "7" / "winequality"
-        assert (pkg / "schema.py").read_bytes() == Path(schema.__file__).read_bytes()
-        assert (pkg / "inference" / "features.py").read_bytes() == Path(
+        assert (pkg / "contract" / "schema.py").read_bytes() == Path(schema.__file__).read_bytes()
+        assert (pkg / "contract" / "features.py").read_bytes() == Path(
             features.__file__
         ).read_bytes()
         assert (repo / name / "7" / "model.py").read_bytes() == (
-            triton.MODEL_SOURCES / f"{name}.py"
+            triton_repository.MODEL_SOURCES / f"{name}.py"
         ).read_bytes()
 
 
@@ -146,7 +146,7 @@ def test_shipped_code_imports_alone_and_validates(bundle: Path, tmp_path: Path) 
     probe = f"""
 import sys
 sys.path.insert(0, {str(version_dir)!r})
-from winequality.inference.features import FeatureError, columns_to_matrix
+from winequality.contract.features import FeatureError, columns_to_matrix
 import winequality
 assert winequality.__file__.startswith({str(version_dir)!r}), winequality.__file__
 heavy = sorted(m for m in ("pandas", "onnxruntime", "sklearn", "pydantic") if m in sys.modules)

@@ -1,4 +1,5 @@
-"""The Triton Inference Server bundled in the ``nvidia-pytriton`` wheel: fetch it, start it.
+"""The Triton Inference Server bundled in the ``nvidia-pytriton`` wheel: fetch it, start it, and
+run it behind the app (``winequality serve --backend triton``, ``BundledTriton``).
 
 The wheel pins numpy<2, so it is never installed: ``pip download --no-deps`` fetches it into the
 cache folder and only the server (``pytriton/tritonserver``) and its shared libraries
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import secrets
 import shutil
@@ -31,9 +33,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import version as dist_version
 from pathlib import Path
+from types import TracebackType
 from typing import Final
 
 from winequality.process import ManagedProcess, free_port
+from winequality.settings import Settings
+
+log = logging.getLogger(__name__)
 
 PYTRITON_VERSION: Final = "0.5.14"
 """The wheel that embeds Triton Inference Server 2.51.0."""
@@ -333,8 +339,61 @@ def start_tritonserver(
     return TritonServer(process, ports, startup_s=time.monotonic() - started)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    # `python -m winequality.triton_server`: fetch once (CI cache warm-up), print the binary.
-    from winequality.settings import Settings
+class BundledTriton:
+    """Triton serving ``settings.model_dir``; ``settings_for_app`` points the app at it."""
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server: TritonServer | None = None
+        self._workdir: Path | None = None
+
+    def start(self) -> TritonServer:
+        # Imported here: only this backend needs the exporter and the server launcher.
+        from winequality.export.triton_repository import write_model_repository
+
+        self._workdir = Path(tempfile.mkdtemp(prefix="wineq-triton-"))
+        repository = write_model_repository(
+            self.settings.model_dir,
+            self._workdir / "repository",
+            "python",
+            max_batch_size=self.settings.triton_max_batch_size,
+        )
+        dist = ensure_tritonserver(self.settings.cache_dir)
+        log_file = self._workdir / "tritonserver.log"
+        log.info("starting tritonserver on %s (log: %s)", repository, log_file)
+        self.server = start_tritonserver(repository, dist, log_file)
+        log.info("tritonserver ready at %s in %.1f s", self.server.http_url, self.server.startup_s)
+        return self.server
+
+    def settings_for_app(self) -> Settings:
+        if self.server is None:
+            raise RuntimeError("BundledTriton.start() was not called")
+        return self.settings.model_copy(
+            update={"backend": "remote", "remote_url": self.server.http_url}
+        )
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def __enter__(self) -> BundledTriton:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    # `python -m winequality.bundled_triton`: fetch once (CI cache warm-up), print the binary.
     print(ensure_tritonserver(Settings().cache_dir).binary)

@@ -116,7 +116,7 @@ QUALITY_MAX: Final = 10
 
 # Column order of the numeric matrix the model consumes: the 11 measurements, then wine_type
 # encoded as 1.0 for white and 0.0 for red. The ONNX model, the Triton preprocess step and the
-# in-process predictor all build exactly this matrix (see inference/features.py).
+# in-process predictor all build exactly this matrix (see contract/features.py).
 IS_WHITE: Final = "is_white"
 MODEL_COLUMNS: Final[tuple[str, ...]] = (*FEATURE_NAMES, IS_WHITE)
 N_MODEL_COLUMNS: Final = len(MODEL_COLUMNS)

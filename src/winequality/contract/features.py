@@ -2,7 +2,7 @@
 
 Used by training (frame -> matrix), by the in-process predictor, and by the Triton Python-backend
 ``preprocess``/``postprocess`` models, which import this module from the model repository. It must
-therefore depend on numpy and ``winequality.schema`` only.
+therefore depend on numpy and ``winequality.contract.schema`` only.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from winequality import schema
+from winequality.contract import schema
 
 Matrix = npt.NDArray[np.float32]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from winequality import schema
-from winequality.feedback import FeedbackStore
-from winequality.inference.features import FeatureError
+from winequality.contract import schema
+from winequality.contract.features import FeatureError
+from winequality.feedback_store import FeedbackStore
 
 
 def example_row(**changes: object) -> dict[str, object]:

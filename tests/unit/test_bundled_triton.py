@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from winequality import triton_server
-from winequality.triton_server import (
+from winequality import bundled_triton
+from winequality.bundled_triton import (
     TritonDistribution,
     TritonFetchError,
     TritonPorts,
@@ -93,7 +93,7 @@ def test_a_wheel_without_the_server_is_refused(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("pytriton/__init__.py", "")
     with pytest.raises(TritonFetchError, match="does not contain pytriton/tritonserver"):
-        triton_server._unpack(wheel, tmp_path / "out")
+        bundled_triton._unpack(wheel, tmp_path / "out")
 
 
 def test_unpacking_keeps_the_executable_bit(tmp_path: Path) -> None:
@@ -104,7 +104,7 @@ def test_unpacking_keeps_the_executable_bit(tmp_path: Path) -> None:
         zf.writestr(info, "#!/bin/sh\n")
         zf.writestr("nvidia_pytriton.libs/libx.so", "")
         zf.writestr("pytriton/other.py", "")
-    triton_server._unpack(wheel, tmp_path / "out")
+    bundled_triton._unpack(wheel, tmp_path / "out")
     binary = tmp_path / "out" / "pytriton" / "tritonserver" / "bin" / "tritonserver"
     assert binary.stat().st_mode & 0o111
     assert (tmp_path / "out" / "nvidia_pytriton.libs" / "libx.so").is_file()

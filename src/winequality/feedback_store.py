@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 import numpy as np
 
-from winequality import schema
-from winequality.inference.features import FeatureError, columns_to_matrix
+from winequality.contract import schema
+from winequality.contract.features import FeatureError, columns_to_matrix
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -129,3 +130,45 @@ class FeedbackStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+class FeedbackSink:
+    # Opening lazily keeps the app from creating the database (and its directory) on machines
+    # that never receive feedback; writes run in a worker thread so a slow disk never stalls
+    # predictions.
+    """``add`` validates and stores labelled rows (``FeatureError`` on bad rows)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._store: FeedbackStore | None = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> FeedbackStore:
+        with self._lock:
+            if self._store is None:
+                self._store = FeedbackStore(self.path)
+            return self._store
+
+    def _add(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        qualities: Sequence[int],
+        request_id: str | None,
+        row_indices: Sequence[int] | None,
+    ) -> int:
+        return self._open().add(rows, qualities, request_id, row_indices)
+
+    async def add(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        qualities: Sequence[int],
+        request_id: str | None = None,
+        row_indices: Sequence[int] | None = None,
+    ) -> int:
+        return await anyio.to_thread.run_sync(self._add, rows, qualities, request_id, row_indices)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
