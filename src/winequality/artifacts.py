@@ -7,6 +7,9 @@ Layout::
     DIR/metadata.json      ``ModelMetadata`` below
     DIR/reference.parquet  reference sample for drift detection (schema.DATA_COLUMNS)
 
+``DIR`` is a symlink to a version directory ``.DIR.v-*`` beside it; a new bundle is written into
+a new version directory and the link is switched with one rename (``replaced_atomically``).
+
 Only pydantic and the standard library are imported: the serving path must stay free of MLflow.
 """
 
@@ -15,9 +18,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Final
 
 from pydantic import BaseModel, Field
 
@@ -58,40 +63,82 @@ def write_bundle(
 ) -> Path:
     """Write a bundle atomically: a reader never sees a half-written directory.
 
-    Files go to a sibling temporary directory first, which then replaces ``dest`` with renames, so
-    a crash leaves either the old bundle or the new one.
+    Files go to a fresh version directory first, then ``dest`` (a symlink) is switched to it with
+    one rename (``replaced_atomically``), so a crash at any step leaves either the old bundle or
+    the new one at ``dest``. Returns ``dest`` (absolute); readers resolve it once per load.
     """
     with replaced_atomically(dest) as tmp:
         (tmp / MODEL_FILE).write_bytes(onnx_model)
         (tmp / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
         if reference is not None:
             shutil.copyfile(reference, tmp / REFERENCE_FILE)
-    return dest.resolve()
+    return _canonical(dest)
+
+
+VERSION_INFIX: Final = ".v-"
+"""Version directories of ``DIR`` are its hidden siblings ``.DIR.v-*``."""
+
+
+def _canonical(path: Path) -> Path:
+    """Absolute, parent symlinks resolved, ``path`` itself not (it may be the link)."""
+    return path.absolute().parent.resolve() / path.name
+
+
+def _is_version_of(target: Path, link: Path) -> bool:
+    return target.parent == link.parent and target.name.startswith(f".{link.name}{VERSION_INFIX}")
 
 
 @contextmanager
 def replaced_atomically(dest: Path) -> Iterator[Path]:
-    """Yield an empty sibling directory of ``dest``; on success it replaces ``dest`` by renames.
+    """Yield an empty version directory; on success ``dest`` is switched to it in one rename.
 
-    A reader sees the old directory or the new one, never a mix; on failure the old one stays
-    and the partial new one is removed.
+    ``dest`` is a symlink to a hidden sibling ``.NAME.v-*``: the new version is written beside
+    it, a new link is renamed over ``dest`` (atomic on POSIX), and the old version is removed.
+    A reader that resolves ``dest`` once sees the old directory or the new one, never a mix, and
+    ``dest`` never goes missing. On failure the old one stays and the partial new one is removed.
+
+    A ``dest`` that is still a plain directory (written by an older version of this function,
+    or by hand) is first moved to a version directory and linked back, once: a crash between
+    those two renames leaves its content in ``.NAME.v-*``, which the next write replaces.
     """
-    dest = dest.resolve()
+    dest = _canonical(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    version = Path(tempfile.mkdtemp(prefix=f".{dest.name}{VERSION_INFIX}", dir=dest.parent))
     try:
-        yield tmp
-        tmp.chmod(0o755)  # mkdtemp makes it owner-only; readers may run as another user
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        yield version
+        version.chmod(0o755)  # mkdtemp makes it owner-only; readers may run as another user
+        point_link(dest, version)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(version, ignore_errors=True)
         raise
+
+
+def point_link(link: Path, target: Path) -> None:
+    """Make ``link`` a symlink to the directory ``target`` in one rename.
+
+    A target beside the link is linked by its name, so the pair still works when their folder is
+    mounted elsewhere (a container volume). The previous target is removed when it is one of the
+    link's own version directories (others, such as pulled bundles, are left alone). A plain
+    directory at ``link`` becomes a version directory first (see ``replaced_atomically``).
+    """
+    link = _canonical(link)
+    previous: Path | None = None
+    if link.is_symlink():
+        previous = _canonical(link.parent / os.readlink(link))
+    elif link.exists():
+        previous = link.parent / f".{link.name}{VERSION_INFIX}{uuid.uuid4().hex[:12]}"
+        os.replace(link, previous)
+    target = target.absolute()
+    pointer = target.name if target.parent.resolve() == link.parent else str(target)
+    tmp = link.parent / f".{link.name}.link-{uuid.uuid4().hex[:12]}"
+    tmp.symlink_to(pointer, target_is_directory=True)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if previous is not None and previous != target and _is_version_of(previous, link):
+        shutil.rmtree(previous, ignore_errors=True)
 
 
 def read_metadata(bundle: Path) -> ModelMetadata:

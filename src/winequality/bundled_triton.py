@@ -36,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
+from winequality.artifacts import replaced_atomically
 from winequality.process import ManagedProcess, free_port
 from winequality.settings import Settings
 
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 
 PYTRITON_VERSION: Final = "0.5.14"
 """The wheel that embeds Triton Inference Server 2.51.0."""
-TRITON_VERSION: Final = "2.51.0"
 _UNPACKED = ("pytriton/tritonserver/", "nvidia_pytriton.libs/")
 STUB_NUMPY: Final = "numpy>=1.26,<2"
 
@@ -153,26 +153,17 @@ def ensure_tritonserver(cache_dir: Path, version: str = PYTRITON_VERSION) -> Tri
     with _locked(base.parent / f".pytriton-{version}.lock"):
         if not (server / "bin" / "tritonserver").is_file():
             wheel = download_wheel(cache_dir.expanduser().resolve() / "wheels", version)
-            tmp = Path(tempfile.mkdtemp(prefix=".dist.", dir=base.parent))
-            try:
+            with replaced_atomically(root) as tmp:
                 _unpack(wheel, tmp)
-                base.mkdir(parents=True, exist_ok=True)
-                shutil.rmtree(root, ignore_errors=True)
-                os.replace(tmp, root)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
         stub = server / "python_backend_stubs" / tag / "triton_python_backend_stub"
         if not stub.is_file():
             raise TritonFetchError(
                 f"nvidia-pytriton {version} has no Python backend stub for {tag}"
             )
         if not (backends / "python" / "triton_python_backend_stub").is_file():
-            tmp = Path(tempfile.mkdtemp(prefix=".backends.", dir=base))
-            shutil.copytree(server / "backends" / "python", tmp / "python")
-            shutil.copy2(stub, tmp / "python" / "triton_python_backend_stub")
-            shutil.rmtree(backends, ignore_errors=True)
-            os.replace(tmp, backends)
+            with replaced_atomically(backends) as tmp:
+                shutil.copytree(server / "backends" / "python", tmp / "python")
+                shutil.copy2(stub, tmp / "python" / "triton_python_backend_stub")
         python_bin = ensure_backend_python(base / f"python-env-py{tag}")
     return TritonDistribution(
         root=root,

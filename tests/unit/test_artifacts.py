@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,14 @@ def test_a_new_bundle_replaces_the_old_one_whole(tmp_path: Path) -> None:
         artifacts.METADATA_FILE,
         artifacts.MODEL_FILE,
     ]
-    assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no temporary leftovers
+    assert _leftovers(tmp_path) == []
+
+
+def _leftovers(folder: Path) -> list[str]:
+    """Entries of ``folder`` besides the bundle links and the version directories they name."""
+    live = {p.name for p in folder.iterdir() if p.is_symlink()}
+    live |= {(folder / name).resolve().name for name in set(live)}
+    return sorted(p.name for p in folder.iterdir() if p.name not in live)
 
 
 def test_a_failure_while_writing_keeps_the_old_directory_and_leaves_no_leftovers(
@@ -40,7 +49,7 @@ def test_a_failure_while_writing_keeps_the_old_directory_and_leaves_no_leftovers
     with pytest.raises(RuntimeError, match="disk full"):
         write_half_then_fail()
     assert (dest / artifacts.MODEL_FILE).read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["b"]
+    assert _leftovers(tmp_path) == []
 
 
 def test_missing_reference_file_fails_without_touching_the_old_bundle(tmp_path: Path) -> None:
@@ -48,3 +57,62 @@ def test_missing_reference_file_fails_without_touching_the_old_bundle(tmp_path: 
     with pytest.raises(FileNotFoundError):
         artifacts.write_bundle(dest, b"new", ModelMetadata(version="2"), tmp_path / "nope.parquet")
     assert artifacts.read_metadata(dest).version == "1"
+
+
+def test_the_bundle_path_is_a_link_switched_to_a_new_version_directory(tmp_path: Path) -> None:
+    dest = artifacts.write_bundle(tmp_path / "b", b"old", ModelMetadata(version="1"))
+    old_version = dest.resolve()
+    assert dest.is_symlink()
+    assert old_version.parent == tmp_path
+    artifacts.write_bundle(dest, b"new", ModelMetadata(version="2"))
+    assert dest.resolve() != old_version
+    assert not old_version.exists()  # the replaced version is removed
+    # Linked by name: the folder can be mounted elsewhere (a container volume).
+    assert not Path(os.readlink(dest)).is_absolute()
+
+
+class _Crash(BaseException):
+    """A kill at the worst moment: nothing after it runs, not even ``except Exception``."""
+
+
+@pytest.mark.parametrize("step", ["symlink", "rename", "cleanup"])
+def test_a_crash_at_any_step_of_the_swap_leaves_a_whole_bundle_at_the_destination(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    dest = artifacts.write_bundle(tmp_path / "b", b"old", ModelMetadata(version="1"))
+
+    def crash(*_: object, **__: object) -> None:
+        raise _Crash
+
+    target = {
+        "symlink": (Path, "symlink_to"),
+        "rename": (os, "replace"),
+        "cleanup": (shutil, "rmtree"),
+    }[step]
+    monkeypatch.setattr(*target, crash)
+    with pytest.raises(_Crash):
+        artifacts.write_bundle(dest, b"new", ModelMetadata(version="2"))
+    monkeypatch.undo()
+    expected = (b"new", "2") if step == "cleanup" else (b"old", "1")
+    assert ((dest / artifacts.MODEL_FILE).read_bytes(), artifacts.read_metadata(dest).version) == (
+        expected
+    )
+
+
+def test_a_plain_directory_at_the_destination_is_replaced_by_a_link(tmp_path: Path) -> None:
+    plain = tmp_path / "b"
+    plain.mkdir()
+    (plain / artifacts.MODEL_FILE).write_bytes(b"old")
+    artifacts.write_bundle(plain, b"new", ModelMetadata(version="2"))
+    assert plain.is_symlink()
+    assert (plain / artifacts.MODEL_FILE).read_bytes() == b"new"
+    assert _leftovers(tmp_path) == []
+
+
+def test_point_link_leaves_a_target_that_is_not_its_own_version_alone(tmp_path: Path) -> None:
+    pulled = artifacts.write_bundle(tmp_path / "bundles" / "v1", b"v1", ModelMetadata()).resolve()
+    link = tmp_path / "serving"
+    artifacts.point_link(link, pulled)
+    artifacts.write_bundle(link, b"v2", ModelMetadata(version="2"))
+    assert (link / artifacts.MODEL_FILE).read_bytes() == b"v2"
+    assert (pulled / artifacts.MODEL_FILE).read_bytes() == b"v1"

@@ -6,14 +6,14 @@ functions of its module and exits non-zero with a readable message on bad input.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from winequality.files import write_json
+from winequality.data.sources import UCI_FILES
+from winequality.files import atomic_path, write_json
 from winequality.params import Params, load_params
 from winequality.settings import Settings
 
@@ -51,10 +51,8 @@ def _params(settings: Settings) -> Params:
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
 
 
 @app.command()
@@ -113,7 +111,7 @@ def ingest(
         read_from = [Path(f).resolve() for f in ingested.files]
         if not any(f.is_relative_to(synthetic_dir.resolve()) for f in read_from):
             # Generated files from an earlier run would otherwise linger next to real data.
-            for name in ingest_mod.UCI_FILES.values():
+            for name in UCI_FILES.values():
                 (synthetic_dir / name).unlink(missing_ok=True)
             if synthetic_dir.is_dir() and not any(synthetic_dir.iterdir()):
                 synthetic_dir.rmdir()

@@ -13,8 +13,6 @@ import csv
 import hashlib
 import http.client
 import io
-import json
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,12 +26,8 @@ import numpy as np
 import pandas as pd
 
 from winequality.contract import schema
-
-UCI_URL: Final = "https://archive.ics.uci.edu/static/public/186/wine+quality.zip"
-UCI_FILES: Final[Mapping[schema.WineType, str]] = {
-    "red": "winequality-red.csv",
-    "white": "winequality-white.csv",
-}
+from winequality.data.sources import UCI_FILES, UCI_URL
+from winequality.files import atomic_path, write_bytes, write_json
 
 SOURCE_FILE: Final = "source_file"
 SOURCE_LINE: Final = "source_line"
@@ -279,11 +273,13 @@ def sha256_file(path: Path) -> str:
 
 def download(url: str, dest: Path, timeout: float, progress: Progress | None = None) -> Path:
     """Fetch ``url`` into ``dest`` atomically; any failure raises :class:`DownloadError`."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
     request = urllib.request.Request(url, headers={"User-Agent": "winequality-ingest"})  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response, tmp.open("wb") as out:  # noqa: S310 (scheme checked by the caller)
+        with (
+            atomic_path(dest) as tmp,
+            urllib.request.urlopen(request, timeout=timeout) as response,  # noqa: S310 (scheme checked by the caller)
+            tmp.open("wb") as out,
+        ):
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             done = 0
@@ -292,21 +288,14 @@ def download(url: str, dest: Path, timeout: float, progress: Progress | None = N
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
-        if total is not None and done != total:
-            raise DownloadError(f"{url}: received {done} of {total} bytes")
+            if total is not None and done != total:
+                raise DownloadError(f"{url}: received {done} of {total} bytes")
     except urllib.error.HTTPError as e:
-        tmp.unlink(missing_ok=True)
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from e
     except urllib.error.URLError as e:
-        tmp.unlink(missing_ok=True)
         raise DownloadError(f"{url}: {e.reason}") from e
     except (OSError, ValueError, http.client.HTTPException) as e:
-        tmp.unlink(missing_ok=True)
         raise DownloadError(f"{url}: {e}") from e
-    except DownloadError:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(dest)
     return dest
 
 
@@ -336,7 +325,7 @@ def extract_uci_zip(archive: Path, dest: Path) -> dict[schema.WineType, Path]:
     with zipfile.ZipFile(archive) as z:
         for wine_type, name in UCI_FILES.items():
             target = dest / name
-            target.write_bytes(z.read(members[name]))
+            write_bytes(target, z.read(members[name]))
             out[wine_type] = target
     return out
 
@@ -519,10 +508,7 @@ def write_raw(ingested: Ingested, out_dir: Path, requested: str) -> tuple[Path, 
     out_dir.mkdir(parents=True, exist_ok=True)
     wines = out_dir / "wines.csv"
     meta = out_dir / "source.json"
-    tmp = wines.with_name(wines.name + ".tmp")
-    ingested.frame.loc[:, list(RAW_COLUMNS)].to_csv(tmp, index=False, lineterminator="\n")
-    os.replace(tmp, wines)
-    tmp = meta.with_name(meta.name + ".tmp")
-    tmp.write_text(json.dumps(ingested.provenance(requested), indent=2) + "\n")
-    os.replace(tmp, meta)
+    with atomic_path(wines) as tmp:
+        ingested.frame.loc[:, list(RAW_COLUMNS)].to_csv(tmp, index=False, lineterminator="\n")
+    write_json(meta, ingested.provenance(requested), sort_keys=False)
     return wines, meta

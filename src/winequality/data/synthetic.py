@@ -31,7 +31,8 @@ from scipy.special import ndtr, ndtri
 from scipy.stats import rankdata
 
 from winequality.contract import schema
-from winequality.data.ingest import UCI_FILES
+from winequality.data.sources import UCI_FILES
+from winequality.files import write_text
 
 N_QUANTILES: Final = 101
 """Points of each quantile table (every percentile, minimum and maximum included)."""
@@ -285,9 +286,7 @@ def write_uci_files(frame: pd.DataFrame, out_dir: Path) -> dict[schema.WineType,
     for wine_type in schema.WINE_TYPES:
         path = out_dir / UCI_FILES[wine_type]
         part = frame.loc[frame[schema.WINE_TYPE] == wine_type]
-        tmp = path.with_suffix(".csv.tmp")
-        tmp.write_text(to_uci_csv(part), encoding="utf-8")
-        tmp.replace(path)
+        write_text(path, to_uci_csv(part))
         paths[wine_type] = path
     return paths
 

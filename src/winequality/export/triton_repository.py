@@ -323,4 +323,4 @@ def write_model_repository(
             max_queue_delay_us=max_queue_delay_us,
             instances=instances,
         )
-    return out.resolve()
+    return out.absolute()

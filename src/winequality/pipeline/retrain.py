@@ -35,7 +35,6 @@ and too little to describe production, so no retraining runs.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -145,26 +144,10 @@ def new_bundle_dir(model_dir: Path, version: str) -> Path:
 
 
 def point_model_dir(model_dir: Path, bundle: Path) -> None:
-    """Make ``model_dir`` name ``bundle``: swap the symlink atomically, or copy into a real dir.
-
-    The local stack uses a symlink (a rename replaces it in one step, no reader sees it missing);
-    a plain directory, as ``registry pull`` makes by default, is rewritten with the bundle's files
-    through ``artifacts.write_bundle`` (also atomic).
-    """
-    if model_dir.is_symlink() or not model_dir.exists():
-        model_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
-        tmp = model_dir.with_name(f".{model_dir.name}.{os.getpid()}.link")
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(bundle.resolve(), target_is_directory=True)
-        os.replace(tmp, model_dir)
-        return
-    reference = bundle / artifacts.REFERENCE_FILE
-    artifacts.write_bundle(
-        model_dir,
-        (bundle / artifacts.MODEL_FILE).read_bytes(),
-        artifacts.read_metadata(bundle),
-        reference if reference.is_file() else None,
-    )
+    """Make ``model_dir`` a symlink to ``bundle``, switched in one rename (no reader sees it
+    missing); a plain directory from before becomes the link (``artifacts.point_link``)."""
+    model_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
+    artifacts.point_link(model_dir, bundle.resolve())
 
 
 def _post(url: str, token: str | None, body: dict[str, Any] | None) -> tuple[int, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,9 +14,6 @@ if TYPE_CHECKING:
 def register(root: typer.Typer) -> None:
     """Add this module's commands to the root command line."""
     root.command("serve")(serve)
-
-
-Backend = Literal["onnx", "remote", "triton"]
 
 
 def serve(

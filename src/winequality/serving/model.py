@@ -113,7 +113,7 @@ class ModelManager:
         self._metrics = metrics
         self._lock = asyncio.Lock()
         self._retired: dict[asyncio.Task[None], Predictor] = {}
-        self._watched: tuple[int, int] | None = None
+        self._watched: tuple[int, int, int] | None = None
 
     async def load(self, bundle: Path) -> LoadedModel:
         """Build and check a predictor for ``bundle`` without publishing it."""
@@ -180,18 +180,19 @@ class ModelManager:
             return False, f"predictor readiness check failed: {exc}"
         return (True, "ready") if ok else (False, "the predictor is not ready (upstream down?)")
 
-    def _stamp(self) -> tuple[int, int] | None:
+    def _stamp(self) -> tuple[int, int, int] | None:
         try:
             stat = (self.settings.model_dir / METADATA_FILE).stat()
         except OSError:
             return None
-        return stat.st_mtime_ns, stat.st_size
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
     async def watch(self, interval_s: float) -> None:
         """Reload whenever the model dir's metadata.json changes (a new bundle was pulled).
 
-        ``write_bundle`` replaces the directory with a rename, so the metadata file is new
-        (new mtime) exactly when a complete bundle is in place.
+        ``write_bundle`` switches the model dir's link to a complete new version directory in
+        one rename, so the metadata file is a new one (new inode) exactly when a whole bundle is
+        in place.
         """
         self._watched = self._stamp()
         while True:

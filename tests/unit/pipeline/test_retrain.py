@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -109,11 +110,12 @@ def test_pointer_symlink_is_created_then_swapped(tmp_path: Path) -> None:
     assert (v1 / artifacts.MODEL_FILE).read_bytes() == b"onnx-1"  # old bundle untouched
 
 
-def test_pointer_that_is_a_real_directory_gets_the_bundle_copied(tmp_path: Path) -> None:
-    serving = _bundle(tmp_path / "serving", "1")
+def test_pointer_that_is_a_real_directory_becomes_a_link_to_the_bundle(tmp_path: Path) -> None:
+    serving = tmp_path / "serving"
+    shutil.copytree(_bundle(tmp_path / "b1", "1"), serving)
     v2 = _bundle(tmp_path / "b2", "2")
     point_model_dir(serving, v2)
-    assert not serving.is_symlink()
+    assert serving.resolve() == v2.resolve()
     assert artifacts.read_metadata(serving).version == "2"
     assert (serving / artifacts.MODEL_FILE).read_bytes() == b"onnx-2"
 
