@@ -20,7 +20,6 @@ import base64
 import binascii
 import gc
 import logging
-import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import Annotated, Any, Final
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import (
@@ -41,6 +40,7 @@ from prometheus_client import (
 )
 
 from winequality.contract.features import FeatureError
+from winequality.http_common import BodyTooLargeError, TokenDep, read_request_body, set_token
 from winequality.monitoring.detector import (
     TEST_NAMES,
     BoolArray,
@@ -240,13 +240,11 @@ def _event_type(headers: Mapping[str, str]) -> str:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise EventRejectedError(413, "too_large", f"body larger than {limit} bytes")
-    raw = await request.body()
-    if len(raw) > limit:
-        raise EventRejectedError(413, "too_large", f"body larger than {limit} bytes")
-    return raw
+    """The event body; the endpoint tells the content modes apart by content type itself."""
+    try:
+        return await read_request_body(request, limit, media_types=None)
+    except BodyTooLargeError as exc:
+        raise EventRejectedError(exc.status, "too_large", exc.message) from exc
 
 
 def _parse_json(raw: bytes | str, what: str = "body") -> Any:
@@ -544,18 +542,8 @@ async def report(st: StateDep) -> Response:
 
 
 @router.post("/reference/reload")
-async def reload_reference(
-    st: StateDep, settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
-) -> Response:
+async def reload_reference(st: StateDep, _: TokenDep) -> Response:
     """Reload the reference (after a retraining): resets the window and drift_found."""
-    if settings.admin_token is None:
-        return _problem(401, "reload is disabled: set WINEQ_ADMIN_TOKEN on the detector")
-    scheme, _, token = (authorization or "").partition(" ")
-    # Constant-time comparison: the token must not leak through response timing.
-    if scheme.lower() != "bearer" or not secrets.compare_digest(
-        token.encode(), settings.admin_token.encode()
-    ):
-        return _problem(401, "missing or wrong bearer token")
     try:
         reference = st.load()
     except ReferenceSampleError as exc:
@@ -606,5 +594,6 @@ def create_app(
     app = FastAPI(title="winequality drift detector", lifespan=lifespan)
     app.state.detector = state
     app.state.settings = settings
+    set_token(app, settings.admin_token, "set WINEQ_ADMIN_TOKEN on the detector")
     app.include_router(router)
     return app

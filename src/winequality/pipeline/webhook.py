@@ -11,7 +11,6 @@ imports the training stack, and a crashing job cannot take the receiver down.
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import subprocess
@@ -21,14 +20,19 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Final, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, status
-from pydantic import BaseModel, ConfigDict
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from winequality.http_common import BodyError, TokenDep, read_request_body, set_token
 from winequality.settings import Settings
 
 Action = Literal["started", "already_running", "cooling_down", "ignored"]
+
+MAX_ALERT_BODY: Final = 1_000_000
+"""Largest Alertmanager notification read: a group of alerts with their labels, far below it."""
 
 
 class Alert(BaseModel):
@@ -159,24 +163,35 @@ def _last_json_object(log_path: Path) -> dict[str, Any] | None:
 def create_app(settings: Settings, retrainer: Retrainer) -> FastAPI:
     """The webhook app: ``POST /alerts`` (Alertmanager), ``GET /status``, health."""
     app = FastAPI(title="winequality retraining webhook", version="1")
-    expected = settings.webhook_token
+    set_token(app, settings.webhook_token, "set WINEQ_WEBHOOK_TOKEN on the webhook")
 
-    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
-        scheme, _, token = (authorization or "").partition(" ")
-        # compare_digest keeps the comparison time independent of where the tokens differ.
-        if (
-            expected is None
-            or scheme.lower() != "bearer"
-            or not hmac.compare_digest(token.encode(), expected.encode())
-        ):
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "a valid bearer token is required",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    @app.post("/alerts", dependencies=[Depends(authorized)])
-    def alerts(payload: AlertmanagerPayload) -> dict[str, Any]:
+    @app.post(
+        "/alerts",
+        responses={
+            401: {"description": "Missing or wrong bearer token."},
+            413: {"description": "Body too large."},
+            415: {"description": "Content type is not application/json."},
+            422: {"description": "Not an Alertmanager webhook payload."},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": AlertmanagerPayload.model_json_schema()}
+                },
+            }
+        },
+    )
+    async def alerts(request: Request, _: TokenDep) -> dict[str, Any]:
+        # The body is read here, after TokenDep: an unauthenticated client cannot make us read it.
+        try:
+            raw = await read_request_body(request, MAX_ALERT_BODY)
+            payload = AlertmanagerPayload.model_validate_json(raw)
+        except BodyError as exc:
+            raise HTTPException(exc.status, exc.message) from exc
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_context=False)
+            raise HTTPException(422, [{**e, "loc": ["body", *e["loc"]]} for e in errors]) from exc
         firing = [
             a
             for a in payload.alerts
@@ -185,7 +200,8 @@ def create_app(settings: Settings, retrainer: Retrainer) -> FastAPI:
         if not firing:
             return {"action": "ignored", "reason": "no firing alert that triggers retraining"}
         names = sorted({a.labels["alertname"] for a in firing})
-        action = retrainer.trigger(reason=",".join(names))
+        # trigger starts a process: off the event loop.
+        action = await run_in_threadpool(retrainer.trigger, ",".join(names))
         return {"action": action, "alerts": names, "state": retrainer.state()}
 
     @app.get("/status")

@@ -23,10 +23,11 @@ from importlib.metadata import version
 from time import perf_counter
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from winequality.feedback_store import FeedbackSink
+from winequality.http_common import set_token
 from winequality.inference.predictor import BundleError
-from winequality.serving.asgi import ASGIApp, Message, Receive, Scope, Send
 from winequality.serving.metrics import ServingMetrics
 from winequality.serving.model import Loader, ModelManager, default_loader
 from winequality.serving.payload_logger import PayloadLogger
@@ -149,6 +150,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.serving = state
+    set_token(app, settings.admin_token, "set WINEQ_ADMIN_TOKEN to enable /admin/reload")
     predict_route = predict.route(state)
     infer_route = v2.infer_route(state)
     app.router.routes.extend([predict_route, infer_route])

@@ -1,7 +1,8 @@
 """The base of the two hot endpoints (``/predict``, V2 ``infer``): raw ASGI, one code path.
 
-Content type, body size, model availability and predictor failures are handled here once, so the
-subclasses only turn a body into a matrix and a prediction into a body.
+Content type and body size (``http_common.read_body``), model availability and predictor
+failures are handled here once, so the subclasses only turn a body into a matrix and a
+prediction into a body.
 """
 
 from __future__ import annotations
@@ -13,24 +14,23 @@ import orjson
 from fastapi.routing import APIRoute
 
 from winequality.contract.features import Matrix
+from winequality.http_common import (
+    JSON_MEDIA_TYPES,
+    ASGIApp,
+    BodyError,
+    ClientDisconnectedError,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    request_id,
+    send_json,
+)
 from winequality.inference.predictor import (
     PredictorError,
     UpstreamBadResponse,
     UpstreamTimeout,
     UpstreamUnavailable,
-)
-from winequality.serving.asgi import (
-    ASGIApp,
-    BodyTooLargeError,
-    ClientDisconnectedError,
-    Receive,
-    Scope,
-    Send,
-    header,
-    media_type,
-    read_body,
-    request_id,
-    send_json,
 )
 from winequality.serving.model import LoadedModel
 from winequality.serving.payload_logger import Exchange
@@ -62,7 +62,7 @@ class HotEndpoint:
 
     route: ClassVar[str]
     """Route template, also the metrics label."""
-    accepted_media_types: ClassVar[frozenset[bytes | None]] = frozenset({b"application/json"})
+    accepted_media_types: ClassVar[frozenset[bytes | None]] = JSON_MEDIA_TYPES
 
     def __init__(self, state: ServingState) -> None:
         self.state = state
@@ -71,10 +71,6 @@ class HotEndpoint:
         # Label lookups are resolved once here, not per request.
         self._rows = state.metrics.rows.labels(self.route)
         self._recent = state.recent
-        self._rejected_type = (
-            "content-type must be one of "
-            f"{sorted(t.decode() for t in self.accepted_media_types if t is not None)}"
-        )
 
     async def answer(
         self, scope: Scope, body: bytes, model: LoadedModel, rid: str
@@ -92,10 +88,9 @@ class HotEndpoint:
         except RequestError as exc:
             status, out = exc.status, exc.body()
             self._count_error(exc.kind)
-        except BodyTooLargeError:
-            status = 413
-            out = error_body(f"request body exceeds {self._max_body} bytes", "body_too_large")
-            self._count_error("body_too_large")
+        except BodyError as exc:
+            status, out = exc.status, error_body(exc.message, exc.reason)
+            self._count_error(exc.reason)
         except ClientDisconnectedError:
             self._count_error("client_disconnected")
             return
@@ -116,14 +111,7 @@ class HotEndpoint:
     async def _respond(
         self, scope: Scope, receive: Receive, rid: str
     ) -> tuple[bytes, tuple[bytes | Matrix, LoadedModel]]:
-        if media_type(header(scope, b"content-type")) not in self.accepted_media_types:
-            raise RequestError(415, [], self._rejected_type, "unsupported_media_type")
-        declared = header(scope, b"content-length")
-        # Refuse before reading when the client announces the size; read_body covers chunked
-        # bodies and clients that lie.
-        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
-            raise BodyTooLargeError
-        body = await read_body(receive, self._max_body)
+        body = await read_body(scope, receive, self._max_body, self.accepted_media_types)
         model = self.state.manager.current
         if model is None:
             raise RequestError(503, [], "no model loaded yet; see /health/ready", "no_model")

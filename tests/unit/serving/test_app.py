@@ -314,7 +314,8 @@ def test_reload_is_disabled_without_configured_token(model_dir: Path, bundle_v2:
     with TestClient(create_app(settings)) as client:
         response = reload(client, bundle_v2, authorization="Bearer ")
         assert response.status_code == 401
-        assert "disabled" in response.json()["detail"]
+        assert response.json()["detail"]["reason"] == "auth_disabled"
+        assert response.headers["www-authenticate"] == "Bearer"
 
 
 def test_reload_swaps_to_the_new_bundle(client: TestClient, bundle_v2: Path) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 from pathlib import Path
-from typing import Annotated
+from typing import Final
 
-from fastapi import APIRouter, Depends, HTTPException
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import TypeAdapter, ValidationError
 
+from winequality.http_common import BodyError, TokenDep, read_request_body
 from winequality.inference.predictor import BundleError
 from winequality.serving.model import ReloadInProgressError
 from winequality.serving.schemas import ReloadRequest, ReloadResponse
@@ -16,39 +16,45 @@ from winequality.serving.state import StateDep
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
-_bearer = HTTPBearer(auto_error=False)
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-
-
-def require_admin(state: StateDep, credentials: Credentials) -> None:
-    expected = state.settings.admin_token
-    given = credentials.credentials if credentials is not None else ""
-    # compare_digest takes time independent of where the strings differ: no timing oracle.
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        reason = "reload is disabled (no admin token configured)" if not expected else None
-        raise HTTPException(
-            401,
-            reason or "missing or invalid bearer token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+MAX_RELOAD_BODY: Final = 16_384
+"""A reload body names one directory."""
+_RELOAD_MEDIA_TYPES: Final = frozenset({b"application/json", None})
+"""The body is optional, and a client that sends none often sends no content type either."""
+_BODY: Final = TypeAdapter(ReloadRequest | None)
 
 
 @router.post(
     "/reload",
-    dependencies=[Depends(require_admin)],
     responses={
-        401: {"description": "Missing or wrong bearer token."},
+        401: {"description": "Missing or wrong bearer token, or reload disabled."},
         409: {"description": "Another reload is in progress."},
-        422: {"description": "The bundle is broken; the previous model keeps serving."},
+        413: {"description": "Body too large."},
+        415: {"description": "Content type is not application/json."},
+        422: {"description": "Invalid body, or the bundle is broken (the previous model serves)."},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": ReloadRequest.model_json_schema()}},
+        }
     },
 )
-async def reload(state: StateDep, request: ReloadRequest | None = None) -> ReloadResponse:
+async def reload(request: Request, state: StateDep, _: TokenDep) -> ReloadResponse:
     """Load a bundle beside the current model, check it, then swap atomically.
 
     A broken bundle (corrupt ONNX, wrong input width, bad metadata, absurd predictions) is
     refused and the current model keeps serving.
     """
-    bundle = Path(request.model_dir) if request and request.model_dir else None
+    # The body is read here, after TokenDep: an unauthenticated client cannot make us read it.
+    try:
+        raw = await read_request_body(request, MAX_RELOAD_BODY, _RELOAD_MEDIA_TYPES)
+        body = _BODY.validate_json(raw) if raw.strip() else None
+    except BodyError as exc:
+        raise HTTPException(exc.status, exc.message) from exc
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False)
+        raise HTTPException(422, [{**e, "loc": ["body", *e["loc"]]} for e in errors]) from exc
+    bundle = Path(body.model_dir) if body and body.model_dir else None
     try:
         new, old = await state.manager.reload(bundle)
     except ReloadInProgressError as exc:

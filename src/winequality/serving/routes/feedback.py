@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 
 from winequality.contract.features import FeatureError
 from winequality.feedback_store import validate_labelled_rows
+from winequality.http_common import BodyError, read_request_body
 from winequality.serving.schemas import (
     ErrorResponse,
     FeedbackByRequest,
@@ -193,6 +194,7 @@ async def _rows(state: ServingState, doc: dict[str, Any]) -> int:
     responses={
         404: {"model": ErrorResponse, "description": "Unknown or forgotten request id."},
         413: {"model": ErrorResponse, "description": "Body too large."},
+        415: {"model": ErrorResponse, "description": "Content type is not application/json."},
         422: {"model": ErrorResponse, "description": "Invalid body: index, field and reason."},
         503: {"model": ErrorResponse, "description": "The feedback store cannot be written."},
     },
@@ -219,22 +221,10 @@ async def feedback(request: Request, state: StateDep) -> Response:
     in that request) or send the wines themselves with one integer `quality` (0-10) per wine.
     """
     try:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > state.settings.max_body_bytes:
-            raise RequestError(
-                413,
-                [],
-                f"request body exceeds {state.settings.max_body_bytes} bytes",
-                "body_too_large",
-            )
-        body = await request.body()
-        if len(body) > state.settings.max_body_bytes:
-            raise RequestError(
-                413,
-                [],
-                f"request body exceeds {state.settings.max_body_bytes} bytes",
-                "body_too_large",
-            )
+        try:
+            body = await read_request_body(request, state.settings.max_body_bytes)
+        except BodyError as exc:
+            raise RequestError(exc.status, [], exc.message, exc.reason) from exc
         doc = parse_json(body)
         if type(doc) is not dict:
             raise RequestError(422, [Problem(("body",), "must be a JSON object", "object_type")])

@@ -6,9 +6,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import orjson
+from starlette.types import Scope
 
 from winequality.contract.features import Matrix
-from winequality.serving.asgi import Scope
 from winequality.serving.hot import HotEndpoint, HotRoute
 from winequality.serving.model import LoadedModel
 from winequality.serving.schemas import ErrorResponse, PredictRequest, PredictResponse

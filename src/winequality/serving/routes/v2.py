@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from winequality.contract import schema
 from winequality.contract.features import Matrix
-from winequality.serving.asgi import Scope, header
+from winequality.http_common import Scope, header
 from winequality.serving.hot import HotEndpoint, HotRoute
 from winequality.serving.model import LoadedModel
 from winequality.serving.schemas import (

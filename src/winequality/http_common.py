@@ -1,0 +1,210 @@
+"""What every HTTP service of the project does the same way: the bearer check and body reading.
+
+The serving app, the drift detector and the retraining webhook import this module and nothing
+heavier (no MLflow, no DVC): ASGI plumbing (``starlette.types``), the limited body reader and the
+bearer-token dependency.
+
+- ``read_body`` streams ``receive()`` and stops with ``BodyTooLargeError`` (413) as soon as the
+  body passes the endpoint's limit, before reading it when ``Content-Length`` already says so,
+  and with ``UnsupportedMediaTypeError`` (415) on a content type the endpoint does not take.
+- ``TokenDep`` checks ``Authorization: Bearer <token>`` against the app's token in constant
+  time. Every failure is the same answer: 401, ``WWW-Authenticate: Bearer`` and
+  ``{"detail": {"reason": ..., "message": ...}}`` with reason ``auth_disabled`` (no token
+  configured), ``missing_token`` or ``invalid_token``. It is a dependency, and the endpoints it
+  guards declare no body parameter, so it runs before a byte of the body is read.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import uuid
+from typing import Annotated, Final
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "JSON_MEDIA_TYPES",
+    "ASGIApp",
+    "BodyError",
+    "BodyTooLargeError",
+    "ClientDisconnectedError",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+    "TokenDep",
+    "UnsupportedMediaTypeError",
+    "header",
+    "media_type",
+    "read_body",
+    "read_request_body",
+    "request_id",
+    "require_token",
+    "send_json",
+    "set_token",
+]
+
+DEFAULT_MAX_BODY_BYTES: Final = 4_000_000
+"""The request body limit of the services unless configured (``Settings.max_body_bytes``); the
+payload logger sizes its batches under it."""
+JSON_MEDIA_TYPES: Final[frozenset[bytes | None]] = frozenset({b"application/json"})
+JSON_HEADER: Final = (b"content-type", b"application/json")
+_REQUEST_ID_OK: Final = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+# --- body ------------------------------------------------------------------------------------
+
+
+class BodyError(Exception):
+    """A body refused before it was parsed: ``status``, a metric ``reason`` and a message."""
+
+    status: int = 400
+    reason: str = "bad_body"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BodyTooLargeError(BodyError):
+    """The body exceeds the endpoint's limit (413)."""
+
+    status = 413
+    reason = "body_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body exceeds {limit} bytes")
+        self.limit = limit
+
+
+class UnsupportedMediaTypeError(BodyError):
+    """The content type is not one the endpoint reads (415)."""
+
+    status = 415
+    reason = "unsupported_media_type"
+
+    def __init__(self, accepted: frozenset[bytes | None]) -> None:
+        names = sorted(t.decode() for t in accepted if t is not None)
+        super().__init__(f"content-type must be one of {names}")
+
+
+class ClientDisconnectedError(Exception):
+    """The client went away before sending its whole body; nobody is left to answer."""
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """First value of a header (ASGI servers lower-case header names)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def media_type(value: bytes | None) -> bytes | None:
+    """``type/subtype`` of a Content-Type value, lower-cased, without parameters."""
+    if value is None:
+        return None
+    return value.split(b";", 1)[0].strip().lower()
+
+
+async def read_body(
+    scope: Scope,
+    receive: Receive,
+    limit: int,
+    media_types: frozenset[bytes | None] | None = JSON_MEDIA_TYPES,
+) -> bytes:
+    """The whole body, within ``limit`` bytes, of one of ``media_types`` (None: any type).
+
+    Refused before reading when the client announces more than ``limit``; while reading as soon
+    as the received bytes pass it (chunked bodies, clients that lie).
+    """
+    if media_types is not None and media_type(header(scope, b"content-type")) not in media_types:
+        raise UnsupportedMediaTypeError(media_types)
+    declared = header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError(limit)
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnectedError
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise BodyTooLargeError(limit)
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnectedError
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_request_body(
+    request: Request, limit: int, media_types: frozenset[bytes | None] | None = JSON_MEDIA_TYPES
+) -> bytes:
+    """``read_body`` for a FastAPI endpoint that takes ``request`` and declares no body model."""
+    return await read_body(request.scope, request.receive, limit, media_types)
+
+
+def request_id(scope: Scope) -> str:
+    """The caller's X-Request-ID when it is a sane token, else a fresh one."""
+    given = header(scope, b"x-request-id")
+    if given is not None and _REQUEST_ID_OK.match(given):
+        return given.decode()
+    return uuid.uuid4().hex
+
+
+async def send_json(send: Send, status: int, body: bytes, request_id: str | None = None) -> None:
+    headers = [JSON_HEADER, (b"content-length", str(len(body)).encode())]
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# --- bearer token ----------------------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False, description="The service's bearer token.")
+_TOKEN_ATTRIBUTE: Final = "bearer_token"  # noqa: S105 (an attribute name, not a secret)
+
+
+def set_token(app: FastAPI, token: str | None, disabled_hint: str) -> None:
+    """The token ``TokenDep`` checks in ``app``; None refuses every call, naming ``disabled_hint``
+    (how to enable it) in the answer."""
+    setattr(app.state, _TOKEN_ATTRIBUTE, (token, disabled_hint))
+
+
+def _refuse(reason: str, message: str) -> HTTPException:
+    challenge = "Bearer" if reason != "invalid_token" else 'Bearer error="invalid_token"'
+    return HTTPException(
+        401, {"reason": reason, "message": message}, headers={"WWW-Authenticate": challenge}
+    )
+
+
+async def require_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """The app's bearer token must be presented (see the module docstring for the answers)."""
+    expected, disabled_hint = getattr(request.app.state, _TOKEN_ATTRIBUTE, (None, "no token set"))
+    if not expected:
+        raise _refuse("auth_disabled", f"this endpoint is disabled: {disabled_hint}")
+    if credentials is None or not credentials.credentials:
+        raise _refuse("missing_token", "an Authorization: Bearer <token> header is required")
+    # compare_digest takes time independent of where the tokens differ: no timing oracle.
+    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+        raise _refuse("invalid_token", "the bearer token is not valid")
+
+
+TokenDep = Annotated[None, Depends(require_token)]
+"""Add ``_: TokenDep`` to an endpoint (or ``dependencies=[Depends(require_token)]``)."""
