@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 
 from winequality.contract import schema
 from winequality.contract.features import Matrix
+from winequality.inference.predictor import open_onnx_session
 
 
 class ParityError(RuntimeError):
@@ -30,8 +30,9 @@ def export_onnx(model: Any, opset: int = 17) -> bytes:
 
 
 def onnx_predict(onnx_model: bytes, matrix: Matrix) -> np.ndarray:
-    session = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
-    out = session.run(None, {schema.ONNX_INPUT: matrix.astype(np.float32, copy=False)})[0]
+    """Raw scores of a serialized model (``BundleError`` when it breaks the input contract)."""
+    session, input_name = open_onnx_session(onnx_model, "exported ONNX model")
+    out = session.run(None, {input_name: matrix.astype(np.float32, copy=False)})[0]
     return np.asarray(out, dtype=np.float64).reshape(-1)
 
 

@@ -67,7 +67,57 @@ class Predictor(Protocol):
 
     async def ready(self) -> bool: ...
 
+    async def self_check(self) -> None:
+        """``BundleError`` unless the model gives usable scores for the schema's examples."""
+        ...
+
     async def close(self) -> None: ...
+
+
+def example_matrix() -> Matrix:
+    """The schema's typical wine, once red and once white."""
+    row = [f.example for f in schema.FEATURES]
+    return np.array([[*row, 0.0], [*row, 1.0]], dtype=np.float32)
+
+
+def check_example_scores(scores: npt.NDArray[np.float32], what: str = "scores") -> None:
+    """``BundleError`` unless ``scores`` (of ``example_matrix()``) are one finite in-range score
+    per example: what every ``self_check`` asserts."""
+    n = len(example_matrix())
+    if scores.shape != (n,):
+        raise BundleError(f"expected {n} {what}, got shape {scores.shape}")
+    ok = np.isfinite(scores) & (scores >= schema.QUALITY_MIN) & (scores <= schema.QUALITY_MAX)
+    if not ok.all():
+        raise BundleError(
+            f"predictions on the schema examples {scores.tolist()} are not finite scores within "
+            f"[{schema.QUALITY_MIN}, {schema.QUALITY_MAX}]"
+        )
+
+
+def open_onnx_session(
+    model: bytes | Path, where: str, options: ort.SessionOptions | None = None
+) -> tuple[ort.InferenceSession, str]:
+    """An onnxruntime session for ``model`` and its input name, checked against the contract:
+    one float input of ``schema.N_MODEL_COLUMNS`` columns and an output. ``BundleError`` (the
+    message starts with ``where``) otherwise. The one place a model file is judged loadable."""
+    try:
+        session = ort.InferenceSession(
+            model if isinstance(model, bytes) else str(model),
+            options,
+            providers=["CPUExecutionProvider"],
+        )
+    except Exception as exc:  # onnxruntime raises its own unexported exception types
+        raise BundleError(f"{where}: not a loadable ONNX model ({exc})") from exc
+    inputs = session.get_inputs()
+    width = inputs[0].shape[-1] if len(inputs) == 1 and inputs[0].shape else None
+    if width != schema.N_MODEL_COLUMNS or inputs[0].type != "tensor(float)":
+        raise BundleError(
+            f"{where}: expected one float input with {schema.N_MODEL_COLUMNS} columns, "
+            f"got {[(i.name, i.type, i.shape) for i in inputs]}"
+        )
+    if not session.get_outputs():
+        raise BundleError(f"{where}: the model has no output")
+    return session, inputs[0].name
 
 
 def read_bundle_metadata(bundle: Path) -> ModelMetadata:
@@ -104,22 +154,7 @@ class OnnxPredictor:
         options.inter_op_num_threads = 1
         # One session per model: spinning threads would steal the core from the event loop.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self._session = ort.InferenceSession(
-                str(model_file), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own unexported exception types
-            raise BundleError(f"{model_file}: not a loadable ONNX model ({exc})") from exc
-        inputs = self._session.get_inputs()
-        width = inputs[0].shape[-1] if len(inputs) == 1 and inputs[0].shape else None
-        if width != schema.N_MODEL_COLUMNS or inputs[0].type != "tensor(float)":
-            raise BundleError(
-                f"{model_file}: expected one float input with {schema.N_MODEL_COLUMNS} columns, "
-                f"got {[(i.name, i.type, i.shape) for i in inputs]}"
-            )
-        if not self._session.get_outputs():
-            raise BundleError(f"{model_file}: the model has no output")
-        self._input = inputs[0].name
+        self._session, self._input = open_onnx_session(model_file, str(model_file), options)
 
     @property
     def metadata(self) -> ModelMetadata:
@@ -140,6 +175,15 @@ class OnnxPredictor:
 
     async def ready(self) -> bool:
         return True
+
+    async def self_check(self) -> None:
+        # The raw score, before the clipping of ``postprocess``, which would turn an absurd
+        # model (score 1e6) into a plausible-looking 10.
+        try:
+            raw = self.scores(example_matrix())
+        except Exception as exc:  # onnxruntime's own exception types are not exported
+            raise BundleError(f"the model fails on the schema examples: {exc}") from exc
+        check_example_scores(raw)
 
     async def close(self) -> None:
         return None

@@ -43,6 +43,8 @@ from winequality.inference.predictor import (
     UpstreamBadResponse,
     UpstreamTimeout,
     UpstreamUnavailable,
+    check_example_scores,
+    example_matrix,
 )
 from winequality.settings import Settings
 
@@ -380,6 +382,11 @@ class RemoteV2Predictor:
             np.concatenate([p.quality for p in parts]),
             np.concatenate([p.quality_class for p in parts]),
         )
+
+    async def self_check(self) -> None:
+        """The upstream's predictions for the schema's examples (clipped already: the raw score
+        stays on the server); ``Upstream*`` errors when it cannot be asked."""
+        check_example_scores((await self.predict(example_matrix())).quality, "predictions")
 
     async def ready(self) -> bool:
         """The server is ready and so is the model (``/v2/health/ready``, ``.../ready``)."""

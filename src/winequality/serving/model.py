@@ -16,18 +16,19 @@ from pathlib import Path
 from typing import Final
 
 import anyio.to_thread
-import numpy as np
 
 from winequality.artifacts import METADATA_FILE, ModelMetadata
-from winequality.contract import schema
 from winequality.inference.predictor import (
     BundleError,
     OnnxPredictor,
     Predictor,
     UpstreamTimeout,
     UpstreamUnavailable,
+    example_matrix,
     read_bundle_metadata,
 )
+
+__all__ = ["LoadedModel", "Loader", "ModelManager", "default_loader", "example_matrix"]
 from winequality.serving.metrics import ServingMetrics
 from winequality.settings import Settings
 
@@ -52,38 +53,6 @@ def default_loader(settings: Settings) -> Loader:
         return RemoteV2Predictor.from_settings(settings, read_bundle_metadata(bundle))
 
     return remote
-
-
-def example_matrix() -> np.ndarray:
-    """The schema's typical wine, once red and once white."""
-    row = [f.example for f in schema.FEATURES]
-    return np.array([[*row, 0.0], [*row, 1.0]], dtype=np.float32)
-
-
-async def smoke_check(predictor: Predictor) -> None:
-    """Refuse (``BundleError``) a model whose predictions on typical wines are unusable.
-
-    The raw score is checked when it is available, because the clipping of ``postprocess`` would
-    turn an absurd model (score 1e6) into a plausible-looking 10.
-    """
-    matrix = example_matrix()
-    if isinstance(predictor, OnnxPredictor):
-        try:
-            raw = predictor.scores(matrix)
-        except Exception as exc:  # onnxruntime's own exception types are not exported
-            raise BundleError(f"the model fails on the schema examples: {exc}") from exc
-        if raw.shape != (len(matrix),):
-            raise BundleError(f"expected {len(matrix)} scores, got shape {raw.shape}")
-    else:
-        raw = (await predictor.predict(matrix)).quality
-        if raw.shape != (len(matrix),):
-            raise BundleError(f"expected {len(matrix)} predictions, got shape {raw.shape}")
-    ok = np.isfinite(raw) & (raw >= schema.QUALITY_MIN) & (raw <= schema.QUALITY_MAX)
-    if not ok.all():
-        raise BundleError(
-            f"predictions on the schema examples {raw.tolist()} are not finite scores within "
-            f"[{schema.QUALITY_MIN}, {schema.QUALITY_MAX}]"
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +91,7 @@ class ModelManager:
             raise BundleError(f"{bundle}: not a directory")
         predictor = await anyio.to_thread.run_sync(self._loader, bundle)
         try:
-            await smoke_check(predictor)
+            await predictor.self_check()
         except (UpstreamUnavailable, UpstreamTimeout) as exc:
             # Remote mode: the bundle is only metadata and the server may come back later;
             # readiness reports the outage in the meantime.

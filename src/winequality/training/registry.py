@@ -311,18 +311,12 @@ def promote(
 
 
 def _check_onnx(onnx_model: bytes, where: str) -> None:
-    import onnxruntime as ort
+    from winequality.inference.predictor import BundleError, open_onnx_session
 
     try:
-        session = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime's own exception types are not exported
-        raise RegistryError(f"{where}: not a loadable ONNX model ({exc})") from exc
-    inputs = session.get_inputs()
-    if len(inputs) != 1 or inputs[0].shape[-1] != schema.N_MODEL_COLUMNS:
-        raise RegistryError(
-            f"{where}: expected one input of width {schema.N_MODEL_COLUMNS}, "
-            f"got {[(i.name, i.shape) for i in inputs]}"
-        )
+        open_onnx_session(onnx_model, where)
+    except BundleError as exc:
+        raise RegistryError(str(exc)) from exc
 
 
 def pull(

@@ -1,0 +1,53 @@
+"""The one ONNX contract check and the predictor's self check."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from tests.support.bundles import (
+    bundle_with_absurd_scores,
+    bundle_with_wrong_width,
+    train_model,
+    write_model_bundle,
+)
+
+from winequality import artifacts
+from winequality.contract import schema
+from winequality.inference.predictor import BundleError, OnnxPredictor, open_onnx_session
+
+
+def test_a_model_of_the_contract_opens_with_its_input_name(
+    tmp_path: Path, real_wines: pd.DataFrame
+) -> None:
+    bundle = write_model_bundle(tmp_path / "b", train_model(real_wines.iloc[::10]), "1")
+    _, name = open_onnx_session((bundle / artifacts.MODEL_FILE).read_bytes(), "here")
+    assert name == schema.ONNX_INPUT
+
+
+def test_a_model_of_the_wrong_width_is_refused_naming_where(
+    tmp_path: Path, real_wines: pd.DataFrame
+) -> None:
+    bundle = bundle_with_wrong_width(tmp_path / "b", real_wines.iloc[::10])
+    with pytest.raises(BundleError, match=r"^run 7: expected one float input with 12 columns"):
+        open_onnx_session(bundle / artifacts.MODEL_FILE, "run 7")
+
+
+def test_bytes_that_are_not_onnx_are_refused() -> None:
+    with pytest.raises(BundleError, match="not a loadable ONNX model"):
+        open_onnx_session(b"not onnx", "upload")
+
+
+def test_self_check_refuses_a_model_with_absurd_raw_scores(
+    tmp_path: Path, real_wines: pd.DataFrame
+) -> None:
+    predictor = OnnxPredictor(bundle_with_absurd_scores(tmp_path / "b", real_wines.iloc[::10]))
+    with pytest.raises(BundleError, match="not finite scores within"):
+        asyncio.run(predictor.self_check())
+
+
+def test_self_check_passes_a_trained_model(tmp_path: Path, real_wines: pd.DataFrame) -> None:
+    bundle = write_model_bundle(tmp_path / "b", train_model(real_wines.iloc[::10]), "1")
+    asyncio.run(OnnxPredictor(bundle).self_check())
