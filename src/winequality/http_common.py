@@ -26,7 +26,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
-    "DEFAULT_MAX_BODY_BYTES",
     "JSON_MEDIA_TYPES",
     "ASGIApp",
     "BodyError",
@@ -48,9 +47,6 @@ __all__ = [
     "set_token",
 ]
 
-DEFAULT_MAX_BODY_BYTES: Final = 4_000_000
-"""The request body limit of the services unless configured (``Settings.max_body_bytes``); the
-payload logger sizes its batches under it."""
 JSON_MEDIA_TYPES: Final[frozenset[bytes | None]] = frozenset({b"application/json"})
 JSON_HEADER: Final = (b"content-type", b"application/json")
 _REQUEST_ID_OK: Final = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")

@@ -7,10 +7,14 @@ construct ``Settings()`` where it is needed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MAX_BODY_BYTES: Final = 4_000_000
+"""``max_body_bytes`` unless configured: the app's and the detector's body limit, under which the
+payload logger sizes its batched POSTs."""
 
 
 class Settings(BaseSettings):
@@ -63,7 +67,7 @@ class Settings(BaseSettings):
     """Intra-op threads of the onnxruntime session."""
     max_batch_rows: int = 10_000
     """Largest number of wines accepted in one request."""
-    max_body_bytes: int = 4_000_000
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """Largest request body accepted (413 above)."""
     admin_token: str | None = None
     """Bearer token for ``POST /admin/reload``; unset disables the endpoint (401)."""
@@ -82,8 +86,8 @@ class Settings(BaseSettings):
     are dropped and counted. Room for a linger at ~10,000 requests/s and a slow POST or two."""
     payload_batch_max: int = 8_192
     """Most CloudEvents per POST to the detector (batched content mode, a JSON array streamed
-    a slice at a time; bodies also stop at 3.5 MB); 1 sends each event alone in binary mode, as
-    Seldon's request logger does."""
+    a slice at a time; bodies also stop under ``DEFAULT_MAX_BODY_BYTES``); 1 sends each event
+    alone in binary mode, as Seldon's request logger does."""
     payload_linger_s: float = 0.2
     """How long requests accumulate before the batched POST that carries them (one POST per
     linger at most): a POST's fixed cost then lands on a handful of requests a second

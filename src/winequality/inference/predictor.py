@@ -166,7 +166,8 @@ class OnnxPredictor:
         return np.asarray(scores, dtype=np.float32).reshape(-1)
 
     def predict_sync(self, matrix: Matrix) -> Prediction:
-        """Synchronous path: onnxruntime releases the GIL and a row takes microseconds."""
+        """Synchronous path: onnxruntime releases the GIL and a small batch is cheaper to run
+        here than a hop to a worker thread."""
         quality, klass = postprocess(self.scores(matrix))
         return Prediction(quality, klass)
 

@@ -15,12 +15,12 @@ request and answers JSON is understood too; ``binary_data=False`` sends V2 JSON,
 without the extension.
 
 The inference POST is on the path of every prediction in ``remote`` mode, on the event loop that
-serves the app, so the client is aiohttp (one pooled ``ClientSession``, C parser): about 0.2 ms
-of CPU per one-wine request here, where httpx took about 0.8 ms (``benchmarks/triton_proxy.py``
-measures the whole path). Failures: a connection that cannot be made is retried ``retries``
-times (the request never left); a connection dropped before the answer is retried once, since a
-V2 inference is a pure function of its request (a keep-alive connection the server closed while
-idle is the usual cause); a timeout is not retried (the request may still be running).
+serves the app, so the client is aiohttp (one pooled ``ClientSession``, C parser): it costs
+less CPU per request than httpx did (``benchmarks/triton_proxy.py`` measures the whole path).
+Failures: a connection that cannot be made is retried ``retries`` times (the request never
+left); a connection dropped before the answer is retried once, since a V2 inference is a pure
+function of its request (a keep-alive connection the server closed while idle is the usual
+cause); a timeout is not retried (the request may still be running).
 """
 
 from __future__ import annotations

@@ -248,8 +248,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _parse_json(raw: bytes | str, what: str = "body") -> Any:
-    """Strict JSON (orjson: NaN and Infinity literals are refused); ~7x faster than the json
-    module on the app's batches, where parsing is most of the detector's work."""
+    """Strict JSON (orjson: NaN and Infinity literals are refused); faster than the json module
+    on the app's batches, where parsing is most of the detector's work."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -573,8 +573,8 @@ def create_app(
 
     ``freeze_gc`` (the server entry point sets it): everything alive once started (imports, the
     reference) lives as long as the process; out of the collector's sight, a batch's thousands
-    of parsed events no longer make every collection walk it too (+20 % rows/s in
-    ``benchmarks/drift.py``).
+    of parsed events no longer make every collection walk it too (``benchmarks/drift.py``
+    measures the gain).
     """
     state = DetectorState(params=params, reference_path=reference_path)
 

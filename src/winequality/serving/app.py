@@ -90,9 +90,9 @@ def create_app(
     """The app for ``settings``; ``loader`` overrides how a bundle becomes a predictor.
 
     ``freeze_gc`` (the server entry point sets it) moves everything alive once the model is loaded
-    out of the garbage collector's sight: the ~100k objects of the imports and the model would
-    otherwise be traversed by every full collection (tens of ms, a latency spike), and none of
-    them is garbage.
+    out of the garbage collector's sight: the many objects of the imports and the model would
+    otherwise be traversed by every full collection (a latency spike), and none of them is
+    garbage.
     """
     settings = settings or Settings()
     metrics = ServingMetrics()

@@ -76,7 +76,7 @@ def run(settings: Settings, log_level: str) -> None:
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        # No websocket routes: skip importing a websocket implementation (~30 ms of cold start).
+        # No websocket routes: skip importing a websocket implementation (shorter cold start).
         ws="none",
         access_log=False,
         log_level=log_level,

@@ -47,8 +47,9 @@ QUALITY_BUCKETS: Final = tuple(float(x) for x in np.arange(0.5, schema.QUALITY_M
 class QualityHistogram(Collector):
     """A histogram fed a whole batch at a time with numpy.
 
-    ``prometheus_client.Histogram.observe`` takes a lock and walks the buckets per value: ~1 us per
-    wine, i.e. most of the budget of a 100-row request. Here a batch costs one ``searchsorted``.
+    ``prometheus_client.Histogram.observe`` takes a lock and walks the buckets per value, which
+    for a 100-row request costs more than the rest of its handling. Here a batch costs one
+    ``searchsorted``.
     """
 
     def __init__(self, name: str, documentation: str, buckets: Iterable[float]) -> None:

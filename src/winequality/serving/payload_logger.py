@@ -14,17 +14,17 @@ SeldonDeployment ``logger``.
 Where the time goes (``benchmarks/payload_logging.py``; the app has one core there):
 
 * The request path calls ``PayloadLogger.log`` after the answer went out. In batched mode it
-  encodes the exchange's two events right there (~2 us from byte templates) and appends the
+  encodes the exchange's two events right there (from byte templates) and appends the
   bytes to a bounded list: bytes are invisible to the garbage collector however many wait, and
   at one connection the work fits in the time the client takes to send its next request.
 * Once per linger the single background task sends what accumulated as one POST whose body is
-  streamed a slice of ~140 kB at a time, with a turn of the event loop between slices. Building
-  a megabyte body and writing it in one piece held the loop for milliseconds (GC included),
-  and small batches sent often put a POST's fixed cost (~0.3 ms with cold caches) in front of a
-  few percent of the requests; either way the p99 doubled.
+  streamed a slice (``STREAM_SLICE`` exchanges) at a time, with a turn of the event loop between
+  slices. Building a megabyte body and writing it in one piece held the loop (GC included) long
+  enough to show in the p99, and so did small batches sent often, which put a POST's fixed cost
+  in front of a share of the requests.
 
-Delivery uses one keep-alive aiohttp connection (httpx cost ~0.8 ms of CPU per POST against
-~0.2 ms). Nothing here can fail or slow a prediction: when the buffer is full (detector slow) or
+Delivery uses one keep-alive aiohttp connection (it costs less CPU per POST than httpx did).
+Nothing here can fail or slow a prediction: when the buffer is full (detector slow) or
 a delivery fails (detector down, refusing), the events are dropped and counted per event in
 ``winequality_payloads_dropped_total{reason}``; delivery simply resumes when the detector
 answers again. After a failed connection the worker waits a short, growing pause (new requests
@@ -49,6 +49,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from winequality.contract.features import Matrix
+from winequality.settings import DEFAULT_MAX_BODY_BYTES
 
 if TYPE_CHECKING:
     import aiohttp
@@ -69,13 +70,12 @@ DEFAULT_TIMEOUT_S: Final = 2.0
 DEFAULT_LINGER_S: Final = 0.2
 """How long requests accumulate after the first one not yet sent, before their POST."""
 STREAM_SLICE: Final = 128
-"""Exchanges written per step of a batched POST (~140 kB, one send). Each step pauses the loop
-(tens of microseconds); at ~60 steps a second at 7,500 requests/s they delay under 1 % of the
-requests, where 32-exchange steps delayed ~3 % and showed in the p99
-(benchmarks/payload_logging.py: c=1 p99 ratio 1.07-1.12 with 32, 1.03 with 128)."""
-BATCH_MAX_BYTES: Final = 3_500_000
-"""Largest body of a batched POST (the detector refuses bodies over its ``max_body_bytes``,
-4 MB by default); an exchange bigger than that goes alone."""
+"""Exchanges written per step of a batched POST (one send). Each step pauses the loop briefly;
+fewer, longer steps delay fewer requests than many short ones, and smaller slices showed in the
+p99 (``benchmarks/payload_logging.py`` compares slice sizes)."""
+BATCH_MAX_BYTES: Final = DEFAULT_MAX_BODY_BYTES - DEFAULT_MAX_BODY_BYTES // 8
+"""Largest body of a batched POST: under the detector's default ``max_body_bytes``, with room for
+the separators and an event past the count; an exchange bigger than that goes alone."""
 
 
 class Exchange(NamedTuple):
@@ -195,7 +195,7 @@ class EventEncoder:
     The attributes the binary mode sends as ``Ce-*`` headers become members (Seldon's
     ``requestid`` and ``modelid`` as extension attributes); the event ids are one of ``EventIds``
     plus ``.req`` / ``.res``. The bodies are JSON the endpoint already parsed or produced: they
-    are spliced in as ``data`` bytes, not decoded and re-encoded. ~2 us per exchange.
+    are spliced in as ``data`` bytes, not decoded and re-encoded.
     """
 
     def __init__(self, source: str) -> None:
@@ -330,7 +330,7 @@ class PayloadLogger:
         return len(self._buffer) + len(self._events)
 
     async def start(self) -> None:
-        # Imported here, like in _post: aiohttp adds ~0.2 s to the app's start-up, only worth
+        # Imported here, like in _post: aiohttp lengthens the app's start-up, only worth
         # paying when a detector is configured.
         import aiohttp
         from yarl import URL
