@@ -9,10 +9,10 @@ from __future__ import annotations
 from time import perf_counter, time
 from typing import Any, ClassVar
 
-import orjson
 from fastapi.routing import APIRoute
 
 from winequality.contract.features import Matrix
+from winequality.contract.problems import FeatureError
 from winequality.inference.predictor import (
     PredictorError,
     UpstreamBadResponse,
@@ -32,10 +32,10 @@ from winequality.serving.asgi import (
     request_id,
     send_json,
 )
+from winequality.serving.errors import RequestError, error_body
 from winequality.serving.model import LoadedModel
 from winequality.serving.payload_logger import Exchange
 from winequality.serving.state import ServingState
-from winequality.serving.validation import RequestError
 
 # Failures of the predictor, as (status, reason label); the message is the exception's.
 _PREDICTOR_FAILURES: tuple[tuple[type[PredictorError], int, str], ...] = (
@@ -44,17 +44,6 @@ _PREDICTOR_FAILURES: tuple[tuple[type[PredictorError], int, str], ...] = (
     (UpstreamBadResponse, 502, "upstream_bad_response"),
     (PredictorError, 500, "predictor_error"),
 )
-
-
-def error_body(summary: str, kind: str) -> bytes:
-    return orjson.dumps(
-        {
-            "error": summary,
-            "detail": [
-                {"loc": ["body"], "index": None, "field": None, "msg": summary, "type": kind}
-            ],
-        }
-    )
 
 
 class HotEndpoint:
@@ -92,6 +81,10 @@ class HotEndpoint:
         except RequestError as exc:
             status, out = exc.status, exc.body()
             self._count_error(exc.kind)
+        except FeatureError as exc:
+            refusal = RequestError.invalid(exc)
+            status, out = refusal.status, refusal.body()
+            self._count_error(refusal.kind)
         except BodyTooLargeError:
             status = 413
             out = error_body(f"request body exceeds {self._max_body} bytes", "body_too_large")
