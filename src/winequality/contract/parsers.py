@@ -57,7 +57,7 @@ _V2_DATATYPES: Final[dict[str, frozenset[str]]] = {
 }
 
 
-def type_name(value: object) -> str:
+def _type_name(value: object) -> str:
     """JSON's name for the type of a decoded value."""
     if value is None:
         return "null"
@@ -140,7 +140,7 @@ def _wines_document_problems(doc: Any, max_rows: int | None) -> list[Problem]:
             Problem(
                 None,
                 None,
-                f"must be a JSON object with a 'wines' array, got {type_name(doc)}",
+                f"must be a JSON object with a 'wines' array, got {_type_name(doc)}",
                 "object_type",
                 ("body",),
             )
@@ -162,7 +162,7 @@ def _wines_document_problems(doc: Any, max_rows: int | None) -> list[Problem]:
         problems.append(Problem(None, None, "field required", "missing", loc))
     elif type(wines) is not list:
         problems.append(
-            Problem(None, None, f"must be an array, got {type_name(wines)}", "list_type", loc)
+            Problem(None, None, f"must be an array, got {_type_name(wines)}", "list_type", loc)
         )
     elif not wines:
         problems.append(Problem(None, None, "must contain at least 1 wine", "too_short", loc))
@@ -191,7 +191,7 @@ def wine_problems(wines: list[Any]) -> list[Problem]:
         loc: Loc = ("body", "wines", i)
         if type(wine) is not dict:
             problems.append(
-                Problem(i, None, f"must be an object, got {type_name(wine)}", "object_type", loc)
+                Problem(i, None, f"must be an object, got {_type_name(wine)}", "object_type", loc)
             )
             continue
         problems.extend(
@@ -209,7 +209,7 @@ def wine_problems(wines: list[Any]) -> list[Problem]:
                     Problem(
                         i,
                         name,
-                        f"must be a number, got {type_name(value)}",
+                        f"must be a number, got {_type_name(value)}",
                         "number_type",
                         (*loc, name),
                     )
@@ -258,7 +258,7 @@ class V2Request:
         return self.measurements, self.matrix[:, -1] == 1.0
 
 
-V2_OUTPUTS: Final = (schema.OUTPUT_QUALITY, schema.OUTPUT_CLASS)
+_V2_OUTPUTS: Final = (schema.OUTPUT_QUALITY, schema.OUTPUT_CLASS)
 TensorData = list[Any] | npt.NDArray[Any]
 """A tensor's values: a JSON list, or an array decoded from the binary data extension."""
 _BINARY_DTYPES: Final = {"FP32": "<f4", "FP64": "<f8"}
@@ -286,7 +286,7 @@ def parse_v2_infer(body: bytes, max_rows: int | None, json_length: int | None = 
 def v2_request(doc: Any, max_rows: int | None, raw: bytes | None = None) -> V2Request:
     """A decoded V2 request (``raw``: its binary tensor data, if it used the extension)."""
     if type(doc) is not dict:
-        raise _refuse(("body",), f"must be an object, got {type_name(doc)}", "object_type")
+        raise _refuse(("body",), f"must be an object, got {_type_name(doc)}", "object_type")
     request_id = doc.get("id")
     if request_id is not None and type(request_id) is not str:
         raise _refuse(("body", "id"), "must be a string", "string_type")
@@ -438,7 +438,7 @@ def _v2_binary(inputs: list[Any], raw: bytes, problems: list[Problem]) -> dict[s
                 decoded[name] = flags
                 continue
             try:
-                decoded[name] = decode_bytes_tensor(chunk)
+                decoded[name] = _decode_bytes_tensor(chunk)
             except ValueError as exc:
                 problems.append(Problem(None, name, str(exc), "binary", loc))
         # Unknown datatypes are reported by _v2_tensor with the tensor's other problems.
@@ -471,7 +471,7 @@ def _wine_type_flags(chunk: bytes) -> npt.NDArray[np.float32] | None:
     return np.frombuffer(digits, dtype=np.uint8).astype(np.float32) - ord("0")
 
 
-def decode_bytes_tensor(chunk: bytes) -> list[Any]:
+def _decode_bytes_tensor(chunk: bytes) -> list[Any]:
     """Triton's BYTES serialisation: per element a 4-byte little-endian length, then the bytes."""
     values: list[Any] = []
     pos = 0
@@ -505,17 +505,17 @@ def _v2_is_white(wine_types: TensorData, problems: list[Problem]) -> npt.NDArray
 
 def _v2_outputs(requested: Any, problems: list[Problem]) -> tuple[str, ...]:
     if requested is None:
-        return V2_OUTPUTS
+        return _V2_OUTPUTS
     names: list[str] = []
     if type(requested) is list:
         for k, item in enumerate(requested):
             name = item.get("name") if type(item) is dict else None
-            if name not in V2_OUTPUTS:
+            if name not in _V2_OUTPUTS:
                 problems.append(
                     Problem(
                         None,
                         None,
-                        f"unknown output {name!r}; available: {list(V2_OUTPUTS)}",
+                        f"unknown output {name!r}; available: {list(_V2_OUTPUTS)}",
                         "extra_forbidden",
                         ("body", "outputs", k),
                     )
@@ -548,7 +548,7 @@ def _v2_matrix(tensors: dict[str, TensorData], n: int) -> tuple[Matrix, FloatArr
                     Problem(
                         i,
                         name,
-                        f"must be a number, got {type_name(value)}",
+                        f"must be a number, got {_type_name(value)}",
                         "number_type",
                         ("body", "inputs", name, i),
                     )
