@@ -28,12 +28,12 @@ import orjson
 import pandas as pd
 from scipy import stats
 
+from winequality.contract.parsers import frame_rows
 from winequality.data.ingest import read_uci_dir
 from winequality.monitoring.detector import (
     build_reference,
     correct,
     detect,
-    frame_to_rows,
     type_counts,
     wine_type_test,
 )
@@ -62,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
 
     wines = read_uci_dir(args.data_dir)
-    x_all, white_all = frame_to_rows(wines)
+    x_all, white_all = frame_rows(wines)
     rng = np.random.default_rng(0)
     ref_rows = rng.choice(len(x_all), size=args.reference, replace=False)
     ref_x, ref_white = x_all[ref_rows], white_all[ref_rows]

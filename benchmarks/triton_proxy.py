@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.integration.triton_fixtures import start_server, train_bundle
 
 from winequality.contract import schema
-from winequality.contract.features import frame_to_matrix
+from winequality.contract.parsers import frame_to_matrix
 from winequality.data.ingest import read_uci_dir
 from winequality.export.triton_repository import write_model_repository
 from winequality.inference.remote import (

@@ -19,7 +19,8 @@ import anyio.to_thread
 import numpy as np
 
 from winequality.contract import schema
-from winequality.contract.features import FeatureError, columns_to_matrix
+from winequality.contract.parsers import NUMBER_TYPES, wine_problems
+from winequality.contract.problems import FeatureError, Problem, in_order
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,37 +39,29 @@ CREATE TABLE IF NOT EXISTS feedback (
 
 def validate_labelled_rows(
     rows: Sequence[Mapping[str, Any]], qualities: Sequence[Any]
-) -> list[tuple[int, str, str]]:
-    """Problems (row, field, reason) with feature rows and their true qualities; empty if fine."""
-    problems: list[tuple[int, str, str]] = []
+) -> list[Problem]:
+    """Problems with feature rows (the contract's wine records) and their true qualities."""
     if len(rows) != len(qualities):
-        return [(-1, "quality", f"{len(qualities)} labels for {len(rows)} rows")]
-    expected = {*schema.FEATURE_NAMES, schema.WINE_TYPE}
-    for i, row in enumerate(rows):
-        problems += [(i, name, "missing") for name in sorted(expected - row.keys())]
-        problems += [(i, name, "unknown field") for name in sorted(row.keys() - expected)]
+        return [
+            Problem(
+                None,
+                schema.TARGET,
+                f"{len(qualities)} labels for {len(rows)} rows",
+                "length_mismatch",
+                ("body", schema.TARGET),
+            )
+        ]
+    problems = wine_problems(list(rows))
+    span = f"[{schema.QUALITY_MIN}, {schema.QUALITY_MAX}]"
     for i, q in enumerate(qualities):
-        if isinstance(q, bool) or not isinstance(q, int | float) or q != int(q):
-            problems.append((i, "quality", f"must be an integer, got {q!r}"))
+        loc = ("body", schema.TARGET, i)
+        if type(q) not in NUMBER_TYPES or (type(q) is float and not q.is_integer()):
+            problems.append(
+                Problem(i, schema.TARGET, f"must be an integer, got {q!r}", "int_type", loc)
+            )
         elif not schema.QUALITY_MIN <= q <= schema.QUALITY_MAX:
-            span = f"[{schema.QUALITY_MIN}, {schema.QUALITY_MAX}]"
-            problems.append((i, "quality", f"{q} is outside {span}"))
-    if problems:
-        return problems
-    try:
-        columns = {n: [_number(r[n]) for r in rows] for n in schema.FEATURE_NAMES}
-        columns_to_matrix(columns, [r[schema.WINE_TYPE] for r in rows])
-    except FeatureError as exc:
-        return exc.problems
-    except (TypeError, ValueError) as exc:
-        return [(-1, "features", str(exc))]
-    return []
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"feature values must be numbers, got {value!r}")
-    return float(value)
+            problems.append(Problem(i, schema.TARGET, f"{q} is outside {span}", "value_error", loc))
+    return in_order(problems)
 
 
 class FeedbackStore:

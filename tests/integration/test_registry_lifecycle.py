@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from winequality import artifacts
 from winequality.cli import app
 from winequality.contract import schema
-from winequality.contract.features import frame_to_matrix, postprocess
+from winequality.contract.features import postprocess
+from winequality.contract.parsers import frame_to_matrix
 from winequality.inference.predictor import OnnxPredictor
 from winequality.process import ManagedProcess, free_port
 from winequality.training.train import load_model

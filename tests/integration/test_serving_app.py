@@ -20,7 +20,7 @@ from sklearn.pipeline import Pipeline
 from tests.support.bundles import bundle_with_wrong_width, corrupt_onnx
 
 from winequality.contract import schema
-from winequality.contract.features import frame_to_matrix
+from winequality.contract.parsers import frame_to_matrix
 from winequality.process import ManagedProcess, free_port
 from winequality.serving.schemas import example_wine
 

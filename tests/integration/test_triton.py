@@ -16,7 +16,7 @@ from tests.integration.triton_fixtures import start_server, train_bundle
 
 from winequality.bundled_triton import TritonServer
 from winequality.contract import schema
-from winequality.contract.features import frame_to_matrix
+from winequality.contract.parsers import frame_to_matrix
 from winequality.export.triton_repository import write_model_repository
 from winequality.inference.predictor import OnnxPredictor, Prediction
 from winequality.inference.remote import (

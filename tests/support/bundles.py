@@ -21,7 +21,7 @@ from sklearn.preprocessing import StandardScaler
 
 from winequality import artifacts
 from winequality.contract import schema
-from winequality.contract.features import frame_to_matrix
+from winequality.contract.parsers import frame_to_matrix
 from winequality.export.onnx import export_onnx
 
 

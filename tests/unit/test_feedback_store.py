@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from winequality.contract import schema
-from winequality.contract.features import FeatureError
+from winequality.contract.problems import FeatureError
 from winequality.feedback_store import FeedbackStore
 
 
@@ -43,8 +43,8 @@ def test_empty_store_gives_an_empty_frame_with_the_right_columns(tmp_path: Path)
     [
         (example_row(ph=15.0), 5, "ph", "outside the physical range"),
         (example_row(wine_type="rose"), 5, "wine_type", "must be one of"),
-        (example_row(alcohol="strong"), 5, "features", "must be numbers"),
-        ({k: v for k, v in example_row().items() if k != "density"}, 5, "density", "missing"),
+        (example_row(alcohol="strong"), 5, "alcohol", "must be a number, got string"),
+        ({k: v for k, v in example_row().items() if k != "density"}, 5, "density", "required"),
         (example_row(colour="red"), 5, "colour", "unknown field"),
         (example_row(), 11, "quality", "outside"),
         (example_row(), 5.5, "quality", "integer"),
@@ -57,5 +57,5 @@ def test_bad_feedback_is_rejected_with_field_and_reason_and_nothing_is_stored(
     store = FeedbackStore(tmp_path / "fb.sqlite")
     with pytest.raises(FeatureError) as info:
         store.add([row], [quality])  # type: ignore[list-item]
-    assert any(f == field and reason in why for _, f, why in info.value.problems), info.value
+    assert any(p.field == field and reason in p.reason for p in info.value.problems), info.value
     assert store.count() == 0

@@ -19,6 +19,7 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from winequality.contract import schema
+from winequality.contract.problems import Problem
 from winequality.data.ingest import SOURCE_FILE, SOURCE_LINE, display_name
 
 Policy = Literal["fail", "quarantine"]
@@ -64,30 +65,23 @@ def build_schema() -> pa.DataFrameSchema:
     return pa.DataFrameSchema(columns, strict=True, name="wines")
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One bad cell: where it is and why it is rejected."""
+def describe(problem: Problem) -> str:
+    """``file, line N, column 'c': reason`` of a cell problem (``loc`` is (file, line))."""
+    source_file, line = problem.loc
+    return f"{source_file}, line {line}, column {problem.field!r}: {problem.reason}"
 
-    row: int
-    """0-based row of the validated table."""
-    source_file: str
-    line: int
-    column: str
-    value: str | None
-    reason: str
 
-    def __str__(self) -> str:
-        return f"{self.source_file}, line {self.line}, column {self.column!r}: {self.reason}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "row": self.row,
-            "source_file": self.source_file,
-            "line": self.line,
-            "column": self.column,
-            "value": self.value,
-            "reason": self.reason,
-        }
+def problem_json(problem: Problem) -> dict[str, Any]:
+    """A cell problem as the validation report lists it."""
+    source_file, line = problem.loc
+    return {
+        "row": problem.row,
+        "source_file": source_file,
+        "line": line,
+        "column": problem.field,
+        "value": problem.value,
+        "reason": problem.reason,
+    }
 
 
 @dataclass(frozen=True)
@@ -219,14 +213,14 @@ def validate_frame(raw: pd.DataFrame) -> ValidationResult:
         problems.append(
             Problem(
                 row=i,
-                source_file=str(raw.at[i, SOURCE_FILE]),
-                line=int(str(raw.at[i, SOURCE_LINE])),
-                column=c,
-                value=value,
+                field=c,
                 reason=_reason(c, check_name, value),
+                kind=check_name,
+                loc=(str(raw.at[i, SOURCE_FILE]), int(str(raw.at[i, SOURCE_LINE]))),
+                value=value,
             )
         )
-    problems.sort(key=lambda p: (p.row, _column_order(p.column)))
+    problems.sort(key=lambda p: (p.row or 0, _column_order(p.field)))
     if table_problems:
         return ValidationResult(
             valid=_empty_valid(),
@@ -234,10 +228,10 @@ def validate_frame(raw: pd.DataFrame) -> ValidationResult:
             problems=problems,
             table_problems=table_problems,
         )
-    bad_rows = sorted({p.row for p in problems})
-    reasons: dict[int, list[str]] = {}
+    bad_rows = sorted({p.row for p in problems if p.row is not None})
+    reasons: dict[int | None, list[str]] = {}
     for p in problems:
-        reasons.setdefault(p.row, []).append(f"{p.column}: {p.reason}")
+        reasons.setdefault(p.row, []).append(f"{p.field}: {p.reason}")
     invalid = raw.loc[bad_rows].copy()
     invalid[REASON] = ["; ".join(reasons[i]) for i in bad_rows]
     good = raw.drop(index=bad_rows)
@@ -249,8 +243,8 @@ def validate_frame(raw: pd.DataFrame) -> ValidationResult:
 _ORDER: Final[Mapping[str, int]] = {c: i for i, c in enumerate(schema.DATA_COLUMNS)}
 
 
-def _column_order(column: str) -> int:
-    return _ORDER.get(column, len(_ORDER))
+def _column_order(column: str | None) -> int:
+    return _ORDER.get(column or "", len(_ORDER))
 
 
 def finalise(rows: pd.DataFrame) -> pd.DataFrame:
@@ -279,7 +273,8 @@ def build_report(
     """The JSON report: counts, problems per column and every problem with its location."""
     per_column: dict[str, int] = {}
     for p in result.problems:
-        per_column[p.column] = per_column.get(p.column, 0) + 1
+        column = p.field or ""
+        per_column[column] = per_column.get(column, 0) + 1
     passed = not result.table_problems and (
         not result.problems or (policy == "quarantine" and len(result.valid) > 0)
     )
@@ -293,14 +288,14 @@ def build_report(
         "quarantined_rows": len(result.invalid) if policy == "quarantine" and passed else 0,
         "table_problems": result.table_problems,
         "problems_per_column": per_column,
-        "problems": [p.as_dict() for p in result.problems],
+        "problems": [problem_json(p) for p in result.problems],
     }
 
 
 def summary_lines(result: ValidationResult, limit: int = 10) -> Sequence[str]:
     """The first problems, readable, for the terminal."""
     lines = list(result.table_problems)
-    lines += [str(p) for p in result.problems[:limit]]
+    lines += [describe(p) for p in result.problems[:limit]]
     hidden = len(result.problems) - limit
     if hidden > 0:
         lines.append(f"... and {hidden} more problem(s)")

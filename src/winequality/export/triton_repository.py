@@ -7,7 +7,7 @@ positive integer, else 1)::
     OUT/wine-quality/V/                     (empty: Triton requires a version directory)
     OUT/preprocess/config.pbtxt             Python backend
     OUT/preprocess/V/model.py               validates, orders and casts the named inputs
-    OUT/preprocess/V/winequality/...        contract/{schema,features}.py, copied verbatim
+    OUT/preprocess/V/winequality/...        contract/{schema,problems,features}.py, copied verbatim
     OUT/elasticnet/config.pbtxt             ``onnxruntime_onnx`` platform, or the Python backend
     OUT/elasticnet/V/model.onnx             (+ model.py running onnxruntime for ``python``)
     OUT/postprocess/config.pbtxt            Python backend
@@ -16,9 +16,9 @@ positive integer, else 1)::
 
 The step running the ONNX file is named after the bundle's model family (``elasticnet`` by
 default). The pre/post-processing is the code the app runs in process: the Python-backend models
-import the copies of ``schema.py`` and ``features.py`` shipped next to them, so nothing is
-re-typed. The configs are written as text here (the export environment has no Triton client); the
-tests parse every one of them as Triton's ``ModelConfig`` protobuf.
+import the copies of ``schema.py``, ``problems.py`` and ``features.py`` shipped next to them, so
+nothing is re-typed. The configs are written as text here (the export environment has no Triton
+client); the tests parse every one of them as Triton's ``ModelConfig`` protobuf.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from winequality import artifacts
-from winequality.contract import features, schema
+from winequality.contract import features, problems, schema
 
 Variant = Literal["onnxruntime", "python"]
 VARIANTS: Final[tuple[Variant, ...]] = ("onnxruntime", "python")
@@ -222,9 +222,13 @@ def triton_version(metadata: artifacts.ModelMetadata) -> int:
     return int(v) if v.isdigit() and int(v) > 0 else 1
 
 
+SHIPPED_MODULES: Final = (schema, problems, features)
+"""The contract modules the Python-backend models import (numpy and the standard library only)."""
+
+
 def copy_processing_code(dest: Path) -> Path:
-    """Copy ``contract/schema.py`` and ``contract/features.py`` as a minimal ``winequality``
-    package.
+    """Copy ``SHIPPED_MODULES`` (``contract/{schema,problems,features}.py``) as a minimal
+    ``winequality`` package.
 
     The package ``__init__`` files are written fresh rather than copied, so whatever the real
     package grows at import time never reaches the Triton stub: it needs numpy and nothing else.
@@ -233,8 +237,9 @@ def copy_processing_code(dest: Path) -> Path:
     (pkg / "contract").mkdir(parents=True, exist_ok=True)
     (pkg / "__init__.py").write_text('"""Copied from winequality by the Triton export."""\n')
     (pkg / "contract" / "__init__.py").write_text('"""Copied by the Triton export."""\n')
-    shutil.copyfile(schema.__file__, pkg / "contract" / "schema.py")
-    shutil.copyfile(features.__file__, pkg / "contract" / "features.py")
+    for module in SHIPPED_MODULES:
+        source = Path(str(module.__file__))
+        shutil.copyfile(source, pkg / "contract" / source.name)
     return pkg
 
 

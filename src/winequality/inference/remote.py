@@ -37,7 +37,8 @@ from yarl import URL
 
 from winequality.artifacts import ModelMetadata
 from winequality.contract import schema
-from winequality.contract.features import V2_BYTES_RED, V2_BYTES_WHITE, Matrix
+from winequality.contract.features import Matrix
+from winequality.contract.parsers import V2_BYTES_RED, V2_BYTES_WHITE
 from winequality.inference.predictor import (
     Prediction,
     UpstreamBadResponse,

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from winequality.contract import schema
+from winequality.contract.parsers import frame_rows
 from winequality.monitoring.detector import (
     TEST_NAMES,
     DriftResult,
-    frame_to_rows,
     type_counts,
     wine_type_test,
 )
@@ -129,8 +129,8 @@ def detect_alibi_many(
         raise AlibiBackendError(
             f"no Alibi Detect venv at {venv}: run `winequality drift alibi-venv` first"
         )
-    ref_x, ref_white = frame_to_rows(reference)
-    rows = [frame_to_rows(w) for w in windows]
+    ref_x, ref_white = frame_rows(reference)
+    rows = [frame_rows(w) for w in windows]
     cfg = {
         "p_val": params.p_val,
         "correction": params.correction,

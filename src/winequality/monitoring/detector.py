@@ -6,16 +6,16 @@ The KS statistic of all features is computed in one vectorised pass and its p-va
 asymptotic distribution, exactly as ``scipy.stats.ks_2samp(..., method="asymp")`` does (which is
 what Alibi Detect's ``KSDrift`` calls), so decisions agree with the Alibi backend.
 
-Pure functions over numpy arrays; imports numpy, scipy, pandas and pydantic only (the detector
-service must start fast and never pull in MLflow or DVC).
+Pure functions over numpy arrays (rows validated by ``contract/parsers.py``); imports numpy,
+scipy, pandas, pydantic and the contract only (the detector service must start fast and never
+pull in MLflow or DVC).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -24,11 +24,11 @@ from pydantic import BaseModel
 from scipy import stats
 
 from winequality.contract import schema
-from winequality.contract.features import FeatureError, encode_wine_type, range_problems
+from winequality.contract.features import BoolArray, FloatArray
+from winequality.contract.parsers import frame_rows
+from winequality.contract.problems import FeatureError
 from winequality.params import DriftParams
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
 TEST_NAMES: Final[tuple[str, ...]] = (*schema.FEATURE_NAMES, schema.WINE_TYPE)
@@ -76,41 +76,6 @@ class DriftResult(BaseModel):
     backend: str = "ks"
 
 
-def validate_rows(
-    measurements: npt.ArrayLike, wine_type: Sequence[Any] | npt.NDArray[Any]
-) -> tuple[FloatArray, BoolArray]:
-    """[n, 11] measurements + wine types -> (float64 matrix, is_white); FeatureError names rows."""
-    values = np.asarray(measurements, dtype=np.float64)
-    if values.ndim != 2 or values.shape[1] != len(schema.FEATURE_NAMES):
-        raise FeatureError(
-            [(-1, "measurements", f"expected shape [n, 11], got {list(values.shape)}")]
-        )
-    if len(wine_type) != values.shape[0]:
-        raise FeatureError(
-            [(-1, schema.WINE_TYPE, f"{len(wine_type)} values for {values.shape[0]} rows")]
-        )
-    problems = range_problems(values)
-    try:
-        is_white = encode_wine_type(wine_type) == 1.0
-    except FeatureError as exc:
-        problems.extend(exc.problems)
-        is_white = np.zeros(values.shape[0], dtype=np.bool_)
-    if problems:
-        raise FeatureError(sorted(problems))
-    return values, is_white
-
-
-def frame_to_rows(frame: pd.DataFrame) -> tuple[FloatArray, BoolArray]:
-    """A frame with the feature columns and ``wine_type`` -> validated (measurements, is_white)."""
-    missing = [c for c in (*schema.FEATURE_NAMES, schema.WINE_TYPE) if c not in frame.columns]
-    if missing:
-        raise FeatureError([(-1, c, "missing column") for c in missing])
-    return validate_rows(
-        frame.loc[:, list(schema.FEATURE_NAMES)].to_numpy(dtype=np.float64),
-        frame[schema.WINE_TYPE].to_numpy(),
-    )
-
-
 def type_counts(is_white: BoolArray) -> IntArray:
     """Rows per wine type in ``schema.WINE_TYPES`` order (red, white)."""
     white = int(np.count_nonzero(is_white))
@@ -129,7 +94,7 @@ def build_reference(measurements: FloatArray, is_white: BoolArray, source: str =
 def reference_from_frame(frame: pd.DataFrame, source: str = "") -> Reference:
     """A frame following ``schema.DATA_COLUMNS`` (``quality`` is not needed) -> a Reference."""
     try:
-        measurements, is_white = frame_to_rows(frame)
+        measurements, is_white = frame_rows(frame)
     except FeatureError as exc:
         raise ReferenceSampleError(f"invalid reference {source or 'frame'}: {exc}") from exc
     return build_reference(measurements, is_white, source)
@@ -243,5 +208,5 @@ def detect(
 
 def detect_frame(reference: Reference, frame: pd.DataFrame, params: DriftParams) -> DriftResult:
     """Convenience wrapper: a frame with the feature columns and ``wine_type`` as the window."""
-    measurements, is_white = frame_to_rows(frame)
+    measurements, is_white = frame_rows(frame)
     return detect(reference, measurements, is_white, params)

@@ -3,23 +3,23 @@
 The detector receives what the serving side logged: the app's ``/predict`` JSON
 (``{"wines": [{feature: value, ..., "wine_type": "red"}]}``), Open Inference Protocol V2 requests
 (one named tensor per feature plus ``wine_type``/``is_white``, or the [N, 12] model matrix), and
-Seldon-protocol requests (``{"data": {"names": [...], "ndarray": [[...]]}}``). All of them are
-mapped to named columns and validated with the shared schema rules.
+Seldon-protocol requests (``{"data": {"names": [...], "ndarray": [[...]]}}``). This module only
+tells the formats apart: the rows are read by the contract's parsers (``contract/parsers.py``),
+with the rules and the problem reports of the app's own endpoints.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from itertools import chain
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
 from winequality.contract import schema
-from winequality.contract.features import FeatureError, range_problems, records_to_rows
-from winequality.monitoring.detector import BoolArray, FloatArray, validate_rows
-
-Columns = dict[str, list[Any]]
+from winequality.contract.features import BoolArray, FloatArray, range_problems
+from winequality.contract.parsers import records_to_rows, v2_request, wines_to_rows
+from winequality.contract.problems import FeatureError, Problem
 
 
 class PayloadError(ValueError):
@@ -34,17 +34,18 @@ def rows_from_payload(body: Any) -> tuple[FloatArray, BoolArray]:
     if not isinstance(body, Mapping):
         raise PayloadError(f"the body must be a JSON object, got {type(body).__name__}")
     if "wines" in body:
-        columns = _columns_from_wines(body["wines"])
-    elif "inputs" in body:
-        columns = _columns_from_v2(body["inputs"])
-    elif isinstance(body.get("data"), Mapping) and "ndarray" in body["data"]:
-        columns = _columns_from_seldon(body["data"])
-    else:
-        raise PayloadError(
-            "unknown request format: expected 'wines' (app /predict), 'inputs' (V2 inference "
-            "request) or 'data.names' + 'data.ndarray' (Seldon protocol)"
-        )
-    return _rows_from_columns(columns)
+        wines = body["wines"]
+        if type(wines) is not list or not wines:
+            raise PayloadError("'wines' must be a non-empty list of objects")
+        return _rows(wines)
+    if "inputs" in body:
+        return _rows_from_v2(body)
+    if isinstance(body.get("data"), Mapping) and "ndarray" in body["data"]:
+        return _rows_from_seldon(body["data"])
+    raise PayloadError(
+        "unknown request format: expected 'wines' (app /predict), 'inputs' (V2 inference "
+        "request) or 'data.names' + 'data.ndarray' (Seldon protocol)"
+    )
 
 
 def rows_from_app_payloads(bodies: Sequence[Any]) -> tuple[FloatArray, BoolArray] | None:
@@ -66,112 +67,90 @@ def rows_from_app_payloads(bodies: Sequence[Any]) -> tuple[FloatArray, BoolArray
     return measurements, np.asarray(is_white) == 1.0
 
 
-def _columns_from_wines(wines: Any) -> Columns:
-    if not isinstance(wines, list) or not wines:
-        raise PayloadError("'wines' must be a non-empty list of objects")
-    names = (*schema.FEATURE_NAMES, schema.WINE_TYPE)
-    columns: Columns = {n: [] for n in names}
-    problems: list[tuple[int, str, str]] = []
-    for i, wine in enumerate(wines):
-        if not isinstance(wine, Mapping):
-            problems.append((i, "wines", f"must be an object, got {type(wine).__name__}"))
-            continue
-        for n in names:
-            if n not in wine:
-                problems.append((i, n, "missing"))
-            columns[n].append(wine.get(n))
-    if problems:
-        raise FeatureError(problems)
-    return columns
+def _rows(records: list[Any]) -> tuple[FloatArray, BoolArray]:
+    measurements, is_white = wines_to_rows(records)
+    return measurements, np.asarray(is_white) == 1.0
 
 
-def _columns_from_v2(inputs: Any) -> Columns:
+def _wine_type(flag: Any) -> Any:
+    """``is_white`` (0/1) as the ``wine_type`` the contract reads; other values stay as they
+    are, to be refused with the wine type's reason."""
+    if type(flag) in (int, float) and flag in (0, 1):
+        return schema.WINE_TYPES[int(flag)]
+    return flag
+
+
+def _with_wine_type(record: dict[str, Any]) -> dict[str, Any]:
+    if schema.IS_WHITE in record and schema.WINE_TYPE not in record:
+        record[schema.WINE_TYPE] = _wine_type(record.pop(schema.IS_WHITE))
+    return record
+
+
+def _rows_from_v2(body: Mapping[str, Any]) -> tuple[FloatArray, BoolArray]:
+    inputs = body["inputs"]
     if not isinstance(inputs, list) or not inputs:
         raise PayloadError("'inputs' must be a non-empty list of tensors")
-    tensors: dict[str, tuple[list[int], list[Any]]] = {}
-    for k, tensor in enumerate(inputs):
-        if not isinstance(tensor, Mapping) or not isinstance(tensor.get("name"), str):
-            raise PayloadError(f"inputs[{k}] must be an object with a 'name'")
-        shape, data = tensor.get("shape"), tensor.get("data")
-        if not isinstance(shape, list) or not all(isinstance(s, int) for s in shape):
-            raise PayloadError(f"input {tensor['name']!r}: 'shape' must be a list of integers")
-        if not isinstance(data, list):
-            raise PayloadError(f"input {tensor['name']!r}: 'data' must be a list")
-        flat = np.asarray(data, dtype=object).reshape(-1).tolist()
-        if len(flat) != int(np.prod(shape)):
-            raise PayloadError(
-                f"input {tensor['name']!r}: {len(flat)} values do not fill shape {shape}"
-            )
-        tensors[tensor["name"]] = (shape, flat)
-    if all(n in tensors for n in schema.FEATURE_NAMES):
-        columns = {n: tensors[n][1] for n in schema.FEATURE_NAMES}
-        for n in (schema.WINE_TYPE, schema.IS_WHITE):
-            if n in tensors:
-                columns[n] = tensors[n][1]
-        return columns
-    for name, (shape, flat) in tensors.items():
-        if len(shape) == 2 and shape[1] == schema.N_MODEL_COLUMNS:
-            matrix = np.asarray(flat, dtype=object).reshape(shape)
-            return {c: matrix[:, j].tolist() for j, c in enumerate(schema.MODEL_COLUMNS)}
-        if name == schema.ONNX_INPUT:
-            raise PayloadError(
-                f"input {name!r} must have shape [n, {schema.N_MODEL_COLUMNS}], got {shape}"
-            )
-    missing = [n for n in schema.FEATURE_NAMES if n not in tensors]
-    raise PayloadError(
-        f"V2 request without the feature tensors {missing} and without an "
-        f"[n, {schema.N_MODEL_COLUMNS}] '{schema.ONNX_INPUT}' matrix"
-    )
+    by_name = {t.get("name"): t for t in inputs if isinstance(t, Mapping)}
+    if set(schema.FEATURE_NAMES) & by_name.keys():
+        tensor = by_name.get(schema.IS_WHITE)
+        if tensor is not None and schema.WINE_TYPE not in by_name:
+            data = tensor.get("data")
+            flat = list(chain.from_iterable(data)) if _nested(data) else data
+            wine_type = {
+                "name": schema.WINE_TYPE,
+                "datatype": "BYTES",
+                "shape": tensor.get("shape"),
+                "data": [_wine_type(v) for v in flat] if isinstance(flat, list) else flat,
+            }
+            inputs = [wine_type if t is tensor else t for t in inputs]
+        return v2_request({**body, "inputs": inputs}, None).rows
+    matrix = by_name.get(schema.ONNX_INPUT)
+    if matrix is None:
+        missing = [n for n in schema.FEATURE_NAMES if n not in by_name]
+        raise PayloadError(
+            f"V2 request without the feature tensors {missing} and without an "
+            f"[n, {schema.N_MODEL_COLUMNS}] '{schema.ONNX_INPUT}' matrix"
+        )
+    return _rows_from_matrix(matrix)
 
 
-def _columns_from_seldon(data: Mapping[str, Any]) -> Columns:
+def _nested(data: Any) -> TypeGuard[list[list[Any]]]:
+    return isinstance(data, list) and bool(data) and all(isinstance(row, list) for row in data)
+
+
+def _rows_from_matrix(tensor: Mapping[str, Any]) -> tuple[FloatArray, BoolArray]:
+    """The [n, 12] model matrix (``schema.MODEL_COLUMNS``), as the ONNX model receives it."""
+    name, shape, data = tensor.get("name"), tensor.get("shape"), tensor.get("data")
+    if not isinstance(shape, list) or not all(type(s) is int for s in shape):
+        raise PayloadError(f"input {name!r}: 'shape' must be a list of integers")
+    if len(shape) != 2 or shape[1] != schema.N_MODEL_COLUMNS:
+        raise PayloadError(
+            f"input {name!r} must have shape [n, {schema.N_MODEL_COLUMNS}], got {shape}"
+        )
+    if not isinstance(data, list):
+        raise PayloadError(f"input {name!r}: 'data' must be a list")
+    flat = list(chain.from_iterable(data)) if _nested(data) else data
+    if len(flat) != shape[0] * shape[1] or not flat:
+        raise PayloadError(f"input {name!r}: {len(flat)} values do not fill shape {shape}")
+    width = schema.N_MODEL_COLUMNS
+    records = [
+        _with_wine_type(dict(zip(schema.MODEL_COLUMNS, flat[i : i + width], strict=True)))
+        for i in range(0, len(flat), width)
+    ]
+    return _rows(records)
+
+
+def _rows_from_seldon(data: Mapping[str, Any]) -> tuple[FloatArray, BoolArray]:
     names, rows = data.get("names"), data.get("ndarray")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise PayloadError("'data.names' must be a list of column names")
     if not isinstance(rows, list) or not rows:
         raise PayloadError("'data.ndarray' must be a non-empty list of rows")
-    columns: Columns = {n: [] for n in names}
-    for i, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != len(names):
-            raise FeatureError([(i, "data.ndarray", f"must be a list of {len(names)} values")])
-        for n, v in zip(names, row, strict=True):
-            columns[n].append(v)
-    return columns
-
-
-def _rows_from_columns(columns: Columns) -> tuple[FloatArray, BoolArray]:
-    missing = [n for n in schema.FEATURE_NAMES if n not in columns]
-    if missing:
-        raise FeatureError([(-1, n, "missing") for n in missing])
-    lengths = {len(columns[n]) for n in schema.FEATURE_NAMES}
-    if len(lengths) != 1:
-        raise PayloadError(f"feature columns have different lengths: {sorted(lengths)}")
-    n_rows = lengths.pop()
-    problems: list[tuple[int, str, str]] = []
-    measurements = np.column_stack(
-        [_numbers(columns[n], n, problems) for n in schema.FEATURE_NAMES]
-    )
-    if schema.WINE_TYPE in columns:
-        wine_type: Sequence[Any] = columns[schema.WINE_TYPE]
-    elif schema.IS_WHITE in columns:
-        flags = _numbers(columns[schema.IS_WHITE], schema.IS_WHITE, problems)
-        wine_type = ["white" if f == 1.0 else "red" if f == 0.0 else f for f in flags.tolist()]
-    else:
-        problems.append((-1, schema.WINE_TYPE, "missing (or give is_white as 0/1)"))
-        wine_type = ["red"] * n_rows
-    if len(wine_type) != n_rows:
-        problems.append((-1, schema.WINE_TYPE, f"{len(wine_type)} values for {n_rows} rows"))
-    if problems:
-        raise FeatureError(sorted(problems))
-    return validate_rows(measurements, wine_type)
-
-
-def _numbers(values: list[Any], field: str, problems: list[tuple[int, str, str]]) -> FloatArray:
-    out = np.full(len(values), np.nan, dtype=np.float64)
-    for i, v in enumerate(values):
-        # bool is an int subclass in Python: a JSON true is not a measurement.
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            out[i] = v
-        else:
-            problems.append((i, field, f"must be a number, got {v!r}"))
-    return out
+    bad = [
+        Problem(i, None, f"must be a list of {len(names)} values", "shape", ("data", "ndarray", i))
+        for i, row in enumerate(rows)
+        if not isinstance(row, list) or len(row) != len(names)
+    ]
+    if bad:
+        raise FeatureError(bad)
+    return _rows([_with_wine_type(dict(zip(names, row, strict=True))) for row in rows])

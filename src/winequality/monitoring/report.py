@@ -16,13 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from winequality.contract import schema
-from winequality.monitoring.detector import (
-    BoolArray,
-    DriftResult,
-    FloatArray,
-    Reference,
-    type_counts,
-)
+from winequality.contract.features import BoolArray, FloatArray
+from winequality.monitoring.detector import DriftResult, Reference, type_counts
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222}

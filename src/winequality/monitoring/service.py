@@ -39,13 +39,12 @@ from prometheus_client import (
     generate_latest,
 )
 
-from winequality.contract.features import FeatureError
+from winequality.contract.features import BoolArray, FloatArray
+from winequality.contract.problems import FeatureError
 from winequality.http_common import BodyTooLargeError, TokenDep, read_request_body, set_token
 from winequality.monitoring.detector import (
     TEST_NAMES,
-    BoolArray,
     DriftResult,
-    FloatArray,
     Reference,
     ReferenceSampleError,
     detect,
@@ -266,7 +265,11 @@ def _rows(body: Any) -> tuple[FloatArray, BoolArray]:
     except PayloadError as exc:
         raise EventRejectedError(422, "unknown_format", str(exc)) from exc
     except FeatureError as exc:
-        problems = [{"row": r, "field": f, "reason": why} for r, f, why in exc.problems]
+        problems = [
+            # -1: a problem of the body as a whole, as this API has always answered it.
+            {"row": -1 if p.row is None else p.row, "field": p.field, "reason": p.reason}
+            for p in exc.problems
+        ]
         raise EventRejectedError(422, "invalid_values", str(exc), problems=problems) from exc
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from time import perf_counter, time
 from typing import Any, ClassVar
 
-import orjson
 from fastapi.routing import APIRoute
 
 from winequality.contract.features import Matrix
+from winequality.contract.problems import FeatureError
 from winequality.http_common import (
     JSON_MEDIA_TYPES,
     ASGIApp,
@@ -32,10 +32,10 @@ from winequality.inference.predictor import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from winequality.serving.errors import RequestError, error_body
 from winequality.serving.model import LoadedModel
 from winequality.serving.payload_logger import Exchange
 from winequality.serving.state import ServingState
-from winequality.serving.validation import RequestError
 
 # Failures of the predictor, as (status, reason label); the message is the exception's.
 _PREDICTOR_FAILURES: tuple[tuple[type[PredictorError], int, str], ...] = (
@@ -44,17 +44,6 @@ _PREDICTOR_FAILURES: tuple[tuple[type[PredictorError], int, str], ...] = (
     (UpstreamBadResponse, 502, "upstream_bad_response"),
     (PredictorError, 500, "predictor_error"),
 )
-
-
-def error_body(summary: str, kind: str) -> bytes:
-    return orjson.dumps(
-        {
-            "error": summary,
-            "detail": [
-                {"loc": ["body"], "index": None, "field": None, "msg": summary, "type": kind}
-            ],
-        }
-    )
 
 
 class HotEndpoint:
@@ -91,6 +80,10 @@ class HotEndpoint:
         except BodyError as exc:
             status, out = exc.status, error_body(exc.message, exc.reason)
             self._count_error(exc.reason)
+        except FeatureError as exc:
+            refusal = RequestError.invalid(exc)
+            status, out = refusal.status, refusal.body()
+            self._count_error(refusal.kind)
         except ClientDisconnectedError:
             self._count_error("client_disconnected")
             return

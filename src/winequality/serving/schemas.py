@@ -1,13 +1,14 @@
 """Pydantic models of the HTTP API, generated from ``schema.FEATURES``.
 
-They document the API (OpenAPI, ``/docs`` examples) and type the slow endpoints. The two hot
-endpoints (``/predict``, V2 ``infer``) validate requests with the hand-tuned pass in
-``serving/validation.py``, which enforces the same rules without building these models per request.
+They document the API (OpenAPI, ``/docs`` examples) and validate the slow endpoints (``/feedback``
+through ``TypeAdapter``s). The two hot endpoints (``/predict``, V2 ``infer``) validate requests
+with the hand-tuned pass in ``contract/parsers.py``, which enforces the same rules without
+building these models per request.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -75,8 +76,9 @@ class PredictResponse(BaseModel):
     predictions: list[WinePrediction]
 
 
-class Problem(BaseModel):
-    """One reason a request was refused."""
+class ProblemDetail(BaseModel):
+    """One reason a request was refused: a ``contract.problems.Problem`` as JSON
+    (``serving/errors.py`` ``problem_json``)."""
 
     loc: list[str | int] = Field(description='Where: e.g. ["body", "wines", 3, "alcohol"].')
     index: int | None = Field(description="Index of the offending wine (or V2 row), if any.")
@@ -89,7 +91,7 @@ class ErrorResponse(BaseModel):
     """Body of every 4xx/5xx answer of the prediction endpoints."""
 
     error: str = Field(description="Summary (V2 clients show this field).")
-    detail: list[Problem] = Field(default_factory=list)
+    detail: list[ProblemDetail] = Field(default_factory=list)
 
 
 class FeatureInfo(BaseModel):
@@ -232,7 +234,7 @@ class FeedbackByRequest(BaseModel):
         json_schema_extra={"examples": [{"request_id": "abc-123", "index": 0, "quality": 6}]},
     )
 
-    request_id: str = Field(description="`request_id` of the prediction response.")
+    request_id: str = Field(min_length=1, description="`request_id` of the prediction response.")
     index: int = Field(ge=0, description="Index of the wine in that request.")
     quality: int = Field(ge=0, le=10, description="True quality (0-10).")
 
@@ -243,9 +245,34 @@ class FeedbackRows(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     wines: list[Wine] = Field(min_length=1)
-    quality: list[int] = Field(description="True quality (0-10) of each wine, in order.")
+    quality: list[Annotated[int, Field(ge=0, le=10)]] = Field(
+        description="True quality (0-10) of each wine, in order."
+    )
 
 
 class FeedbackResponse(BaseModel):
     stored: int = Field(description="Rows written to the feedback store.")
     request_id: str | None = Field(description="The request the feedback refers to, if named.")
+
+
+def inline_json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` written in place.
+
+    For schemas placed by hand in the OpenAPI document (``openapi_extra``), where a
+    ``#/$defs/...`` reference would point at nothing.
+    """
+    schema_ = model.model_json_schema()
+    defs: dict[str, Any] = schema_.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema_)
+    return resolved

@@ -13,7 +13,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from winequality.contract import schema
-from winequality.contract.features import Matrix, frame_to_matrix
+from winequality.contract.features import Matrix
+from winequality.contract.parsers import frame_to_matrix
 
 
 class DatasetError(ValueError):

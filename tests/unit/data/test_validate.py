@@ -64,12 +64,13 @@ def test_bad_cell_is_reported_with_file_line_and_column(
     assert not result.ok
     assert len(result.problems) == 1
     problem = result.problems[0]
-    assert problem.column == column
+    assert problem.field == column
     assert reason in problem.reason
-    assert problem.source_file.endswith("winequality-white.csv")
-    assert problem.line == row - 1599 + 2
+    source_file, line = problem.loc
+    assert str(source_file).endswith("winequality-white.csv")
+    assert line == row - 1599 + 2
     assert len(result.valid) == 6496
-    assert result.invalid[SOURCE_LINE].tolist() == [problem.line]
+    assert result.invalid[SOURCE_LINE].tolist() == [line]
     assert reason in result.invalid[REASON].iloc[0]
 
 
@@ -79,7 +80,7 @@ def test_several_problems_in_several_rows_are_all_found(raw: pd.DataFrame) -> No
     bad = spoil(bad, 10, "sulphates", "9")
     bad = spoil(bad, 20, "alcohol", "11.0.1")
     result = validate_frame(bad)
-    located = [(p.line, p.column) for p in result.problems]
+    located = [(p.loc[1], p.field) for p in result.problems]
     assert located == [(5, "ph"), (5, "alcohol"), (12, "sulphates"), (22, "alcohol")]
     assert len(result.invalid) == 3
     assert "ph:" in result.invalid[REASON].iloc[0]
@@ -115,7 +116,7 @@ def test_table_without_provenance_uses_its_own_lines(tmp_path: Path, raw: pd.Dat
         path, index=False
     )
     result = validate_frame(read_raw_table(path))
-    assert [(p.source_file.endswith("hand-made.csv"), p.line) for p in result.problems] == [
+    assert [(str(p.loc[0]).endswith("hand-made.csv"), p.loc[1]) for p in result.problems] == [
         (True, 4)
     ]
 

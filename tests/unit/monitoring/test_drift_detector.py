@@ -11,7 +11,7 @@ from drift_data import REFERENCE_ROWS, RedSplit
 from scipy import stats
 
 from winequality.contract import schema
-from winequality.contract.features import FeatureError
+from winequality.contract.parsers import frame_rows
 from winequality.monitoring.detector import (
     TEST_NAMES,
     ReferenceSampleError,
@@ -19,12 +19,10 @@ from winequality.monitoring.detector import (
     correct,
     detect,
     detect_frame,
-    frame_to_rows,
     ks_p_values,
     ks_statistics,
     load_reference,
     reference_from_frame,
-    validate_rows,
     wine_type_test,
 )
 from winequality.params import DriftParams, load_params
@@ -48,7 +46,7 @@ def test_ks_statistics_and_p_values_match_scipy_with_ties(n_ref: int, n_win: int
 
 def test_ks_matches_scipy_on_real_wines(red_split: RedSplit) -> None:
     window = red_split.white.sample(200, random_state=3)
-    features, _ = frame_to_rows(window)
+    features, _ = frame_rows(window)
     d = ks_statistics(red_split.reference.sorted_features, features)
     for j, name in enumerate(schema.FEATURE_NAMES):
         expected = stats.ks_2samp(
@@ -135,8 +133,8 @@ def _flag_rates(red: pd.DataFrame, white: pd.DataFrame, params: DriftParams) -> 
     heavily and share that one split's luck (their false-positive count swings from 0 to 9
     depending on the split), which measures the split, not the detector.
     """
-    red_x, red_white = frame_to_rows(red)
-    white_x, white_white = frame_to_rows(white)
+    red_x, red_white = frame_rows(red)
+    white_x, white_white = frame_rows(white)
     rng = np.random.default_rng(20240601)
     n = params.window_size
     white_flags = red_flags = 0
@@ -168,23 +166,6 @@ def test_white_windows_are_flagged_on_measurements_alone(red_split: RedSplit) ->
     params = DriftParams()
     result = detect_frame(red_split.reference, red_split.white.sample(200, random_state=5), params)
     assert set(result.drifted) - {"wine_type"}
-
-
-def test_validate_rows_names_row_and_field_of_bad_values() -> None:
-    values = np.full((3, 11), 1.0)
-    values[1, 8] = 15.0  # pH above 14
-    values[2, 0] = np.nan
-    with pytest.raises(FeatureError) as err:
-        validate_rows(values, ["red", "rosé", "white"])
-    problems = {(r, f) for r, f, _ in err.value.problems}
-    assert problems == {(1, "ph"), (1, "wine_type"), (2, "fixed_acidity")}
-
-
-def test_validate_rows_refuses_wrong_shape_and_length() -> None:
-    with pytest.raises(FeatureError, match="expected shape"):
-        validate_rows(np.ones((2, 10)), ["red", "red"])
-    with pytest.raises(FeatureError, match="1 values for 2 rows"):
-        validate_rows(np.ones((2, 11)), ["red"])
 
 
 def test_window_of_one_row_is_refused(red_split: RedSplit) -> None:

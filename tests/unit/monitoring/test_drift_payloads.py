@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from winequality.contract import schema
-from winequality.contract.features import FeatureError
+from winequality.contract.problems import FeatureError
 from winequality.monitoring.payloads import (
     PayloadError,
     rows_from_app_payloads,
@@ -92,7 +92,10 @@ def test_missing_field_names_the_row(sample: pd.DataFrame) -> None:
     del wines[2]["alcohol"]
     with pytest.raises(FeatureError) as err:
         rows_from_payload({"wines": wines})
-    assert err.value.problems == [(2, "alcohol", "missing")]
+    # The app's /predict wording: one parser reads wine records everywhere.
+    assert [(p.row, p.field, p.reason) for p in err.value.problems] == [
+        (2, "alcohol", "field required")
+    ]
 
 
 def test_non_numeric_and_out_of_range_values_name_row_and_field(sample: pd.DataFrame) -> None:
@@ -102,8 +105,8 @@ def test_non_numeric_and_out_of_range_values_name_row_and_field(sample: pd.DataF
     wines[3]["residual_sugar"] = True
     with pytest.raises(FeatureError) as err:
         rows_from_payload({"wines": wines})
-    fields = {(r, f) for r, f, _ in err.value.problems}
-    assert fields == {(0, "density"), (3, "residual_sugar")}
+    fields = {(p.row, p.field) for p in err.value.problems}
+    assert fields == {(0, "density"), (1, "ph"), (3, "residual_sugar")}
     wines[0]["density"], wines[3]["residual_sugar"] = 0.99, 2.0
     with pytest.raises(FeatureError, match=r"row 1, ph: 15\.0 is outside the physical range"):
         rows_from_payload({"wines": wines})
@@ -122,7 +125,7 @@ def test_unknown_wine_type_is_refused(sample: pd.DataFrame) -> None:
         ([1, 2], "must be a JSON object"),
         ({"instances": []}, "unknown request format"),
         ({"wines": []}, "non-empty list"),
-        ({"inputs": [{"name": "x", "shape": [2], "data": [1.0]}]}, "do not fill shape"),
+        ({"inputs": [{"name": "input", "shape": [2, 12], "data": [1.0]}]}, "do not fill shape"),
         ({"inputs": [{"name": "x", "shape": [1], "data": [1.0]}]}, "without the feature tensors"),
         (
             {"inputs": [{"name": "input", "shape": [1, 3], "data": [1.0, 2.0, 3.0]}]},

@@ -24,7 +24,7 @@ from tests.support.bundles import (
 from tests.unit.serving.conftest import ADMIN_TOKEN, TestClient
 
 from winequality.contract import schema
-from winequality.contract.features import frame_to_matrix
+from winequality.contract.parsers import frame_to_matrix
 from winequality.serving.app import create_app
 from winequality.serving.schemas import example_wine
 from winequality.settings import Settings

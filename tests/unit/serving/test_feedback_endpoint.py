@@ -202,3 +202,31 @@ def test_unwritable_store_is_503_not_500(model_dir: Path, tmp_path: Path) -> Non
         response = client.post("/feedback", json={"wines": [example_wine()], "quality": [6]})
     assert response.status_code == 503
     assert "feedback store" in response.json()["error"]
+
+
+def test_openapi_references_of_the_feedback_body_all_resolve(model_dir: Path) -> None:
+    app = create_app(Settings(model_dir=model_dir, _env_file=None))  # type: ignore[call-arg]
+    document = app.openapi()
+    refs: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                refs.append(ref)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(document["paths"]["/feedback"])
+    walk(document.get("components", {}))
+    for ref in refs:
+        target: Any = document
+        for part in ref.removeprefix("#/").split("/"):
+            assert part in target, f"{ref} points at nothing"
+            target = target[part]
+    body = document["paths"]["/feedback"]["post"]["requestBody"]["content"]["application/json"]
+    titles = [variant["title"] for variant in body["schema"]["oneOf"]]
+    assert titles == ["FeedbackByRequest", "FeedbackRows"]

@@ -1,4 +1,5 @@
-"""Sources of the Triton Python-backend models, copied as ``model.py`` by ``export/triton.py``.
+"""Sources of the Triton Python-backend models, copied as ``model.py`` by
+``export/triton_repository.py``.
 
 They run inside Triton's Python stub, not in this package: nothing here imports them.
 """

@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import triton_python_backend_utils as pb_utils
 
 from winequality.contract import schema
-from winequality.contract.features import FeatureError, columns_to_matrix
+from winequality.contract.features import columns_to_matrix
+from winequality.contract.problems import FeatureError
 
 
 class TritonPythonModel:

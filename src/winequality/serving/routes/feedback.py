@@ -11,105 +11,73 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from typing import Any
+from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import TypeAdapter, ValidationError
 
-from winequality.contract.features import FeatureError
-from winequality.feedback_store import validate_labelled_rows
+from winequality.contract.parsers import parse_json
+from winequality.contract.problems import FeatureError, Problem
 from winequality.http_common import BodyError, read_request_body
+from winequality.serving.errors import RequestError
 from winequality.serving.schemas import (
     ErrorResponse,
     FeedbackByRequest,
     FeedbackResponse,
     FeedbackRows,
+    inline_json_schema,
 )
 from winequality.serving.state import ServingState, StateDep
-from winequality.serving.validation import Problem, RequestError, parse_json, wine_problems
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["monitoring"])
 
-_BY_REQUEST_KEYS = frozenset({"request_id", "index", "quality"})
-_ROWS_KEYS = frozenset({"wines", "quality"})
+# Built once at import; validation runs per feedback request, never on the prediction path.
+# Strict: JSON types are taken as they are ("6" is not a quality, true is not an index).
+_BY_REQUEST: Final = TypeAdapter(FeedbackByRequest)
+_ROWS: Final = TypeAdapter(FeedbackRows)
 
 
 def _error(exc: RequestError) -> Response:
     return Response(exc.body(), status_code=exc.status, media_type="application/json")
 
 
-def _label_problems(problems: list[tuple[int, str, str]]) -> list[Problem]:
-    """``validate_labelled_rows`` problems (row, field, reason) as API problems."""
-    out = []
-    for row, field, reason in problems:
-        index = row if row >= 0 else None
-        if field == "quality":
-            loc: tuple[str | int, ...] = (
-                ("body", "quality") if index is None else ("body", "quality", row)
-            )
-        else:
-            loc = ("body", "wines") if index is None else ("body", "wines", row, field)
-        out.append(Problem(loc, reason, "value_error", index, field))
-    return out
-
-
-def _extra_keys(doc: dict[str, Any], allowed: frozenset[str]) -> list[Problem]:
-    return [
-        Problem(
-            ("body", str(k)),
-            f"unknown field (accepted: {sorted(allowed)})",
-            "extra_forbidden",
-            None,
-            str(k),
-        )
-        for k in doc
-        if k not in allowed
-    ]
+def _problems(exc: ValidationError, quality_row: int | None = None) -> list[Problem]:
+    """Pydantic's errors as the API's problems: the wine index is the first integer of the
+    location, the field its last name. ``quality_row``: the wine a lone quality labels."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = ("body", *error["loc"])
+        field = next((x for x in reversed(loc[1:]) if isinstance(x, str)), None)
+        row = next((x for x in loc if isinstance(x, int)), None)
+        if field == "quality" and row is None and error["type"] != "missing":
+            row = quality_row
+        problems.append(Problem(row, field, error["msg"], error["type"], loc))
+    return problems
 
 
 async def _by_request(state: ServingState, doc: dict[str, Any]) -> tuple[int, str | None]:
-    problems = _extra_keys(doc, _BY_REQUEST_KEYS)
-    rid, index, quality = doc.get("request_id"), doc.get("index"), doc.get("quality")
-    if type(rid) is not str or not rid:
-        problems.append(
-            Problem(
-                ("body", "request_id"),
-                "must be a non-empty string",
-                "string_type",
-                None,
-                "request_id",
-            )
-        )
-    if type(index) is not int or index < 0:
-        problems.append(
-            Problem(
-                ("body", "index"),
-                f"must be an integer >= 0, got {index!r}",
-                "int_type",
-                None,
-                "index",
-            )
-        )
-    if "quality" not in doc:
-        problems.append(Problem(("body", "quality"), "field required", "missing", None, "quality"))
-    if problems:
-        raise RequestError(422, problems)
-    assert isinstance(rid, str)
-    assert isinstance(index, int)
+    index = doc.get("index")
+    try:
+        body = _BY_REQUEST.validate_python(doc, strict=True)
+    except ValidationError as exc:
+        wine = index if type(index) is int and index >= 0 else None
+        raise RequestError(422, _problems(exc, wine)) from None
+    rid, index = body.request_id, body.index
     rows = state.recent.rows(rid)
     if rows is None:
         raise RequestError(
             404,
             [
                 Problem(
-                    ("body", "request_id"),
+                    None,
+                    "request_id",
                     f"unknown or expired request id {rid!r} (the app remembers the last "
                     f"{state.settings.recent_requests} requests, fewer when they are large)",
                     "not_found",
-                    None,
-                    "request_id",
+                    ("body", "request_id"),
                 )
             ],
         )
@@ -118,74 +86,48 @@ async def _by_request(state: ServingState, doc: dict[str, Any]) -> tuple[int, st
             422,
             [
                 Problem(
-                    ("body", "index"),
-                    f"index {index} out of range: request {rid!r} had {len(rows)} wine(s)",
-                    "out_of_range",
                     index,
                     "index",
+                    f"index {index} out of range: request {rid!r} had {len(rows)} wine(s)",
+                    "out_of_range",
+                    ("body", "index"),
                 )
             ],
         )
-    row = state.recent.row(rid, index)
-    labels = validate_labelled_rows([row], [quality])
-    if labels:
-        raise RequestError(
-            422,
-            [
-                Problem(("body", "quality"), reason, "value_error", index, field)
-                for _, field, reason in labels
-            ],
-        )
-    assert isinstance(quality, int | float)  # validate_labelled_rows accepted it
-    stored = await state.feedback.add([row], [int(quality)], rid, [index])
+    stored = await state.feedback.add([state.recent.row(rid, index)], [body.quality], rid, [index])
     return stored, rid
 
 
 async def _rows(state: ServingState, doc: dict[str, Any]) -> int:
-    problems = _extra_keys(doc, _ROWS_KEYS)
-    wines, quality = doc.get("wines"), doc.get("quality")
+    try:
+        body = _ROWS.validate_python(doc, strict=True)
+    except ValidationError as exc:
+        raise RequestError(422, _problems(exc)) from None
     limit = state.settings.max_batch_rows
-    if type(wines) is not list or not 0 < len(wines) <= limit:
+    problems = []
+    if len(body.wines) > limit:
         problems.append(
             Problem(
-                ("body", "wines"),
-                f"must be an array of 1 to {limit} wines",
-                "list_type",
                 None,
                 "wines",
+                f"must be an array of 1 to {limit} wines",
+                "too_long",
+                ("body", "wines"),
             )
         )
-    if type(quality) is not list:
+    if len(body.quality) != len(body.wines):
         problems.append(
             Problem(
-                ("body", "quality"),
-                "must be an array with one label per wine",
-                "list_type",
                 None,
                 "quality",
-            )
-        )
-    if problems:
-        raise RequestError(422, problems)
-    assert isinstance(wines, list)
-    assert isinstance(quality, list)
-    problems = wine_problems(wines)
-    if len(quality) != len(wines):
-        problems.append(
-            Problem(
-                ("body", "quality"),
-                f"{len(quality)} label(s) for {len(wines)} wine(s)",
+                f"{len(body.quality)} label(s) for {len(body.wines)} wine(s)",
                 "length_mismatch",
-                None,
-                "quality",
+                ("body", "quality"),
             )
         )
     if problems:
         raise RequestError(422, problems)
-    labels = validate_labelled_rows(wines, quality)
-    if labels:
-        raise RequestError(422, _label_problems(labels))
-    return await state.feedback.add(wines, [int(q) for q in quality])
+    return await state.feedback.add([w.model_dump() for w in body.wines], body.quality)
 
 
 @router.post(
@@ -205,8 +147,8 @@ async def _rows(state: ServingState, doc: dict[str, Any]) -> int:
                 "application/json": {
                     "schema": {
                         "oneOf": [
-                            FeedbackByRequest.model_json_schema(),
-                            FeedbackRows.model_json_schema(),
+                            inline_json_schema(FeedbackByRequest),
+                            inline_json_schema(FeedbackRows),
                         ]
                     }
                 }
@@ -227,7 +169,9 @@ async def feedback(request: Request, state: StateDep) -> Response:
             raise RequestError(exc.status, [], exc.message, exc.reason) from exc
         doc = parse_json(body)
         if type(doc) is not dict:
-            raise RequestError(422, [Problem(("body",), "must be a JSON object", "object_type")])
+            raise RequestError(
+                422, [Problem(None, None, "must be a JSON object", "object_type", ("body",))]
+            )
         rid: str | None = None
         if "request_id" in doc:
             stored, rid = await _by_request(state, doc)
@@ -238,16 +182,18 @@ async def feedback(request: Request, state: StateDep) -> Response:
                 422,
                 [
                     Problem(
-                        ("body",),
+                        None,
+                        None,
                         "expected {request_id, index, quality} or {wines, quality}",
                         "missing",
+                        ("body",),
                     )
                 ],
             )
     except RequestError as exc:
         return _error(exc)
-    except FeatureError as exc:
-        return _error(RequestError(422, _label_problems(exc.problems)))
+    except FeatureError as exc:  # invalid JSON, or rows the store refused
+        return _error(RequestError.invalid(exc))
     except (sqlite3.Error, OSError) as exc:
         log.error("feedback store %s failed: %s", state.feedback.path, exc)
         return _error(

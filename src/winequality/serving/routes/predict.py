@@ -9,11 +9,11 @@ import orjson
 from starlette.types import Scope
 
 from winequality.contract.features import Matrix
+from winequality.contract.parsers import parse_predict
 from winequality.serving.hot import HotEndpoint, HotRoute
 from winequality.serving.model import LoadedModel
 from winequality.serving.schemas import ErrorResponse, PredictRequest, PredictResponse
 from winequality.serving.state import ServingState
-from winequality.serving.validation import parse_predict
 
 
 class PredictEndpoint(HotEndpoint):

@@ -14,7 +14,10 @@ from fastapi.responses import JSONResponse
 
 from winequality.contract import schema
 from winequality.contract.features import Matrix
+from winequality.contract.parsers import parse_v2_infer
+from winequality.contract.problems import Problem
 from winequality.http_common import Scope, header
+from winequality.serving.errors import RequestError
 from winequality.serving.hot import HotEndpoint, HotRoute
 from winequality.serving.model import LoadedModel
 from winequality.serving.schemas import (
@@ -26,7 +29,6 @@ from winequality.serving.schemas import (
     V2TensorMetadata,
 )
 from winequality.serving.state import ServingState, StateDep
-from winequality.serving.validation import Problem, RequestError, parse_v2_infer
 
 MODEL_PATH: Final = f"/v2/models/{schema.MODEL_NAME}"
 
@@ -49,9 +51,11 @@ class V2InferEndpoint(HotEndpoint):
                 422,
                 [
                     Problem(
-                        ("header", "inference-header-content-length"),
+                        None,
+                        None,
                         "must be a byte count",
                         "binary_header",
+                        ("header", "inference-header-content-length"),
                     )
                 ],
             )

@@ -1,18 +1,23 @@
-"""Request bodies -> validated model matrices, without pydantic on the hot path.
+"""Inputs -> validated rows, written once for every component: wine records, V2 tensors, frames.
 
-Each parser tries an optimistic pass first (shape checks with set/itemgetter operations, one numpy
-conversion, the vectorised range check of ``contract/features.py``); only when that pass finds
-anything wrong does a second, thorough pass walk the body to name every offending wine, field and
-reason. Valid requests therefore pay for the cheap pass only, and invalid ones get full reports.
+The app's ``/predict`` and V2 ``infer``, the drift detector, the feedback store and training read
+their inputs here. Each JSON reader tries an optimistic pass first (shape checks with
+set/itemgetter operations, one numpy conversion, the vectorised range check of
+``contract/features.py``); only when that pass finds anything wrong does a second, thorough pass
+walk the input to name every offending wine, field and reason in a ``FeatureError``. Valid inputs
+pay for the cheap pass only, and invalid ones get full reports.
 
 The rules are the ones ``serving/schemas.py`` documents: exactly the schema's fields, numbers only
 (no booleans, strings or nulls), finite and within the physical ranges, ``wine_type`` red|white.
+A problem's ``loc`` starts with ``"body"``, the document read.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Final
 
 import numpy as np
@@ -21,18 +26,29 @@ import orjson
 
 from winequality.contract import schema
 from winequality.contract.features import (
-    NUMBER_TYPES,
-    V2_BYTES_RED,
-    V2_BYTES_WHITE,
     WINE_TYPE_FLAGS,
+    BoolArray,
+    FloatArray,
     Matrix,
+    Rows,
     range_problems,
-    records_to_rows,
+    rows_to_matrix,
+    validate_rows,
+    wine_type_problem,
 )
+from winequality.contract.problems import FeatureError, Loc, Problem, in_order
 
-MAX_REPORTED: Final = 100
-"""Problems listed in one error body; a 10,000-row garbage request must not echo 120,000 lines."""
+NUMBER_TYPES: Final = frozenset({float, int})
+"""What a measurement may be in JSON: int or float exactly (a boolean is an int subclass)."""
+V2_BYTES_RED: Final = len(b"red").to_bytes(4, "little") + b"red"
+V2_BYTES_WHITE: Final = len(b"white").to_bytes(4, "little") + b"white"
+"""``wine_type`` values as V2 BYTES tensors carry them in binary data: a 4-byte little-endian
+length, then the bytes."""
 
+_MEASUREMENTS = itemgetter(*schema.FEATURE_NAMES)
+_WINE_TYPE = itemgetter(schema.WINE_TYPE)
+_ONLY_DICT: Final = {dict}
+_RECORD_SIZE: Final = {len(schema.FEATURE_NAMES) + 1}
 _WINE_KEYS: Final = frozenset((*schema.FEATURE_NAMES, schema.WINE_TYPE))
 _FILL: Final = tuple(f.example for f in schema.FEATURES)
 _V2_DATATYPES: Final[dict[str, frozenset[str]]] = {
@@ -41,58 +57,8 @@ _V2_DATATYPES: Final[dict[str, frozenset[str]]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """Why (``msg``, ``kind``) a value at ``loc`` was refused; ``index``/``field`` for clients."""
-
-    loc: tuple[str | int, ...]
-    msg: str
-    kind: str
-    index: int | None = None
-    field: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "loc": list(self.loc),
-            "index": self.index,
-            "field": self.field,
-            "msg": self.msg,
-            "type": self.kind,
-        }
-
-
-class RequestError(Exception):
-    """A request the API refuses; ``status`` is the HTTP status (4xx) to answer with."""
-
-    def __init__(
-        self,
-        status: int,
-        problems: list[Problem],
-        summary: str | None = None,
-        kind: str | None = None,
-    ) -> None:
-        self.status = status
-        self.problems = problems
-        self.kind = kind or (problems[0].kind if problems else "invalid")
-        if summary is None:
-            shown = "; ".join(_describe(p) for p in problems[:5])
-            more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
-            summary = f"{len(problems)} problem(s): {shown}{more}"
-        self.summary = summary
-        super().__init__(summary)
-
-    def body(self) -> bytes:
-        return orjson.dumps(
-            {"error": self.summary, "detail": [p.as_dict() for p in self.problems[:MAX_REPORTED]]}
-        )
-
-
-def _describe(p: Problem) -> str:
-    where = ".".join(str(x) for x in p.loc[1:]) or "body"
-    return f"{where}: {p.msg}"
-
-
 def _type_name(value: object) -> str:
+    """JSON's name for the type of a decoded value."""
     if value is None:
         return "null"
     return {bool: "boolean", str: "string", list: "array", dict: "object"}.get(
@@ -100,83 +66,119 @@ def _type_name(value: object) -> str:
     )
 
 
-def parse_json(body: bytes) -> Any:
+def _refuse(loc: Loc, reason: str, kind: str) -> FeatureError:
+    """A refusal of the input as a whole (no one row or field at fault)."""
+    return FeatureError([Problem(None, None, reason, kind, loc)])
+
+
+def parse_json(body: bytes | str) -> Any:
     """orjson refuses NaN/Infinity literals and overflowing numbers, as strict JSON requires."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise RequestError(
-            422, [Problem(("body",), f"invalid JSON: {exc}", "json_invalid")]
-        ) from None
+        raise _refuse(("body",), f"invalid JSON: {exc}", "json_invalid") from None
 
 
-# --- POST /predict ------------------------------------------------------------------------------
+# --- wine records: {"wines": [{...}, ...]} ------------------------------------------------------
+
+
+def records_to_rows(wines: list[Any]) -> tuple[FloatArray, list[float]] | None:
+    """JSON wine records -> ([N, 11] measurements, is_white 0.0/1.0 per wine), or None.
+
+    The fast path of every reader of ``{"wines": [...]}``: None as soon as a record is not exactly
+    the schema's fields with numbers (no booleans) and ``red``/``white``; ranges are not checked
+    here. The per-record work runs in C (``map`` over ``itemgetter``s), not in a Python loop.
+    """
+    # A record with exactly as many keys as the schema has fields, all of them present
+    # (itemgetter raises KeyError otherwise), has no unknown key: no set comparison needed.
+    if set(map(type, wines)) != _ONLY_DICT or set(map(len, wines)) != _RECORD_SIZE:
+        return None
+    n, width = len(wines), len(schema.FEATURE_NAMES)
+    try:
+        rows = list(map(_MEASUREMENTS, wines))
+        is_white = list(map(WINE_TYPE_FLAGS.__getitem__, map(_WINE_TYPE, wines)))
+        if not set(map(type, chain.from_iterable(rows))) <= NUMBER_TYPES:
+            return None
+        measurements = np.fromiter(chain.from_iterable(rows), np.float64, n * width)
+    # A field missing; a wine type unknown or unhashable; an integer beyond float range.
+    except (KeyError, TypeError, OverflowError):
+        return None
+    return measurements.reshape(n, width), is_white
+
+
+def wines_to_rows(wines: list[Any]) -> tuple[FloatArray, list[float]]:
+    """A list of wine records -> (measurements, is_white), or ``FeatureError`` naming each
+    problem of each wine."""
+    rows = records_to_rows(wines)
+    if rows is None or range_problems(rows[0]):
+        raise FeatureError(wine_problems(wines))
+    return rows
+
+
+def parse_wines(doc: Any, max_rows: int | None = None) -> Matrix:
+    """``{"wines": [{...}, ...]}`` (decoded) -> float32 [N, 12] matrix, or ``FeatureError``."""
+    wines = doc.get("wines") if type(doc) is dict and len(doc) == 1 else None
+    if (
+        type(wines) is list
+        and wines
+        and (max_rows is None or len(wines) <= max_rows)
+        and (rows := records_to_rows(wines)) is not None
+        and not range_problems(rows[0])
+    ):
+        return rows_to_matrix(*rows)
+    raise FeatureError(_wines_document_problems(doc, max_rows))
 
 
 def parse_predict(body: bytes, max_rows: int) -> Matrix:
-    """``{"wines": [{...}, ...]}`` -> float32 [N, 12] matrix, or ``RequestError`` (422)."""
-    doc = parse_json(body)
-    matrix = _predict_fast(doc, max_rows)
-    if matrix is None:
-        _predict_slow(doc, max_rows)  # raises with the full list of problems
-        raise AssertionError("the thorough pass accepted what the fast pass refused")
-    return matrix
+    """The JSON text of ``{"wines": [...]}`` -> the model matrix, or ``FeatureError``."""
+    return parse_wines(parse_json(body), max_rows)
 
 
-def _predict_fast(doc: Any, max_rows: int) -> Matrix | None:
-    wines = doc.get("wines") if type(doc) is dict and len(doc) == 1 else None
-    if type(wines) is not list or not 0 < len(wines) <= max_rows:
-        return None
-    rows = records_to_rows(wines)
-    if rows is None:
-        return None
-    measurements, is_white = rows
-    if range_problems(measurements):
-        return None
-    matrix = np.empty((len(wines), schema.N_MODEL_COLUMNS), dtype=np.float32)
-    matrix[:, :-1] = measurements
-    matrix[:, -1] = is_white
-    return matrix
-
-
-def _predict_slow(doc: Any, max_rows: int) -> None:
-    problems: list[Problem] = []
+def _wines_document_problems(doc: Any, max_rows: int | None) -> list[Problem]:
     if type(doc) is not dict:
-        raise RequestError(
-            422,
-            [
-                Problem(
-                    ("body",),
-                    f"must be a JSON object with a 'wines' array, got {_type_name(doc)}",
-                    "object_type",
-                )
-            ],
+        return [
+            Problem(
+                None,
+                None,
+                f"must be a JSON object with a 'wines' array, got {_type_name(doc)}",
+                "object_type",
+                ("body",),
+            )
+        ]
+    problems = [
+        Problem(
+            None,
+            None,
+            "unknown field (only 'wines' is accepted)",
+            "extra_forbidden",
+            ("body", str(k)),
         )
-    problems.extend(
-        Problem(("body", str(k)), "unknown field (only 'wines' is accepted)", "extra_forbidden")
         for k in doc
         if k != "wines"
-    )
+    ]
     wines = doc.get("wines")
+    loc: Loc = ("body", "wines")
     if "wines" not in doc:
-        problems.append(Problem(("body", "wines"), "field required", "missing"))
+        problems.append(Problem(None, None, "field required", "missing", loc))
     elif type(wines) is not list:
         problems.append(
-            Problem(("body", "wines"), f"must be an array, got {_type_name(wines)}", "list_type")
+            Problem(None, None, f"must be an array, got {_type_name(wines)}", "list_type", loc)
         )
     elif not wines:
-        problems.append(Problem(("body", "wines"), "must contain at least 1 wine", "too_short"))
-    elif len(wines) > max_rows:
+        problems.append(Problem(None, None, "must contain at least 1 wine", "too_short", loc))
+    elif max_rows is not None and len(wines) > max_rows:
         problems.append(
             Problem(
-                ("body", "wines"),
+                None,
+                None,
                 f"at most {max_rows} wines per request, got {len(wines)}",
                 "too_long",
+                loc,
             )
         )
     else:
         problems.extend(wine_problems(wines))
-    raise RequestError(422, problems)
+    return problems
 
 
 def wine_problems(wines: list[Any]) -> list[Problem]:
@@ -186,30 +188,30 @@ def wine_problems(wines: list[Any]) -> list[Problem]:
     # reports only values that were numbers but impossible ones.
     measurements = np.array([_FILL] * len(wines), dtype=np.float64)
     for i, wine in enumerate(wines):
-        loc = ("body", "wines", i)
+        loc: Loc = ("body", "wines", i)
         if type(wine) is not dict:
             problems.append(
-                Problem(loc, f"must be an object, got {_type_name(wine)}", "object_type", i)
+                Problem(i, None, f"must be an object, got {_type_name(wine)}", "object_type", loc)
             )
             continue
         problems.extend(
-            Problem((*loc, str(k)), "unknown field", "extra_forbidden", i, str(k))
+            Problem(i, str(k), "unknown field", "extra_forbidden", (*loc, str(k)))
             for k in wine
             if k not in _WINE_KEYS
         )
         for j, name in enumerate(schema.FEATURE_NAMES):
             if name not in wine:
-                problems.append(Problem((*loc, name), "field required", "missing", i, name))
+                problems.append(Problem(i, name, "field required", "missing", (*loc, name)))
                 continue
             value = wine[name]
             if type(value) not in NUMBER_TYPES:
                 problems.append(
                     Problem(
-                        (*loc, name),
-                        f"must be a number, got {_type_name(value)}",
-                        "number_type",
                         i,
                         name,
+                        f"must be a number, got {_type_name(value)}",
+                        "number_type",
+                        (*loc, name),
                     )
                 )
                 continue
@@ -217,48 +219,53 @@ def wine_problems(wines: list[Any]) -> list[Problem]:
                 measurements[i, j] = float(value)
             except OverflowError:
                 measurements[i, j] = math.inf
+        wine_loc = (*loc, schema.WINE_TYPE)
         if schema.WINE_TYPE not in wine:
-            problems.append(
-                Problem((*loc, schema.WINE_TYPE), "field required", "missing", i, schema.WINE_TYPE)
-            )
+            problems.append(Problem(i, schema.WINE_TYPE, "field required", "missing", wine_loc))
         else:
             wine_type = wine[schema.WINE_TYPE]
             if type(wine_type) is not str or wine_type not in WINE_TYPE_FLAGS:
-                problems.append(
-                    Problem(
-                        (*loc, schema.WINE_TYPE),
-                        f"must be one of {list(schema.WINE_TYPES)}, got {wine_type!r}",
-                        "literal_error",
-                        i,
-                        schema.WINE_TYPE,
-                    )
-                )
+                problems.append(wine_type_problem(i, wine_type, wine_loc))
     problems.extend(
-        Problem(("body", "wines", row, field), reason, "value_error", row, field)
-        for row, field, reason in range_problems(measurements)
+        Problem(
+            row,
+            schema.FEATURE_NAMES[col],
+            reason,
+            "value_error",
+            ("body", "wines", row, schema.FEATURE_NAMES[col]),
+        )
+        for row, col, reason in range_problems(measurements)
     )
-    problems.sort(key=lambda p: (p.index if p.index is not None else -1, str(p.loc)))
-    return problems
+    return in_order(problems)
 
 
-# --- POST /v2/models/{name}/infer ---------------------------------------------------------------
+# --- V2 (Open Inference Protocol) requests: named tensors, JSON or binary data -----------------
 
 
 @dataclass(frozen=True, slots=True)
 class V2Request:
     matrix: Matrix
+    measurements: FloatArray
+    """The [N, 11] measurements at the precision they were sent (the matrix is float32)."""
     id: str | None
     column_shape: bool
     """True when the inputs had shape [N, 1] (outputs then use it too), False for [N]."""
     outputs: tuple[str, ...]
     """Requested output names, in order (all outputs when the request names none)."""
 
+    @property
+    def rows(self) -> Rows:
+        return self.measurements, self.matrix[:, -1] == 1.0
+
 
 _V2_OUTPUTS: Final = (schema.OUTPUT_QUALITY, schema.OUTPUT_CLASS)
+TensorData = list[Any] | npt.NDArray[Any]
+"""A tensor's values: a JSON list, or an array decoded from the binary data extension."""
+_BINARY_DTYPES: Final = {"FP32": "<f4", "FP64": "<f8"}
 
 
-def parse_v2_infer(body: bytes, max_rows: int, json_length: int | None = None) -> V2Request:
-    """A V2 inference request with named tensors -> the model matrix (or ``RequestError``).
+def parse_v2_infer(body: bytes, max_rows: int | None, json_length: int | None = None) -> V2Request:
+    """A V2 inference request with named tensors -> the model matrix (or ``FeatureError``).
 
     ``json_length`` is the ``Inference-Header-Content-Length`` of Triton's binary tensor data
     extension (what ``tritonclient`` sends by default): the JSON header is followed by the raw
@@ -267,93 +274,79 @@ def parse_v2_infer(body: bytes, max_rows: int, json_length: int | None = None) -
     raw = b""
     if json_length is not None:
         if not 0 < json_length <= len(body):
-            raise RequestError(
-                422,
-                [
-                    Problem(
-                        ("header", "inference-header-content-length"),
-                        f"{json_length} does not fit a body of {len(body)} bytes",
-                        "binary_header",
-                    )
-                ],
+            raise _refuse(
+                ("header", "inference-header-content-length"),
+                f"{json_length} does not fit a body of {len(body)} bytes",
+                "binary_header",
             )
         body, raw = body[:json_length], body[json_length:]
-    doc = parse_json(body)
+    return v2_request(parse_json(body), max_rows, raw if json_length is not None else None)
+
+
+def v2_request(doc: Any, max_rows: int | None, raw: bytes | None = None) -> V2Request:
+    """A decoded V2 request (``raw``: its binary tensor data, if it used the extension)."""
     if type(doc) is not dict:
-        raise RequestError(
-            422, [Problem(("body",), f"must be an object, got {_type_name(doc)}", "object_type")]
-        )
+        raise _refuse(("body",), f"must be an object, got {_type_name(doc)}", "object_type")
     request_id = doc.get("id")
     if request_id is not None and type(request_id) is not str:
-        raise RequestError(422, [Problem(("body", "id"), "must be a string", "string_type")])
+        raise _refuse(("body", "id"), "must be a string", "string_type")
     inputs = doc.get("inputs")
     if type(inputs) is not list:
-        raise RequestError(
-            422,
-            [Problem(("body", "inputs"), "must be an array of tensors", "list_type")],
-        )
+        raise _refuse(("body", "inputs"), "must be an array of tensors", "list_type")
     problems: list[Problem] = []
-    binary = _v2_binary(inputs, raw, problems) if json_length is not None else {}
+    binary = _v2_binary(inputs, raw, problems) if raw is not None else {}
     tensors: dict[str, TensorData] = {}
     shapes: dict[str, list[int]] = {}
     for t, tensor in enumerate(inputs):
-        loc: tuple[str | int, ...] = ("body", "inputs", t)
+        loc: Loc = ("body", "inputs", t)
         parsed = _v2_tensor(tensor, loc, problems, binary)
         if parsed is None:
             continue
         name, shape, data = parsed
         if name in tensors:
-            problems.append(Problem(loc, f"duplicate tensor {name!r}", "duplicate", None, name))
+            problems.append(Problem(None, name, f"duplicate tensor {name!r}", "duplicate", loc))
             continue
         tensors[name] = data
         shapes[name] = shape
     problems.extend(
-        Problem(("body", "inputs"), f"missing input tensor {name!r}", "missing", None, name)
+        Problem(None, name, f"missing input tensor {name!r}", "missing", ("body", "inputs"))
         for name in _V2_DATATYPES
         if name not in tensors and not any(p.field == name for p in problems)
     )
     outputs = _v2_outputs(doc.get("outputs"), problems)
     if problems:
-        raise RequestError(422, problems)
+        raise FeatureError(problems)
     lengths = {len(d) for d in tensors.values()}
     if len(lengths) != 1:
         sizes = {name: len(d) for name, d in tensors.items()}
-        raise RequestError(
-            422,
-            [Problem(("body", "inputs"), f"tensors differ in length: {sizes}", "shape_mismatch")],
-        )
+        raise _refuse(("body", "inputs"), f"tensors differ in length: {sizes}", "shape_mismatch")
     (n,) = lengths
-    if not 0 < n <= max_rows:
-        raise RequestError(
-            422,
-            [
-                Problem(
-                    ("body", "inputs"), f"tensors must hold 1 to {max_rows} rows, got {n}", "size"
-                )
-            ],
-        )
+    if n == 0 or (max_rows is not None and n > max_rows):
+        most = "" if max_rows is None else f" to {max_rows}"
+        raise _refuse(("body", "inputs"), f"tensors must hold 1{most} rows, got {n}", "size")
     column_shape = all(len(s) == 2 for s in shapes.values())
-    return V2Request(_v2_matrix(tensors, n), request_id, column_shape, outputs)
+    matrix, measurements = _v2_matrix(tensors, n)
+    return V2Request(matrix, measurements, request_id, column_shape, outputs)
 
 
 def _v2_tensor(  # noqa: PLR0911 (one early return per refused part of the tensor)
     tensor: Any,
-    loc: tuple[str | int, ...],
+    loc: Loc,
     problems: list[Problem],
     binary: dict[str, TensorData],
 ) -> tuple[str, list[int], TensorData] | None:
     if type(tensor) is not dict:
-        problems.append(Problem(loc, "must be an object", "object_type"))
+        problems.append(Problem(None, None, "must be an object", "object_type", loc))
         return None
     name = tensor.get("name")
     if name not in _V2_DATATYPES:
         problems.append(
             Problem(
-                (*loc, "name"),
-                f"unknown input tensor {name!r}; expected {list(_V2_DATATYPES)}",
-                "extra_forbidden",
                 None,
                 name if type(name) is str else None,
+                f"unknown input tensor {name!r}; expected {list(_V2_DATATYPES)}",
+                "extra_forbidden",
+                (*loc, "name"),
             )
         )
         return None
@@ -361,11 +354,11 @@ def _v2_tensor(  # noqa: PLR0911 (one early return per refused part of the tenso
     if datatype not in _V2_DATATYPES[name]:
         problems.append(
             Problem(
-                (*loc, "datatype"),
-                f"must be one of {sorted(_V2_DATATYPES[name])}, got {datatype!r}",
-                "datatype",
                 None,
                 name,
+                f"must be one of {sorted(_V2_DATATYPES[name])}, got {datatype!r}",
+                "datatype",
+                (*loc, "datatype"),
             )
         )
         return None
@@ -377,42 +370,35 @@ def _v2_tensor(  # noqa: PLR0911 (one early return per refused part of the tenso
         or (len(shape) == 2 and shape[1] != 1)
     ):
         problems.append(
-            Problem((*loc, "shape"), f"must be [N] or [N, 1], got {shape!r}", "shape", None, name)
+            Problem(None, name, f"must be [N] or [N, 1], got {shape!r}", "shape", (*loc, "shape"))
         )
         return None
     data = binary[name] if name in binary else tensor.get("data")
     if type(data) is not list and not isinstance(data, np.ndarray):
         problems.append(
-            Problem((*loc, "data"), "must be an array (row-major)", "list_type", None, name)
+            Problem(None, name, "must be an array (row-major)", "list_type", (*loc, "data"))
         )
         return None
     if type(data) is list and data and type(data[0]) is list:
         # Nested [[x], [y]] is the non-flattened form of [N, 1], which the V2 spec also allows.
         if not all(type(row) is list and len(row) == 1 for row in data):
             problems.append(
-                Problem((*loc, "data"), "nested rows must hold one value each", "shape", None, name)
+                Problem(None, name, "nested rows must hold one value each", "shape", (*loc, "data"))
             )
             return None
         data = [row[0] for row in data]
     if len(data) != shape[0]:
         problems.append(
             Problem(
-                (*loc, "data"),
-                f"holds {len(data)} values but shape {shape} needs {shape[0]}",
-                "shape",
                 None,
                 name,
+                f"holds {len(data)} values but shape {shape} needs {shape[0]}",
+                "shape",
+                (*loc, "data"),
             )
         )
         return None
     return name, shape, data
-
-
-_BINARY_DTYPES: Final = {"FP32": "<f4", "FP64": "<f8"}
-
-
-TensorData = list[Any] | npt.NDArray[Any]
-"""A tensor's values: a JSON list, or an array decoded from the binary data extension."""
 
 
 def _v2_binary(inputs: list[Any], raw: bytes, problems: list[Problem]) -> dict[str, TensorData]:
@@ -428,11 +414,11 @@ def _v2_binary(inputs: list[Any], raw: bytes, problems: list[Problem]) -> dict[s
         size = params.get("binary_data_size") if type(params) is dict else None
         if size is None:
             continue
-        loc: tuple[str | int, ...] = ("body", "inputs", t, "parameters", "binary_data_size")
+        loc: Loc = ("body", "inputs", t, "parameters", "binary_data_size")
         name = tensor.get("name")
         if type(size) is not int or size < 0 or offset + size > len(raw):
             problems.append(
-                Problem(loc, f"{size!r} bytes do not fit the binary data", "binary", None, name)
+                Problem(None, name, f"{size!r} bytes do not fit the binary data", "binary", loc)
             )
             return decoded
         chunk = raw[offset : offset + size]
@@ -442,7 +428,7 @@ def _v2_binary(inputs: list[Any], raw: bytes, problems: list[Problem]) -> dict[s
             width = int(datatype[2:]) // 8
             if size % width:
                 problems.append(
-                    Problem(loc, f"{size} is not a multiple of {width}", "binary", None, name)
+                    Problem(None, name, f"{size} is not a multiple of {width}", "binary", loc)
                 )
                 continue
             decoded[name] = np.frombuffer(chunk, dtype=_BINARY_DTYPES[datatype])
@@ -454,14 +440,16 @@ def _v2_binary(inputs: list[Any], raw: bytes, problems: list[Problem]) -> dict[s
             try:
                 decoded[name] = _decode_bytes_tensor(chunk)
             except ValueError as exc:
-                problems.append(Problem(loc, str(exc), "binary", None, name))
+                problems.append(Problem(None, name, str(exc), "binary", loc))
         # Unknown datatypes are reported by _v2_tensor with the tensor's other problems.
     if offset != len(raw) and not problems:
         problems.append(
             Problem(
-                ("body",),
+                None,
+                None,
                 f"{len(raw) - offset} trailing bytes after the declared binary data",
                 "binary",
+                ("body",),
             )
         )
     return decoded
@@ -509,15 +497,7 @@ def _v2_is_white(wine_types: TensorData, problems: list[Problem]) -> npt.NDArray
     for i, value in enumerate(wine_types):
         flag = WINE_TYPE_FLAGS.get(value) if type(value) is str else None
         if flag is None:
-            problems.append(
-                Problem(
-                    ("body", "inputs", schema.WINE_TYPE, i),
-                    f"must be one of {list(schema.WINE_TYPES)}, got {value!r}",
-                    "literal_error",
-                    i,
-                    schema.WINE_TYPE,
-                )
-            )
+            problems.append(wine_type_problem(i, value, ("body", "inputs", schema.WINE_TYPE, i)))
         else:
             is_white[i] = flag
     return is_white
@@ -533,19 +513,21 @@ def _v2_outputs(requested: Any, problems: list[Problem]) -> tuple[str, ...]:
             if name not in _V2_OUTPUTS:
                 problems.append(
                     Problem(
-                        ("body", "outputs", k),
+                        None,
+                        None,
                         f"unknown output {name!r}; available: {list(_V2_OUTPUTS)}",
                         "extra_forbidden",
+                        ("body", "outputs", k),
                     )
                 )
             else:
                 names.append(name)
     else:
-        problems.append(Problem(("body", "outputs"), "must be an array", "list_type"))
+        problems.append(Problem(None, None, "must be an array", "list_type", ("body", "outputs")))
     return tuple(names)
 
 
-def _v2_matrix(tensors: dict[str, TensorData], n: int) -> Matrix:
+def _v2_matrix(tensors: dict[str, TensorData], n: int) -> tuple[Matrix, FloatArray]:
     problems: list[Problem] = []
     matrix = np.empty((n, schema.N_MODEL_COLUMNS), dtype=np.float32)
     measurements = np.empty((n, len(schema.FEATURE_NAMES)), dtype=np.float64)
@@ -564,11 +546,11 @@ def _v2_matrix(tensors: dict[str, TensorData], n: int) -> Matrix:
             if type(value) not in NUMBER_TYPES:
                 problems.append(
                     Problem(
-                        ("body", "inputs", name, i),
-                        f"must be a number, got {_type_name(value)}",
-                        "number_type",
                         i,
                         name,
+                        f"must be a number, got {_type_name(value)}",
+                        "number_type",
+                        ("body", "inputs", name, i),
                     )
                 )
                 measurements[i, j] = _FILL[j]
@@ -578,12 +560,36 @@ def _v2_matrix(tensors: dict[str, TensorData], n: int) -> Matrix:
                 except OverflowError:
                     measurements[i, j] = math.inf
     problems.extend(
-        Problem(("body", "inputs", field, row), reason, "value_error", row, field)
-        for row, field, reason in range_problems(measurements)
+        Problem(
+            row,
+            schema.FEATURE_NAMES[col],
+            reason,
+            "value_error",
+            ("body", "inputs", schema.FEATURE_NAMES[col], row),
+        )
+        for row, col, reason in range_problems(measurements)
     )
     matrix[:, -1] = _v2_is_white(tensors[schema.WINE_TYPE], problems)
     if problems:
-        problems.sort(key=lambda p: (p.index if p.index is not None else -1, str(p.loc)))
-        raise RequestError(422, problems)
+        raise FeatureError(in_order(problems))
     matrix[:, :-1] = measurements
-    return matrix
+    return matrix, measurements
+
+
+# --- frames: a table with the feature columns and wine_type ------------------------------------
+
+
+def frame_rows(frame: Any) -> tuple[FloatArray, BoolArray]:
+    """A DataFrame with ``schema.FEATURE_NAMES`` and ``wine_type`` -> validated rows."""
+    missing = [n for n in (*schema.FEATURE_NAMES, schema.WINE_TYPE) if n not in frame.columns]
+    if missing:
+        raise FeatureError([Problem(None, n, "missing column", "missing") for n in missing])
+    return validate_rows(
+        frame.loc[:, list(schema.FEATURE_NAMES)].to_numpy(dtype=np.float64),
+        frame[schema.WINE_TYPE].to_numpy(),
+    )
+
+
+def frame_to_matrix(frame: Any) -> Matrix:
+    """A DataFrame with ``schema.FEATURE_NAMES`` and ``wine_type`` -> the model matrix."""
+    return rows_to_matrix(*frame_rows(frame))

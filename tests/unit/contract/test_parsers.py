@@ -1,4 +1,5 @@
-"""The hand-tuned request validation: every refusal names the wine index, field and reason."""
+"""The contract's JSON parsers (wine records, V2 tensors): every refusal names the wine index,
+field and reason."""
 
 from __future__ import annotations
 
@@ -9,25 +10,26 @@ import orjson
 import pytest
 
 from winequality.contract import schema
+from winequality.contract.parsers import parse_predict, parse_v2_infer
+from winequality.contract.problems import FeatureError
+from winequality.serving.errors import RequestError
 from winequality.serving.schemas import example_wine
-from winequality.serving.validation import RequestError, parse_predict, parse_v2_infer
 
 
 def body(doc: Any) -> bytes:
     return orjson.dumps(doc)
 
 
-def refusal(raw: bytes, max_rows: int = 10) -> RequestError:
-    with pytest.raises(RequestError) as info:
+def refusal(raw: bytes, max_rows: int = 10) -> FeatureError:
+    with pytest.raises(FeatureError) as info:
         parse_predict(raw, max_rows)
-    assert info.value.status == 422
     return info.value
 
 
-def only(err: RequestError) -> tuple[int | None, str | None, str]:
+def only(err: FeatureError) -> tuple[int | None, str | None, str]:
     assert len(err.problems) == 1, err.problems
     p = err.problems[0]
-    return p.index, p.field, p.msg
+    return p.row, p.field, p.reason
 
 
 def test_valid_wines_become_the_model_matrix_in_schema_order() -> None:
@@ -64,7 +66,7 @@ def test_unknown_field_in_place_of_a_required_one_names_both() -> None:
     # Same number of keys as a valid wine: the fast pass must not take it for one.
     wine = example_wine()
     wine["alcohol_pct"] = wine.pop("alcohol")
-    problems = {(p.index, p.field, p.msg) for p in refusal(body({"wines": [wine]})).problems}
+    problems = {(p.row, p.field, p.reason) for p in refusal(body({"wines": [wine]})).problems}
     assert problems == {(0, "alcohol", "field required"), (0, "alcohol_pct", "unknown field")}
 
 
@@ -76,7 +78,7 @@ def test_unhashable_wine_type_is_refused_naming_the_wine() -> None:
 def test_unknown_top_level_field_is_refused() -> None:
     err = refusal(body({"wines": [example_wine()], "debug": True}))
     assert err.problems[0].loc == ("body", "debug")
-    assert "unknown field" in err.problems[0].msg
+    assert "unknown field" in err.problems[0].reason
 
 
 @pytest.mark.parametrize(
@@ -99,10 +101,10 @@ def test_nan_and_infinity_literals_are_refused(literal: bytes) -> None:
 def test_values_outside_physical_ranges_name_row_field_and_range() -> None:
     wines = [example_wine(), example_wine() | {"ph": 15.0, "density": 0.5}]
     err = refusal(body({"wines": wines}))
-    found = {(p.index, p.field) for p in err.problems}
+    found = {(p.row, p.field) for p in err.problems}
     assert found == {(1, "ph"), (1, "density")}
     ph = next(p for p in err.problems if p.field == "ph")
-    assert "15.0 is outside the physical range [0.0, 14.0]" in ph.msg
+    assert "15.0 is outside the physical range [0.0, 14.0]" in ph.reason
 
 
 def test_negative_concentration_is_refused() -> None:
@@ -133,7 +135,7 @@ def test_too_many_rows_are_refused() -> None:
     ],
 )
 def test_malformed_documents_are_refused(doc: Any, reason: str) -> None:
-    assert refusal(body(doc)).problems[0].msg == reason
+    assert refusal(body(doc)).problems[0].reason == reason
 
 
 def test_item_that_is_not_an_object_is_refused() -> None:
@@ -147,13 +149,13 @@ def test_item_that_is_not_an_object_is_refused() -> None:
 def test_every_problem_of_every_wine_is_reported() -> None:
     bad = example_wine() | {"alcohol": "x", "ph": -1}
     err = refusal(body({"wines": [bad, example_wine(), bad]}))
-    assert [(p.index, p.field) for p in err.problems] == [
+    assert [(p.row, p.field) for p in err.problems] == [
         (0, "alcohol"),
         (0, "ph"),
         (2, "alcohol"),
         (2, "ph"),
     ]
-    detail = orjson.loads(err.body())
+    detail = orjson.loads(RequestError.invalid(err).body())
     assert detail["detail"][0] == {
         "loc": ["body", "wines", 0, "alcohol"],
         "index": 0,
@@ -188,10 +190,9 @@ def v2_inputs(wines: list[dict[str, Any]], column: bool = True) -> list[dict[str
     return inputs
 
 
-def v2_refusal(doc: Any) -> RequestError:
-    with pytest.raises(RequestError) as info:
+def v2_refusal(doc: Any) -> FeatureError:
+    with pytest.raises(FeatureError) as info:
         parse_v2_infer(body(doc), 10)
-    assert info.value.status == 422
     return info.value
 
 
@@ -215,7 +216,7 @@ def test_v2_accepts_flat_shape_and_nested_data() -> None:
 def test_v2_missing_tensor_is_named() -> None:
     inputs = [t for t in v2_inputs([example_wine()]) if t["name"] != "ph"]
     err = v2_refusal({"inputs": inputs})
-    assert [(p.field, p.msg) for p in err.problems] == [("ph", "missing input tensor 'ph'")]
+    assert [(p.field, p.reason) for p in err.problems] == [("ph", "missing input tensor 'ph'")]
 
 
 def test_v2_unknown_tensor_is_named() -> None:
@@ -230,14 +231,14 @@ def test_v2_unknown_tensor_is_named() -> None:
 def test_v2_out_of_range_value_names_row_and_tensor() -> None:
     wines = [example_wine(), example_wine() | {"alcohol": 80.0}]
     err = v2_refusal({"inputs": v2_inputs(wines)})
-    assert [(p.index, p.field) for p in err.problems] == [(1, "alcohol")]
+    assert [(p.row, p.field) for p in err.problems] == [(1, "alcohol")]
 
 
 def test_v2_string_in_fp32_tensor_is_refused() -> None:
     inputs = v2_inputs([example_wine()])
     inputs[0]["data"] = ["7.4"]
     err = v2_refusal({"inputs": inputs})
-    assert [(p.index, p.field, p.msg) for p in err.problems] == [
+    assert [(p.row, p.field, p.reason) for p in err.problems] == [
         (0, "fixed_acidity", "must be a number, got string")
     ]
 
@@ -261,7 +262,7 @@ def test_v2_tensors_of_different_lengths_are_refused() -> None:
 
 def test_v2_unknown_requested_output_is_refused() -> None:
     err = v2_refusal({"inputs": v2_inputs([example_wine()]), "outputs": [{"name": "price"}]})
-    assert "unknown output 'price'" in err.problems[0].msg
+    assert "unknown output 'price'" in err.problems[0].reason
 
 
 def binary_request(
@@ -295,19 +296,19 @@ def test_v2_binary_wine_types_other_than_red_and_white_are_named() -> None:
     wines = [example_wine("white"), example_wine("red")]
     rose = b"".join(len(s).to_bytes(4, "little") + s for s in (b"white", b"rose"))
     header, blobs = binary_request(wines, rose)
-    with pytest.raises(RequestError) as info:
+    with pytest.raises(FeatureError) as info:
         parse_v2_infer(header + blobs, 10, json_length=len(header))
-    assert [(p.index, p.field) for p in info.value.problems] == [(1, schema.WINE_TYPE)]
+    assert [(p.row, p.field) for p in info.value.problems] == [(1, schema.WINE_TYPE)]
 
 
 def test_v2_binary_wine_types_that_only_look_like_flags_are_refused() -> None:
     # Four bytes "0000" are a BYTES element length (808,464,432) with no data after it, not
     # four red wines.
     header, blobs = binary_request([example_wine("red")] * 4, b"0000")
-    with pytest.raises(RequestError) as info:
+    with pytest.raises(FeatureError) as info:
         parse_v2_infer(header + blobs, 10, json_length=len(header))
     assert info.value.problems[0].field == schema.WINE_TYPE
-    assert "truncated" in info.value.problems[0].msg
+    assert "truncated" in info.value.problems[0].reason
 
 
 def test_v2_truncated_binary_data_is_refused() -> None:
@@ -315,7 +316,7 @@ def test_v2_truncated_binary_data_is_refused() -> None:
     inputs[0].pop("data")
     inputs[0]["parameters"] = {"binary_data_size": 4}
     header = body({"inputs": inputs})
-    with pytest.raises(RequestError) as info:
+    with pytest.raises(FeatureError) as info:
         parse_v2_infer(header + b"\x00\x00", 10, json_length=len(header))
     assert info.value.problems[0].field == "fixed_acidity"
 
