@@ -97,3 +97,26 @@ def replaced_atomically(dest: Path) -> Iterator[Path]:
 def read_metadata(bundle: Path) -> ModelMetadata:
     """Load and validate ``metadata.json`` of a bundle."""
     return ModelMetadata.model_validate_json((bundle / METADATA_FILE).read_text())
+
+
+def point_model_dir(model_dir: Path, bundle: Path) -> None:
+    """Make ``model_dir`` name ``bundle``: swap the symlink atomically, or copy into a real dir.
+
+    The local stack uses a symlink (a rename replaces it in one step, no reader sees it missing);
+    a plain directory, as ``registry pull`` makes by default, is rewritten with the bundle's files
+    through ``write_bundle`` (also atomic).
+    """
+    if model_dir.is_symlink() or not model_dir.exists():
+        model_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
+        tmp = model_dir.with_name(f".{model_dir.name}.{os.getpid()}.link")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(bundle.resolve(), target_is_directory=True)
+        os.replace(tmp, model_dir)
+        return
+    reference = bundle / REFERENCE_FILE
+    write_bundle(
+        model_dir,
+        (bundle / MODEL_FILE).read_bytes(),
+        read_metadata(bundle),
+        reference if reference.is_file() else None,
+    )

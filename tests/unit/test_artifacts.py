@@ -48,3 +48,31 @@ def test_missing_reference_file_fails_without_touching_the_old_bundle(tmp_path: 
     with pytest.raises(FileNotFoundError):
         artifacts.write_bundle(dest, b"new", ModelMetadata(version="2"), tmp_path / "nope.parquet")
     assert artifacts.read_metadata(dest).version == "1"
+
+
+def _bundle(folder: Path, version: str) -> Path:
+    return artifacts.write_bundle(
+        folder, b"onnx-" + version.encode(), ModelMetadata(version=version)
+    )
+
+
+def test_pointer_symlink_is_created_then_swapped(tmp_path: Path) -> None:
+    pointer = tmp_path / "models" / "current"
+    v1, v2 = _bundle(tmp_path / "b1", "1"), _bundle(tmp_path / "b2", "2")
+    artifacts.point_model_dir(pointer, v1)
+    assert pointer.is_symlink()
+    assert artifacts.read_metadata(pointer).version == "1"
+    artifacts.point_model_dir(pointer, v2)
+    assert pointer.resolve() == v2.resolve()
+    assert artifacts.read_metadata(pointer).version == "2"
+    assert not list(pointer.parent.glob(".current.*"))
+    assert (v1 / artifacts.MODEL_FILE).read_bytes() == b"onnx-1"  # old bundle untouched
+
+
+def test_pointer_that_is_a_real_directory_gets_the_bundle_copied(tmp_path: Path) -> None:
+    serving = _bundle(tmp_path / "serving", "1")
+    v2 = _bundle(tmp_path / "b2", "2")
+    artifacts.point_model_dir(serving, v2)
+    assert not serving.is_symlink()
+    assert artifacts.read_metadata(serving).version == "2"
+    assert (serving / artifacts.MODEL_FILE).read_bytes() == b"onnx-2"

@@ -11,14 +11,14 @@ if TYPE_CHECKING:
     from winequality.settings import Settings
 
 
-def register(root: typer.Typer) -> None:
-    """Add this module's commands to the root command line."""
-    root.command("serve")(serve)
+app = typer.Typer()
+"""The top-level ``serve`` command."""
 
 
 Backend = Literal["onnx", "remote", "triton"]
 
 
+@app.command("serve")
 def serve(
     model_dir: Annotated[
         Path | None,

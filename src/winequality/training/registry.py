@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -23,6 +23,7 @@ from winequality.contract import schema
 from winequality.contract.features import postprocess
 from winequality.params import Params, PromoteParams
 from winequality.settings import Settings
+from winequality.stages import PATHS, StageError, StagePaths
 from winequality.training import tracking
 from winequality.training.dataset import read_split, to_xy
 from winequality.training.evaluate import METRICS, mean_predictor_metrics, regression_metrics
@@ -32,6 +33,7 @@ from winequality.training.train import load_model
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+    from onnxruntime import InferenceSession
 
 CHALLENGER: Final = "challenger"
 CHAMPION: Final = "champion"
@@ -49,26 +51,8 @@ TAG_FAMILY: Final = "family"
 PARITY_METRIC: Final = "onnx_parity_max_abs_diff"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(StageError):
     """The registry is not in a state the command can work with (e.g. no challenger)."""
-
-
-@dataclass(frozen=True)
-class RegisterInputs:
-    """The files the earlier stages wrote; optional ones are logged when present."""
-
-    model: Path = Path("models/model.pkl")
-    onnx: Path = Path("models/model.onnx")
-    train: Path = Path("data/prepared/train.parquet")
-    test: Path = Path("data/prepared/test.parquet")
-    reference: Path = Path("data/prepared/reference.parquet")
-    train_metrics: Path = Path("metrics/train.json")
-    eval_metrics: Path = Path("metrics/eval.json")
-    export_metrics: Path = Path("metrics/export.json")
-    cv_results: Path = Path("reports/cv_results.csv")
-    predictions: Path = Path("reports/predictions.csv")
-    source: Path = Path("data/raw/source.json")
-    extra_tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -123,9 +107,17 @@ def run_params(params: Params, train_summary: dict[str, Any]) -> dict[str, str]:
 
 
 def register(
-    inputs: RegisterInputs, settings: Settings, params: Params, alias: str = CHALLENGER
+    inputs: StagePaths,
+    settings: Settings,
+    params: Params,
+    alias: str = CHALLENGER,
+    extra_tags: dict[str, str] | None = None,
 ) -> Registered:
-    """Log one run with everything needed to audit and serve the model; register it as ``alias``."""
+    """Log one run with everything needed to audit and serve the model; register it as ``alias``.
+
+    ``inputs`` names the files the earlier stages wrote; the optional ones (train metrics, the
+    reports, the reference sample) are logged when present. ``extra_tags`` go on the run.
+    """
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
@@ -153,7 +145,7 @@ def register(
         **{f"dvc_md5.{name}": value for name, value in hashes.items() if name != "dir"},
         **({TAG_GIT_COMMIT: commit} if commit else {}),
         **({TAG_DATA_SOURCE: source} if source else {}),
-        **inputs.extra_tags,
+        **(extra_tags or {}),
     }
 
     x_train, _ = to_xy(train)
@@ -247,20 +239,20 @@ def _download(uri: str, run_id: str, artifact: str, dest: Path) -> Path:
     )
 
 
-def score_onnx(onnx_model: bytes, test: Any, metric: str) -> float:
+def score_onnx(onnx_model: bytes, test: Any, metric: str, where: str = "ONNX model") -> float:
     """Re-score a registered ONNX model on ``test`` (what is served, whatever sklearn made it)."""
-    from winequality.export.onnx import onnx_predict
-
     x, y = to_xy(test)
-    quality, _ = postprocess(onnx_predict(onnx_model, x))
+    session = _check_onnx(onnx_model, where)
+    (scores,) = session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[:1]
+    quality, _ = postprocess(np.asarray(scores, dtype=np.float64).reshape(-1))
     return regression_metrics(y, quality)[metric]
 
 
 def promote(
     settings: Settings,
     gate: PromoteParams,
-    test_path: Path = Path("data/prepared/test.parquet"),
-    train_path: Path = Path("data/prepared/train.parquet"),
+    test_path: Path = PATHS.test,
+    train_path: Path = PATHS.train,
     metric: str | None = None,
 ) -> Decision:
     """Re-score challenger and champion on the current test split, decide, record, apply.
@@ -283,7 +275,8 @@ def promote(
     def candidate(mv: ModelVersion, tmp: Path) -> Candidate:
         run_id = str(mv.run_id)
         onnx_file = _download(settings.tracking_uri(), run_id, ONNX_ARTIFACT, tmp / str(mv.version))
-        return Candidate(str(mv.version), run_id, score_onnx(onnx_file.read_bytes(), test, metric))
+        score = score_onnx(onnx_file.read_bytes(), test, metric, f"v{mv.version}: {ONNX_ARTIFACT}")
+        return Candidate(str(mv.version), run_id, score)
 
     with tempfile.TemporaryDirectory() as tmp:
         challenger = candidate(challenger_mv, Path(tmp))
@@ -310,7 +303,9 @@ def promote(
     return decision
 
 
-def _check_onnx(onnx_model: bytes, where: str) -> None:
+def _check_onnx(onnx_model: bytes, where: str) -> InferenceSession:
+    """A session on ``onnx_model``, or ``RegistryError`` when it is not the model the contract
+    expects (one input of ``schema.N_MODEL_COLUMNS`` columns)."""
     import onnxruntime as ort
 
     try:
@@ -323,6 +318,7 @@ def _check_onnx(onnx_model: bytes, where: str) -> None:
             f"{where}: expected one input of width {schema.N_MODEL_COLUMNS}, "
             f"got {[(i.name, i.shape) for i in inputs]}"
         )
+    return session
 
 
 def pull(
