@@ -49,8 +49,14 @@ def stage_errors() -> Iterator[None]:
 
 @contextmanager
 def working(message: str) -> Iterator[None]:
-    """A spinner on stderr while a long step runs (silent when stderr is not a terminal)."""
+    """A spinner on stderr while a long step runs; the message as a line when stderr is not a
+    terminal (a CI log or ``dvc repro`` still says what the command is waiting for)."""
     from rich.console import Console
 
-    with Console(stderr=True).status(message):
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console.print(message, highlight=False, soft_wrap=True)
+        yield
+        return
+    with console.status(message):
         yield

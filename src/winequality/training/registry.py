@@ -26,9 +26,13 @@ from winequality.settings import Settings
 from winequality.stages import PATHS, StageError, StagePaths
 from winequality.training import tracking
 from winequality.training.dataset import read_split, to_xy
-from winequality.training.evaluate import METRICS, mean_predictor_metrics, regression_metrics
+from winequality.training.evaluate import (
+    LOWER_IS_BETTER,
+    METRICS,
+    mean_predictor_metrics,
+    regression_metrics,
+)
 from winequality.training.gate import Candidate, Decision, decide
-from winequality.training.train import load_model
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -122,6 +126,8 @@ def register(
     from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
+    from winequality.training.train import load_model
+
     tracking.quiet_mlflow()
     model = load_model(inputs.model)
     onnx_bytes = inputs.onnx.read_bytes() if inputs.onnx.is_file() else None
@@ -135,14 +141,18 @@ def register(
     hashes = tracking.data_hashes(
         {"train": inputs.train, "test": inputs.test, "reference": inputs.reference}
     )
-    data_hash = hashes.get("dir", hashes["train"])
+    # DVC's hash of the prepared folder when dvc.lock describes these files (a DVC run); the
+    # training file's md5 otherwise (a retraining's own splits).
+    data_hash = (
+        tracking.locked_hash(settings.project_dir, inputs.prepared_dir, hashes) or hashes["train"]
+    )
     commit = tracking.git_commit(Path.cwd())
     source = tracking.data_source(inputs.source)
     family = str(train_summary.get("family", params.train.family))
     tags = {
         TAG_FAMILY: family,
         TAG_DATA_HASH: data_hash,
-        **{f"dvc_md5.{name}": value for name, value in hashes.items() if name != "dir"},
+        **{f"dvc_md5.{name}": value for name, value in hashes.items()},
         **({TAG_GIT_COMMIT: commit} if commit else {}),
         **({TAG_DATA_SOURCE: source} if source else {}),
         **(extra_tags or {}),
@@ -176,6 +186,7 @@ def register(
             signature=signature,
             input_example=example,
             serialization_format="skops",
+            skops_trusted_types=skops_trusted_types(model),
             # Explicit requirements: inferring them loads the model in a subprocess (seconds).
             pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
         )
@@ -204,14 +215,39 @@ def register(
             )
         run_id = run.info.run_id
 
-    version = mlflow.register_model(
+    name = settings.registered_model_name
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        client.create_registered_model(name)
+    # The client, not mlflow.register_model: same registry call, without its console prints.
+    version = client.create_model_version(
+        name,
         model_info.model_uri,
-        settings.registered_model_name,
+        run_id=run_id,
         tags={k: v for k, v in tags.items() if k in (TAG_FAMILY, TAG_DATA_HASH, TAG_GIT_COMMIT)}
         | {"run_id": run_id},
     )
-    client.set_registered_model_alias(settings.registered_model_name, alias, version.version)
-    return Registered(settings.registered_model_name, str(version.version), run_id)
+    client.set_registered_model_alias(name, alias, version.version)
+    return Registered(name, str(version.version), run_id)
+
+
+# Modules whose classes a fitted pipeline of ours may contain; skops refuses any other type.
+TRUSTED_MODULES: Final = ("sklearn.", "numpy.", "scipy.")
+
+
+def skops_trusted_types(model: Any) -> list[str]:
+    """The types skops must be told to trust to load ``model`` back (tree models hold
+    ``sklearn.tree._tree.Tree`` and the like, which skops does not trust by default).
+
+    Only scikit-learn's, NumPy's and SciPy's own types are trusted; anything else in the
+    pipeline is refused with a ``RegistryError`` naming it, rather than logged unloadable.
+    """
+    import skops.io  # type: ignore[import-untyped]
+
+    found = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    foreign = [t for t in found if not t.startswith(TRUSTED_MODULES)]
+    if foreign:
+        raise RegistryError(f"the model holds types skops cannot load safely: {foreign}")
+    return list(found)
 
 
 def _aliases(client: MlflowClient, name: str) -> dict[str, str]:
@@ -261,8 +297,11 @@ def promote(
     ``champion`` alias moves only when the challenger wins.
     """
     metric = metric or gate.metric
-    if metric not in ("rmse", "mae"):
-        raise ValueError(f"promotion metric must be rmse or mae (lower is better), got {metric!r}")
+    if metric not in LOWER_IS_BETTER:
+        raise ValueError(
+            f"promotion metric must be one of {sorted(LOWER_IS_BETTER)} (lower is better), "
+            f"got {metric!r}"
+        )
     tracking.quiet_mlflow()
     client = tracking.connect(settings)
     name = settings.registered_model_name

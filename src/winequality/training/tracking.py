@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,33 +31,40 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def dir_md5(folder: Path) -> str:
-    """DVC's hash of a directory output (``<md5>.dir``, as in ``dvc.lock``).
-
-    DVC hashes the JSON listing of ``{"md5", "relpath"}`` entries sorted by path; reproducing
-    it lets a run be matched to the exact ``data/prepared`` version that ``dvc.lock`` names.
-    """
-    if not folder.is_dir():
-        raise NotADirectoryError(f"{folder}: not a directory")
-    entries = sorted(
-        (
-            {"md5": file_md5(p), "relpath": p.relative_to(folder).as_posix()}
-            for p in folder.rglob("*")
-            if p.is_file()
-        ),
-        key=lambda e: e["relpath"],
-    )
-    listing = json.dumps(entries, sort_keys=True).encode("utf-8")
-    return hashlib.md5(listing, usedforsecurity=False).hexdigest() + ".dir"
-
-
 def data_hashes(files: dict[str, Path]) -> dict[str, str]:
-    """``{"<name>": md5}`` per prepared file, plus ``"dir"`` for their common folder."""
-    hashes = {name: file_md5(path) for name, path in files.items() if path.is_file()}
-    folders = {path.resolve().parent for path in files.values() if path.is_file()}
-    if len(folders) == 1:
-        hashes["dir"] = dir_md5(folders.pop())
-    return hashes
+    """``{"<name>": md5}`` per file that exists (what DVC records for each of them)."""
+    return {name: file_md5(path) for name, path in files.items() if path.is_file()}
+
+
+def locked_hash(project: Path, out: Path, file_hashes: dict[str, str]) -> str | None:
+    """The hash ``dvc.lock`` records for the stage output ``out`` (``<md5>.dir`` for a folder),
+    if the files hashed in ``file_hashes`` are the ones it describes; else None.
+
+    DVC computed the hash; this only reads it back. For a folder, the check goes through DVC's
+    own manifest of that hash in the project's cache (``relpath -> md5`` per file): a lock
+    older than the files on disk (an edit outside ``dvc repro``) names no run.
+    """
+    import yaml
+
+    try:
+        lock: Any = yaml.safe_load((project / "dvc.lock").read_text())
+        rel = (out if out.is_absolute() else project / out).resolve().relative_to(project.resolve())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    for stage in (lock or {}).get("stages", {}).values():
+        for entry in stage.get("outs", []):
+            if Path(entry.get("path", "")) != rel or "md5" not in entry:
+                continue
+            recorded = str(entry["md5"])
+            if not recorded.endswith(".dir"):
+                return recorded if recorded in file_hashes.values() else None
+            manifest = project / ".dvc" / "cache" / "files" / "md5" / recorded[:2] / recorded[2:]
+            try:
+                listed = {e["md5"] for e in json.loads(manifest.read_text())}
+            except (OSError, ValueError, TypeError, KeyError):
+                return None
+            return recorded if set(file_hashes.values()) <= listed else None
+    return None
 
 
 def git_commit(cwd: Path) -> str | None:
@@ -131,5 +140,18 @@ def ensure_experiment(client: MlflowClient, settings: Settings) -> str:
 
 
 def quiet_mlflow() -> None:
-    """No progress bars or emoji links in pipeline logs (they are meant for notebooks)."""
+    """Keep MLflow to what a pipeline user can act on: its errors.
+
+    Off: progress bars and emoji links (meant for notebooks), usage telemetry (a network call
+    per logged model), and the INFO/WARNING chatter of a local run (database migrations, "pip
+    version not resolved" in a uv environment, dataset-source and integer-column hints).
+    """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    import mlflow  # noqa: F401 (configures its loggers on import; the level is set after it)
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow\.")
