@@ -1,5 +1,9 @@
 """The pipeline's files, named once: what each stage reads and writes.
 
+Each stage writes its full report as a plain output; the one file DVC shows as metrics is
+``model_metrics``, the compact set ``register`` logs on the MLflow run (one row in
+``dvc metrics show`` / ``dvc exp show``).
+
 ``dvc.yaml`` spells the same paths for DVC (a unit test holds the two equal); the command-line
 defaults, the registry and the retraining job take them from here. ``StagePaths().under(dir)``
 is the same layout below another folder (a retraining run's work directory).
@@ -39,6 +43,7 @@ class StagePaths:
     onnx: Path = Path("models/model.onnx")
     export_metrics: Path = Path("metrics/export.json")
     registered: Path = Path("models/registered.json")
+    model_metrics: Path = Path("metrics/model.json")
     promotion: Path = Path("reports/promotion.json")
 
     def under(self, root: Path) -> StagePaths:
@@ -51,28 +56,28 @@ class StagePaths:
             "ingest": {"deps": [], "outs": [self.raw_dir], "metrics": []},
             "validate": {
                 "deps": [self.raw_wines],
-                "outs": [self.validated_dir],
-                "metrics": [self.validation_report],
+                "outs": [self.validated_dir, self.validation_report],
+                "metrics": [],
             },
             "prepare": {
                 "deps": [self.validated],
-                "outs": [self.prepared_dir],
-                "metrics": [self.data_metrics],
+                "outs": [self.prepared_dir, self.data_metrics],
+                "metrics": [],
             },
             "train": {
                 "deps": [self.train],
-                "outs": [self.model, self.cv_results],
-                "metrics": [self.train_metrics],
+                "outs": [self.model, self.cv_results, self.train_metrics],
+                "metrics": [],
             },
             "evaluate": {
                 "deps": [self.model, self.test, self.train],
-                "outs": [self.predictions],
-                "metrics": [self.eval_metrics],
+                "outs": [self.predictions, self.eval_metrics],
+                "metrics": [],
             },
             "export_onnx": {
                 "deps": [self.model, self.test],
-                "outs": [self.onnx],
-                "metrics": [self.export_metrics],
+                "outs": [self.onnx, self.export_metrics],
+                "metrics": [],
             },
             "register": {
                 "deps": [
@@ -81,7 +86,7 @@ class StagePaths:
                     self.source,
                 ],
                 "outs": [self.registered],
-                "metrics": [],
+                "metrics": [self.model_metrics],
             },
             "promote": {
                 "deps": [self.registered, self.test, self.train],

@@ -69,8 +69,10 @@ def triton(
         write_model_repository,
     )
     from winequality.settings import Settings
+    from winequality.summary import bundle_notice
 
     settings = Settings()
+    typer.echo(bundle_notice(bundle or settings.model_dir), err=True)
     if variant not in VARIANTS:
         raise typer.BadParameter(f"must be one of {list(VARIANTS)}", param_hint="--variant")
     try:

@@ -57,6 +57,9 @@ def serve(
     if backend in ("onnx", "remote"):
         overrides["backend"] = backend
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    from winequality.summary import bundle_notice
+
+    typer.echo(bundle_notice(settings.model_dir), err=True)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     with contextlib.ExitStack() as stack:
         if backend == "triton":

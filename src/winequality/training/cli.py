@@ -117,9 +117,13 @@ def register_model(
     out: Annotated[
         Path, typer.Option(help="Where to write {name, version, run_id}.")
     ] = PATHS.registered,
+    metrics: Annotated[
+        Path | None, typer.Option(help="The run's headline metrics for `dvc metrics` (JSON).")
+    ] = None,
 ) -> None:
     """Log one MLflow run (params, metrics, data, models, plots) and register the model."""
     with stage_errors():
+        from winequality.training.registry import headline_metrics
         from winequality.training.registry import register as do_register
 
         settings, params = settings_and_params()
@@ -140,6 +144,8 @@ def register_model(
         with working(f"Logging the run to MLflow ({settings.tracking_uri()}) ..."):
             registered = do_register(paths, settings, params, alias=alias)
         write_json(out, registered.as_dict())
+        if metrics is not None:
+            write_json(metrics, {"version": registered.version} | headline_metrics(paths))
     typer.echo(
         f"registered {registered.name} v{registered.version} (run {registered.run_id}) "
         f"as {alias!r} in {settings.tracking_uri()}"

@@ -98,6 +98,35 @@ def run_metrics(
     return out
 
 
+# The run metrics `dvc metrics show` lists (one compact row); MLflow has them all.
+HEADLINE_METRICS: Final = (
+    "test_rmse",
+    "test_mae",
+    "test_r2",
+    "test_within_0_5",
+    "test_within_1_0",
+    "baseline_rmse",
+    "cv_rmse_mean",
+)
+
+
+def headline_metrics(paths: StagePaths) -> dict[str, float | str]:
+    """What the register stage writes for DVC: the family, the headline run metrics, rounded
+    to 4 decimals, and the ONNX parity in scientific notation (DVC prints numbers to 5
+    decimals, which would show a parity of 9.5e-07 as 0.0; MLflow keeps the raw float)."""
+    train_summary = _read_json(paths.train_metrics, required=False)
+    metrics = run_metrics(
+        train_summary,
+        _read_json(paths.eval_metrics, required=True),
+        _read_json(paths.export_metrics, required=True),
+    )
+    out: dict[str, float | str] = {"family": str(train_summary.get("family", "?"))}
+    out |= {key: round(metrics[key], 4) for key in HEADLINE_METRICS if key in metrics}
+    if PARITY_METRIC in metrics:
+        out["onnx_parity"] = f"{metrics[PARITY_METRIC]:.2e}"
+    return out
+
+
 def run_params(params: Params, train_summary: dict[str, Any]) -> dict[str, str]:
     """``train.*`` from params.yaml plus the chosen hyperparameters as ``best.*``."""
     out = {f"train.{k}": str(v) for k, v in params.train.model_dump().items()}
