@@ -8,6 +8,8 @@ and pulls a version back out as a serving bundle. ``pull`` needs nothing but the
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 from dataclasses import dataclass
@@ -170,18 +172,14 @@ def register(
     hashes = tracking.data_hashes(
         {"train": inputs.train, "test": inputs.test, "reference": inputs.reference}
     )
-    # DVC's hash of the prepared folder when dvc.lock describes these files (a DVC run); the
-    # training file's md5 otherwise (a retraining's own splits).
-    data_hash = (
-        tracking.locked_hash(settings.project_dir, inputs.prepared_dir, hashes) or hashes["train"]
-    )
+    data_hash = hashes.get("dir", hashes["train"])
     commit = tracking.git_commit(Path.cwd())
     source = tracking.data_source(inputs.source)
     family = str(train_summary.get("family", params.train.family))
     tags = {
         TAG_FAMILY: family,
         TAG_DATA_HASH: data_hash,
-        **{f"dvc_md5.{name}": value for name, value in hashes.items()},
+        **{f"dvc_md5.{name}": value for name, value in hashes.items() if name != "dir"},
         **({TAG_GIT_COMMIT: commit} if commit else {}),
         **({TAG_DATA_SOURCE: source} if source else {}),
         **(extra_tags or {}),
@@ -245,16 +243,15 @@ def register(
         run_id = run.info.run_id
 
     name = settings.registered_model_name
-    if not client.search_registered_models(filter_string=f"name = '{name}'"):
-        client.create_registered_model(name)
-    # The client, not mlflow.register_model: same registry call, without its console prints.
-    version = client.create_model_version(
-        name,
-        model_info.model_uri,
-        run_id=run_id,
-        tags={k: v for k, v in tags.items() if k in (TAG_FAMILY, TAG_DATA_HASH, TAG_GIT_COMMIT)}
-        | {"run_id": run_id},
-    )
+    # mlflow.register_model resolves the logged model's source for every kind of store; its
+    # "Successfully registered ..." lines go to stderr, which carries only our own progress.
+    with contextlib.redirect_stderr(io.StringIO()):
+        version = mlflow.register_model(
+            model_info.model_uri,
+            name,
+            tags={k: v for k, v in tags.items() if k in (TAG_FAMILY, TAG_DATA_HASH, TAG_GIT_COMMIT)}
+            | {"run_id": run_id},
+        )
     client.set_registered_model_alias(name, alias, version.version)
     return Registered(name, str(version.version), run_id)
 

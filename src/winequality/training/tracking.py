@@ -31,40 +31,30 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def dvc_dir_hash(folder: Path) -> str:
+    """DVC's hash of a directory output (``<md5>.dir``, as ``dvc.lock`` records it), computed by
+    DVC's own hashing library, so a run can be matched to the exact folder version DVC names."""
+    import tempfile
+
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder}: not a directory")
+    fs = LocalFileSystem()  # type: ignore[no-untyped-call]
+    with tempfile.TemporaryDirectory() as scratch:  # DVC writes the listing object here
+        _, _, tree = build(HashFileDB(fs, scratch), str(folder), fs, "md5")
+    return str(tree.hash_info.value)
+
+
 def data_hashes(files: dict[str, Path]) -> dict[str, str]:
-    """``{"<name>": md5}`` per file that exists (what DVC records for each of them)."""
-    return {name: file_md5(path) for name, path in files.items() if path.is_file()}
-
-
-def locked_hash(project: Path, out: Path, file_hashes: dict[str, str]) -> str | None:
-    """The hash ``dvc.lock`` records for the stage output ``out`` (``<md5>.dir`` for a folder),
-    if the files hashed in ``file_hashes`` are the ones it describes; else None.
-
-    DVC computed the hash; this only reads it back. For a folder, the check goes through DVC's
-    own manifest of that hash in the project's cache (``relpath -> md5`` per file): a lock
-    older than the files on disk (an edit outside ``dvc repro``) names no run.
-    """
-    import yaml
-
-    try:
-        lock: Any = yaml.safe_load((project / "dvc.lock").read_text())
-        rel = (out if out.is_absolute() else project / out).resolve().relative_to(project.resolve())
-    except (OSError, ValueError, yaml.YAMLError):
-        return None
-    for stage in (lock or {}).get("stages", {}).values():
-        for entry in stage.get("outs", []):
-            if Path(entry.get("path", "")) != rel or "md5" not in entry:
-                continue
-            recorded = str(entry["md5"])
-            if not recorded.endswith(".dir"):
-                return recorded if recorded in file_hashes.values() else None
-            manifest = project / ".dvc" / "cache" / "files" / "md5" / recorded[:2] / recorded[2:]
-            try:
-                listed = {e["md5"] for e in json.loads(manifest.read_text())}
-            except (OSError, ValueError, TypeError, KeyError):
-                return None
-            return recorded if set(file_hashes.values()) <= listed else None
-    return None
+    """``{"<name>": md5}`` per existing file, plus ``"dir"``: DVC's hash of their common folder."""
+    hashes = {name: file_md5(path) for name, path in files.items() if path.is_file()}
+    folders = {path.resolve().parent for path in files.values() if path.is_file()}
+    if len(folders) == 1:
+        hashes["dir"] = dvc_dir_hash(folders.pop())
+    return hashes
 
 
 def git_commit(cwd: Path) -> str | None:

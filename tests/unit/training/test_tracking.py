@@ -4,6 +4,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from winequality.settings import Settings
@@ -11,52 +12,31 @@ from winequality.training.tracking import (
     artifacts_dir,
     data_hashes,
     data_source,
+    dvc_dir_hash,
     file_md5,
     git_commit,
     is_embedded,
-    locked_hash,
 )
 
 
-def _dvc_project(root: Path) -> Path:
-    """A DVC project whose one stage writes data/prepared (two files, one with CRLF bytes)."""
-    script = (
-        "import pathlib; p = pathlib.Path('data/prepared'); p.mkdir(parents=True, exist_ok=True); "
-        "(p / 'train.parquet').write_bytes(b'PAR1\\x00\\x01train'); "
-        "(p / 'test.parquet').write_bytes(b'PAR1\\r\\ntest')"
+def test_file_and_dir_hashes_match_what_dvc_add_records(tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "prepared"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "train.parquet").write_bytes(b"PAR1\x00\x01train")
+    (folder / "test.parquet").write_bytes(b"PAR1\r\ntest")  # CRLF: DVC 3 must not rewrite it
+    (folder / "sub" / "x.txt").write_text("x\n")
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "add", "-q", "data/prepared"], cwd=tmp_path, check=True)
+    recorded = yaml.safe_load((tmp_path / "data" / "prepared.dvc").read_text())["outs"][0]
+    assert dvc_dir_hash(folder) == recorded["md5"]
+    manifest = tmp_path / ".dvc" / "cache" / "files" / "md5" / recorded["md5"][:2]
+    entries = json.loads((manifest / recorded["md5"][2:]).read_text())
+    assert {e["relpath"]: e["md5"] for e in entries}["test.parquet"] == file_md5(
+        folder / "test.parquet"
     )
-    (root / "dvc.yaml").write_text(
-        yaml.safe_dump(
-            {"stages": {"prepare": {"cmd": f'python -c "{script}"', "outs": ["data/prepared"]}}}
-        )
-    )
-    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
-    subprocess.run(["dvc", "repro", "-q"], cwd=root, check=True, capture_output=True)
-    return root / "data" / "prepared"
 
 
-def test_locked_hash_is_what_dvc_recorded_for_the_files(tmp_path: Path) -> None:
-    folder = _dvc_project(tmp_path)
-    recorded = yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]["prepare"]["outs"][0]
-    hashes = data_hashes({"train": folder / "train.parquet", "test": folder / "test.parquet"})
-    assert locked_hash(tmp_path, Path("data/prepared"), hashes) == recorded["md5"]
-    assert recorded["md5"].endswith(".dir")
-
-
-def test_locked_hash_is_none_once_a_file_changed_behind_dvc(tmp_path: Path) -> None:
-    folder = _dvc_project(tmp_path)
-    (folder / "train.parquet").write_bytes(b"edited by hand")
-    hashes = data_hashes({"train": folder / "train.parquet", "test": folder / "test.parquet"})
-    assert locked_hash(tmp_path, folder, hashes) is None
-
-
-def test_locked_hash_without_dvc_lock_is_none(tmp_path: Path) -> None:
-    (tmp_path / "train.parquet").write_bytes(b"a")
-    hashes = data_hashes({"train": tmp_path / "train.parquet"})
-    assert locked_hash(tmp_path, tmp_path, hashes) is None
-
-
-def test_data_hashes_name_each_existing_file(tmp_path: Path) -> None:
+def test_data_hashes_name_each_file_and_their_folder(tmp_path: Path) -> None:
     (tmp_path / "train.parquet").write_bytes(b"a")
     (tmp_path / "test.parquet").write_bytes(b"b")
     hashes = data_hashes(
@@ -66,10 +46,14 @@ def test_data_hashes_name_each_existing_file(tmp_path: Path) -> None:
             "reference": tmp_path / "absent.parquet",
         }
     )
-    assert hashes == {
-        "train": file_md5(tmp_path / "train.parquet"),
-        "test": file_md5(tmp_path / "test.parquet"),
-    }
+    assert set(hashes) == {"train", "test", "dir"}
+    assert hashes["dir"].endswith(".dir")
+
+
+def test_dvc_dir_hash_of_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        dvc_dir_hash(tmp_path / "f")
 
 
 def test_git_commit_outside_a_repository_is_none(tmp_path: Path) -> None:
