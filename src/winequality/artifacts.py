@@ -144,3 +144,10 @@ def point_link(link: Path, target: Path) -> None:
 def read_metadata(bundle: Path) -> ModelMetadata:
     """Load and validate ``metadata.json`` of a bundle."""
     return ModelMetadata.model_validate_json((bundle / METADATA_FILE).read_text())
+
+
+def point_model_dir(model_dir: Path, bundle: Path) -> None:
+    """Make ``model_dir`` a symlink to ``bundle``, switched in one rename (no reader sees it
+    missing); a plain directory from before becomes the link (``point_link``)."""
+    model_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
+    point_link(model_dir, bundle.resolve())

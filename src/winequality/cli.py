@@ -1,6 +1,9 @@
-"""The ``winequality`` command line: one sub-app or command group per stage.
+"""The ``winequality`` command line, assembled in one place.
 
-Sub-modules import their heavy dependencies (MLflow, DVC, scikit-learn) inside the commands, so
+Each area's ``cli`` module holds a typer app; here each is added the same way, with
+``add_typer``: with a name for a command group (``data``, ``drift``, ``export``), without one for
+an area whose commands sit at the top level (``train``, ``serve``, ``retrain``, ...). Sub-modules
+import their heavy dependencies (MLflow, DVC, scikit-learn) inside the commands, so
 ``winequality --help`` stays fast.
 """
 
@@ -11,9 +14,9 @@ import typer
 from winequality.data.cli import app as data_app
 from winequality.export.cli import app as export_app
 from winequality.monitoring.cli import app as drift_app
-from winequality.pipeline import cli as pipeline_cli
-from winequality.serving import cli as serving_cli
-from winequality.training import cli as training_cli
+from winequality.pipeline.cli import app as pipeline_app
+from winequality.serving.cli import app as serving_app
+from winequality.training.cli import app as training_app
 
 app = typer.Typer(
     name="winequality",
@@ -23,9 +26,15 @@ app = typer.Typer(
 )
 
 
+# Command groups.
 app.add_typer(data_app, name="data")
 app.add_typer(drift_app, name="drift")
 app.add_typer(export_app, name="export")
+# Top-level commands: train, evaluate, register, promote (and the `registry` group); serve;
+# webhook, retrain, up, simulate.
+app.add_typer(training_app)
+app.add_typer(serving_app)
+app.add_typer(pipeline_app)
 
 
 @app.callback()
@@ -52,10 +61,6 @@ def summary() -> None:
     if not summarize(Settings(), Console()):
         raise typer.Exit(1)
 
-
-pipeline_cli.register(app)
-serving_cli.register(app)
-training_cli.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -382,7 +382,7 @@ def ports_in_use(config: StackConfig) -> list[str]:
 
 def pull_champion(paths: RunPaths, env: Mapping[str, str]) -> Path:
     """``registry pull --alias champion`` into a new bundle dir; point ``current`` at it."""
-    from winequality.pipeline.retrain import point_model_dir
+    from winequality.artifacts import point_model_dir
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     bundle = (paths.models / "bundles" / f"champion-{stamp}").absolute()

@@ -66,3 +66,24 @@ def summarize(settings: Settings, console: Console) -> bool:
     console.print(f"MLflow UI: [bold]{ui}[/bold]")
     console.print("serve it: [bold]uv run winequality serve[/bold]")
     return True
+
+
+def bundle_notice(model_dir: Path) -> str:
+    """Which model version a bundle holds and how to move it to the registry's champion.
+
+    The bundle is a copy made by ``registry pull``: it does not follow the registry by itself
+    (the app never talks to MLflow), so the command says what it serves.
+    """
+    from pydantic import ValidationError
+
+    update = f"winequality registry pull --alias champion --dest {model_dir}"
+    try:
+        meta = artifacts.read_metadata(model_dir)
+    except (OSError, ValueError, ValidationError):
+        return f"no model bundle at {model_dir}: run `{update}` first"
+    pulled = f"{meta.alias} when pulled" if meta.alias else f"run {meta.run_id}"
+    return (
+        f"serving {meta.name} v{meta.version} ({pulled}, created {meta.created_at}) from "
+        f"{model_dir}; the bundle does not follow the registry: to serve the current champion, "
+        f"`{update}`, then restart or POST /admin/reload"
+    )

@@ -87,3 +87,30 @@ def test_exp_run_with_a_changed_parameter_retrains(repo: Path) -> None:
     assert "Running stage 'train'" in out
     table = json.loads(run(["dvc", "exp", "show", "--json"], repo, env))
     assert "0.5" in json.dumps(table)
+
+
+def test_readme_family_experiment_runs_without_a_git_identity(
+    tmp_path: Path, shared_data_dir: Path
+) -> None:
+    """The README's `dvc exp run -S train.family=random_forest` in a clone whose user has no git
+    identity (no user.name/email anywhere, HOME empty): the experiment runs to `promote`."""
+    repo = make_pipeline_repo(
+        tmp_path / "project", {"data": {"source": str(shared_data_dir)}, "train": FAST_TRAIN}
+    )
+    env = pipeline_env(repo)
+    run(["git", "config", "--unset", "user.name"], repo, env)
+    run(["git", "config", "--unset", "user.email"], repo, env)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in env.items() if not k.startswith(("GIT_AUTHOR_", "GIT_COMMITTER_"))}
+    env |= {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+            "GIT_CONFIG_NOSYSTEM": "1"}  # fmt: skip
+    out = run(
+        ["dvc", "exp", "run", "-S", "train.family=random_forest", "-S", "train.search=false"],
+        repo,
+        env,
+    )
+    assert "Running stage 'register'" in out
+    metrics = json.loads((repo / "metrics/model.json").read_text())
+    assert metrics["family"] == "random_forest"
+    assert json.loads((repo / "reports/promotion.json").read_text())["promoted"] is True

@@ -116,3 +116,32 @@ def test_point_link_leaves_a_target_that_is_not_its_own_version_alone(tmp_path: 
     artifacts.write_bundle(link, b"v2", ModelMetadata(version="2"))
     assert (link / artifacts.MODEL_FILE).read_bytes() == b"v2"
     assert (pulled / artifacts.MODEL_FILE).read_bytes() == b"v1"
+
+
+def _bundle(folder: Path, version: str) -> Path:
+    return artifacts.write_bundle(
+        folder, b"onnx-" + version.encode(), ModelMetadata(version=version)
+    )
+
+
+def test_pointer_symlink_is_created_then_swapped(tmp_path: Path) -> None:
+    pointer = tmp_path / "models" / "current"
+    v1, v2 = _bundle(tmp_path / "b1", "1"), _bundle(tmp_path / "b2", "2")
+    artifacts.point_model_dir(pointer, v1)
+    assert pointer.is_symlink()
+    assert artifacts.read_metadata(pointer).version == "1"
+    artifacts.point_model_dir(pointer, v2)
+    assert pointer.resolve() == v2.resolve()
+    assert artifacts.read_metadata(pointer).version == "2"
+    assert not list(pointer.parent.glob(".current.*"))
+    assert (v1 / artifacts.MODEL_FILE).read_bytes() == b"onnx-1"  # old bundle untouched
+
+
+def test_pointer_that_is_a_real_directory_becomes_a_link_to_the_bundle(tmp_path: Path) -> None:
+    serving = tmp_path / "serving"
+    shutil.copytree(_bundle(tmp_path / "b1", "1"), serving)
+    v2 = _bundle(tmp_path / "b2", "2")
+    artifacts.point_model_dir(serving, v2)
+    assert serving.resolve() == v2.resolve()
+    assert artifacts.read_metadata(serving).version == "2"
+    assert (serving / artifacts.MODEL_FILE).read_bytes() == b"onnx-2"

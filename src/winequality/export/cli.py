@@ -7,26 +7,24 @@ from typing import Annotated
 
 import typer
 
+from winequality.commands import settings_and_params, stage_errors
+from winequality.stages import PATHS
+
 app = typer.Typer(name="export", help="Export the trained model.", no_args_is_help=True)
 
 
 @app.command("onnx")
 def onnx(
-    model: Annotated[Path, typer.Option(help="Fitted pipeline.")] = Path("models/model.pkl"),
-    test: Annotated[Path, typer.Option(help="Rows the parity check runs on.")] = Path(
-        "data/prepared/test.parquet"
-    ),
-    out: Annotated[Path, typer.Option(help="ONNX model file.")] = Path("models/model.onnx"),
-    metrics: Annotated[Path, typer.Option(help="Parity figure (JSON).")] = Path(
-        "metrics/export.json"
-    ),
+    model: Annotated[Path, typer.Option(help="Fitted pipeline.")] = PATHS.model,
+    test: Annotated[Path, typer.Option(help="Rows the parity check runs on.")] = PATHS.test,
+    out: Annotated[Path, typer.Option(help="ONNX model file.")] = PATHS.onnx,
+    metrics: Annotated[Path, typer.Option(help="Parity figure (JSON).")] = PATHS.export_metrics,
 ) -> None:
     """Convert to ONNX and refuse the export if it disagrees with scikit-learn on the test set.
 
     The tolerance is export.parity_tolerance in params.yaml (largest |ONNX - sklearn|).
     """
     from winequality.files import write_json
-    from winequality.training.cli import settings_and_params, stage_errors
 
     with stage_errors():
         from winequality.export.onnx import export_with_parity
@@ -71,8 +69,10 @@ def triton(
         write_model_repository,
     )
     from winequality.settings import Settings
+    from winequality.summary import bundle_notice
 
     settings = Settings()
+    typer.echo(bundle_notice(bundle or settings.model_dir), err=True)
     if variant not in VARIANTS:
         raise typer.BadParameter(f"must be one of {list(VARIANTS)}", param_hint="--variant")
     try:

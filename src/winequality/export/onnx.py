@@ -11,9 +11,10 @@ from skl2onnx.common.data_types import FloatTensorType
 from winequality.contract import schema
 from winequality.contract.features import Matrix
 from winequality.inference.predictor import open_onnx_session
+from winequality.stages import StageError
 
 
-class ParityError(RuntimeError):
+class ParityError(StageError):
     """The ONNX model's predictions differ from scikit-learn's by more than the tolerance."""
 
 

@@ -8,17 +8,16 @@ from typing import Annotated
 
 import typer
 
+from winequality import simulate, stack
+from winequality.stages import PATHS
 
-def register(root: typer.Typer) -> None:
-    """Add this module's commands to the root command line."""
-    root.command("webhook")(webhook)
-    root.command("retrain")(retrain)
-    from winequality import simulate, stack
-
-    root.command("up")(stack.up)
-    root.command("simulate")(simulate.simulate)
+app = typer.Typer()
+"""The loop's top-level commands: webhook, retrain, up, simulate."""
+app.command("up")(stack.up)
+app.command("simulate")(simulate.simulate)
 
 
+@app.command("webhook")
 def webhook(
     port: Annotated[int | None, typer.Option(help="Port (default: WINEQ_WEBHOOK_PORT).")] = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
@@ -48,15 +47,16 @@ def webhook(
         retrainer.stop()
 
 
+@app.command("retrain")
 def retrain(
     *,
     train_path: Annotated[
         Path | None,
-        typer.Option("--train", help="Base training split (default: data/prepared/train.parquet)."),
+        typer.Option("--train", help=f"Base training split (default: {PATHS.train})."),
     ] = None,
     test: Annotated[
         Path | None,
-        typer.Option(help="Base test split (default: data/prepared/test.parquet)."),
+        typer.Option(help=f"Base test split (default: {PATHS.test})."),
     ] = None,
     work_dir: Annotated[
         Path | None,
@@ -81,11 +81,15 @@ def retrain(
     ...}. A refused challenger is a normal outcome (exit 0); errors print a JSON line with the
     reason and exit 1.
     """
+    import sqlite3
     from datetime import UTC, datetime
 
+    from mlflow.exceptions import MlflowException
+
+    from winequality.commands import settings_and_params
     from winequality.pipeline.retrain import RetrainResult
     from winequality.pipeline.retrain import retrain as do_retrain
-    from winequality.training.cli import settings_and_params
+    from winequality.stages import StageError
 
     settings, params = settings_and_params()
     root = settings.project_dir
@@ -94,14 +98,17 @@ def retrain(
         result = do_retrain(
             settings,
             params,
-            base_train=train_path or root / "data" / "prepared" / "train.parquet",
-            base_test=test or root / "data" / "prepared" / "test.parquet",
+            base_train=train_path or root / PATHS.train,
+            base_test=test or root / PATHS.test,
             work_dir=work_dir or root / "data" / "retrain" / stamp,
             trigger=trigger,
             notify=notify,
             n_jobs=n_jobs,
         )
-    except Exception as exc:
+    # What a retraining can meet: missing or bad data (OSError, ValueError, TypeError), a
+    # refused export or registry state (StageError), an unreadable feedback store, the tracking
+    # server failing (MlflowException; a refused connection is an OSError).
+    except (OSError, ValueError, TypeError, StageError, sqlite3.Error, MlflowException) as exc:
         # The webhook records the last JSON line of the job: a failure must leave one too.
         reason = f"error: {type(exc).__name__}: {exc}"
         typer.secho(reason, err=True, fg=typer.colors.RED)

@@ -48,14 +48,11 @@ from winequality import artifacts
 from winequality.contract import schema
 from winequality.params import Params, RetrainParams
 from winequality.settings import Settings
+from winequality.stages import PATHS, StagePaths
 
 TRIGGER_TAG: Final = "trigger"
 FEEDBACK_TAG: Final = "feedback_rows"
 DEFAULT_TRIGGER: Final = "drift-retraining"
-
-
-class RetrainError(RuntimeError):
-    """The retraining cannot run (missing base data, unreadable feedback store)."""
 
 
 @dataclass(frozen=True)
@@ -143,13 +140,6 @@ def new_bundle_dir(model_dir: Path, version: str) -> Path:
     return model_dir.absolute().parent / "bundles" / f"v{version}-{stamp}"
 
 
-def point_model_dir(model_dir: Path, bundle: Path) -> None:
-    """Make ``model_dir`` a symlink to ``bundle``, switched in one rename (no reader sees it
-    missing); a plain directory from before becomes the link (``artifacts.point_link``)."""
-    model_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
-    artifacts.point_link(model_dir, bundle.resolve())
-
-
 def _post(url: str, token: str | None, body: dict[str, Any] | None) -> tuple[int, str]:
     """(status, text) of an authenticated POST; status 0 when the service cannot be reached."""
     import httpx
@@ -182,49 +172,39 @@ def ask_detector_to_reload(settings: Settings) -> tuple[bool | None, str]:
 
 
 def _write_stage_files(
-    work: Path, data: RefreshedData, params: Params, n_jobs: int
-) -> tuple[dict[str, Path], dict[str, float]]:
-    """Train, evaluate and export exactly as the DVC stages do, into ``work``."""
+    paths: StagePaths, data: RefreshedData, params: Params, n_jobs: int
+) -> dict[str, float]:
+    """Train, evaluate and export exactly as the DVC stages do, into the files of ``paths``."""
     from winequality.export.onnx import export_with_parity
     from winequality.files import write_json
     from winequality.training.dataset import to_xy
     from winequality.training.evaluate import evaluation_report
     from winequality.training.train import save_model, train_model
 
-    files = {
-        "train": work / "data" / "train.parquet",
-        "test": work / "data" / "test.parquet",
-        "reference": work / "data" / "reference.parquet",
-        "model": work / "models" / "model.pkl",
-        "onnx": work / "models" / "model.onnx",
-        "train_metrics": work / "metrics" / "train.json",
-        "eval_metrics": work / "metrics" / "eval.json",
-        "export_metrics": work / "metrics" / "export.json",
-        "cv_results": work / "reports" / "cv_results.csv",
-        "predictions": work / "reports" / "predictions.csv",
-    }
-    files["train"].parent.mkdir(parents=True, exist_ok=True)
-    data.train.to_parquet(files["train"], index=False)
-    data.holdout.to_parquet(files["test"], index=False)
-    data.reference.to_parquet(files["reference"], index=False)
+    paths.train.parent.mkdir(parents=True, exist_ok=True)
+    data.train.to_parquet(paths.train, index=False)
+    data.holdout.to_parquet(paths.test, index=False)
+    data.reference.to_parquet(paths.reference, index=False)
 
     result = train_model(data.train, params.train, n_jobs=n_jobs)
-    save_model(result.model, files["model"])
-    write_json(files["train_metrics"], result.summary(params.train))
-    files["cv_results"].parent.mkdir(parents=True, exist_ok=True)
-    result.cv_results.to_csv(files["cv_results"], index=False)
+    save_model(result.model, paths.model)
+    write_json(paths.train_metrics, result.summary(params.train))
+    paths.cv_results.parent.mkdir(parents=True, exist_ok=True)
+    result.cv_results.to_csv(paths.cv_results, index=False)
 
     evaluation, scores, table = evaluation_report(result.model, data.holdout, data.train)
-    write_json(files["eval_metrics"], evaluation)
-    table.to_csv(files["predictions"], index=False)
+    write_json(paths.eval_metrics, evaluation)
+    paths.predictions.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(paths.predictions, index=False)
 
     x, _ = to_xy(data.holdout)
     onnx_model, export_report = export_with_parity(
         result.model, x, params.export.opset, params.export.parity_tolerance
     )
-    files["onnx"].write_bytes(onnx_model)
-    write_json(files["export_metrics"], export_report)
-    return files, {k: float(v) for k, v in scores.items()}
+    paths.onnx.parent.mkdir(parents=True, exist_ok=True)
+    paths.onnx.write_bytes(onnx_model)
+    write_json(paths.export_metrics, export_report)
+    return {k: float(v) for k, v in scores.items()}
 
 
 def _roll_back(settings: Settings, version: str, previous: str | None, reason: str) -> None:
@@ -257,7 +237,7 @@ def retrain(
     from winequality.feedback_store import FeedbackStore
     from winequality.training import tracking
     from winequality.training.dataset import read_split
-    from winequality.training.registry import RegisterInputs, promote, register
+    from winequality.training.registry import promote, register
 
     clock: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -288,8 +268,9 @@ def retrain(
     data = refresh_data(read_split(base_train), read_split(base_test), feedback, params.retrain)
     lap("refresh")
 
-    work_dir.mkdir(parents=True, exist_ok=True)
-    (work_dir / "source.json").write_text(
+    paths = PATHS.under(work_dir)
+    paths.source.parent.mkdir(parents=True, exist_ok=True)
+    paths.source.write_text(
         json.dumps(
             {
                 "kind": trigger,
@@ -298,34 +279,21 @@ def retrain(
             }
         )
     )
-    files, scores = _write_stage_files(work_dir, data, params, n_jobs)
+    scores = _write_stage_files(paths, data, params, n_jobs)
     lap("train_evaluate_export")
 
-    inputs = RegisterInputs(
-        model=files["model"],
-        onnx=files["onnx"],
-        train=files["train"],
-        test=files["test"],
-        reference=files["reference"],
-        train_metrics=files["train_metrics"],
-        eval_metrics=files["eval_metrics"],
-        export_metrics=files["export_metrics"],
-        cv_results=files["cv_results"],
-        predictions=files["predictions"],
-        source=work_dir / "source.json",
-        extra_tags={
-            TRIGGER_TAG: trigger,
-            FEEDBACK_TAG: str(n_feedback),
-            "feedback_train_rows": str(data.feedback_train_rows),
-            "feedback_holdout_rows": str(data.feedback_holdout_rows),
-            "reference_rows": str(len(data.reference)),
-            "base_train_md5": tracking.file_md5(base_train),
-            "base_test_md5": tracking.file_md5(base_test),
-        },
-    )
-    registered = register(inputs, settings, params, alias="challenger")
+    extra_tags = {
+        TRIGGER_TAG: trigger,
+        FEEDBACK_TAG: str(n_feedback),
+        "feedback_train_rows": str(data.feedback_train_rows),
+        "feedback_holdout_rows": str(data.feedback_holdout_rows),
+        "reference_rows": str(len(data.reference)),
+        "base_train_md5": tracking.file_md5(base_train),
+        "base_test_md5": tracking.file_md5(base_test),
+    }
+    registered = register(paths, settings, params, alias="challenger", extra_tags=extra_tags)
     lap("register")
-    decision = promote(settings, params.promote, files["test"], files["train"])
+    decision = promote(settings, params.promote, paths.test, paths.train)
     lap("gate")
     previous = decision.champion.version if decision.champion else None
     result = RetrainResult(
@@ -371,7 +339,7 @@ def deploy(settings: Settings, result: RetrainResult, version: str, notify: bool
                 f"promoted by the gate but not deployed, champion v{previous} restored: {detail}"
             )
             return
-    point_model_dir(settings.model_dir, bundle)
+    artifacts.point_model_dir(settings.model_dir, bundle)
     if notify:
         result.detector_reloaded, detail = ask_detector_to_reload(settings)
         if result.detector_reloaded is False:

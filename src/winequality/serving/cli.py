@@ -11,11 +11,11 @@ if TYPE_CHECKING:
     from winequality.settings import Settings
 
 
-def register(root: typer.Typer) -> None:
-    """Add this module's commands to the root command line."""
-    root.command("serve")(serve)
+app = typer.Typer()
+"""The top-level ``serve`` command."""
 
 
+@app.command("serve")
 def serve(
     model_dir: Annotated[
         Path | None,
@@ -54,6 +54,9 @@ def serve(
     if backend in ("onnx", "remote"):
         overrides["backend"] = backend
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    from winequality.summary import bundle_notice
+
+    typer.echo(bundle_notice(settings.model_dir), err=True)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     with contextlib.ExitStack() as stack:
         if backend == "triton":

@@ -6,89 +6,37 @@ and MLflow are imported inside the commands so ``winequality --help`` stays fast
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
+from winequality.commands import fail, settings_and_params, stage_errors, working
 from winequality.files import write_json
+from winequality.stages import PATHS
 
-if TYPE_CHECKING:
-    from winequality.params import Params
-    from winequality.settings import Settings
+app = typer.Typer()
+"""The top-level stage commands (train, evaluate, register, promote)."""
 
 registry_app = typer.Typer(
     name="registry", help="Work with the MLflow model registry.", no_args_is_help=True
 )
+app.add_typer(registry_app, name="registry")
 
 
-def register(root: typer.Typer) -> None:
-    """Add this module's commands to the root command line."""
-    root.command("train")(train)
-    root.command("evaluate")(evaluate)
-    root.command("register")(register_model)
-    root.command("promote")(promote)
-    root.add_typer(registry_app, name="registry")
-
-
-def settings_and_params() -> tuple[Settings, Params]:
-    from winequality.params import load_params
-    from winequality.settings import Settings
-
-    settings = Settings()
-    return settings, load_params(settings.project_dir / settings.params_file)
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(1)
-
-
-@contextmanager
-def stage_errors() -> Iterator[None]:
-    """Expected failures (bad input, missing files, a refused export) -> one line, exit 1."""
-    from pydantic import ValidationError
-
-    from winequality.export.onnx import ParityError
-    from winequality.training.registry import RegistryError
-
-    try:
-        yield
-    except (
-        FileNotFoundError,
-        NotADirectoryError,
-        ValueError,
-        TypeError,
-        ParityError,
-        RegistryError,
-    ) as exc:
-        if isinstance(exc, ValidationError):
-            raise _fail(f"invalid parameters: {exc}") from exc
-        raise _fail(str(exc)) from exc
-
-
-@contextmanager
-def working(message: str) -> Iterator[None]:
-    """A spinner on stderr while a long step runs (silent when stderr is not a terminal)."""
-    from rich.console import Console
-
-    with Console(stderr=True).status(message):
-        yield
-
-
+@app.command("train")
 def train(
-    train_path: Annotated[Path, typer.Option("--train", help="Prepared training split.")] = Path(
-        "data/prepared/train.parquet"
-    ),
-    out: Annotated[Path, typer.Option(help="Fitted pipeline (joblib).")] = Path("models/model.pkl"),
-    metrics: Annotated[Path, typer.Option(help="Cross-validation summary (JSON).")] = Path(
-        "metrics/train.json"
-    ),
-    cv_results: Annotated[Path, typer.Option(help="One row per searched candidate (CSV).")] = (
-        Path("reports/cv_results.csv")
-    ),
+    train_path: Annotated[
+        Path, typer.Option("--train", help="Prepared training split.")
+    ] = PATHS.train,
+    out: Annotated[Path, typer.Option(help="Fitted pipeline (joblib).")] = PATHS.model,
+    metrics: Annotated[
+        Path, typer.Option(help="Cross-validation summary (JSON).")
+    ] = PATHS.train_metrics,
+    cv_results: Annotated[
+        Path, typer.Option(help="One row per searched candidate (CSV).")
+    ] = PATHS.cv_results,
     n_jobs: Annotated[int, typer.Option(help="Parallel cross-validation fits.")] = 2,
 ) -> None:
     """Tune the model family of params.yaml (train.*) by cross-validation and fit the best."""
@@ -110,18 +58,17 @@ def train(
     )
 
 
+@app.command("evaluate")
 def evaluate(
-    model: Annotated[Path, typer.Option(help="Fitted pipeline.")] = Path("models/model.pkl"),
-    test: Annotated[Path, typer.Option(help="Prepared test split.")] = Path(
-        "data/prepared/test.parquet"
-    ),
+    model: Annotated[Path, typer.Option(help="Fitted pipeline.")] = PATHS.model,
+    test: Annotated[Path, typer.Option(help="Prepared test split.")] = PATHS.test,
     train_path: Annotated[
         Path, typer.Option("--train", help="Training split (for the mean-predictor baseline).")
-    ] = Path("data/prepared/train.parquet"),
-    metrics: Annotated[Path, typer.Option(help="Test metrics (JSON).")] = Path("metrics/eval.json"),
-    plots: Annotated[Path, typer.Option(help="Per-row predictions for `dvc plots` (CSV).")] = (
-        Path("reports/predictions.csv")
-    ),
+    ] = PATHS.train,
+    metrics: Annotated[Path, typer.Option(help="Test metrics (JSON).")] = PATHS.eval_metrics,
+    plots: Annotated[
+        Path, typer.Option(help="Per-row predictions for `dvc plots` (CSV).")
+    ] = PATHS.predictions,
 ) -> None:
     """Score the model on the test split: RMSE, MAE, R², share within ±0.5 and ±1.0."""
     with stage_errors():
@@ -140,49 +87,48 @@ def evaluate(
     )
 
 
+@app.command("register")
 def register_model(
     *,
-    model: Annotated[Path, typer.Option(help="Fitted pipeline.")] = Path("models/model.pkl"),
-    onnx: Annotated[Path, typer.Option(help="Parity-checked ONNX export.")] = Path(
-        "models/model.onnx"
-    ),
-    train_path: Annotated[Path, typer.Option("--train", help="Training split.")] = Path(
-        "data/prepared/train.parquet"
-    ),
-    test: Annotated[Path, typer.Option(help="Test split.")] = Path("data/prepared/test.parquet"),
-    reference: Annotated[Path, typer.Option(help="Drift reference sample.")] = Path(
-        "data/prepared/reference.parquet"
-    ),
-    train_metrics: Annotated[Path, typer.Option(help="Output of `train --metrics`.")] = Path(
-        "metrics/train.json"
-    ),
-    eval_metrics: Annotated[Path, typer.Option(help="Output of `evaluate --metrics`.")] = Path(
-        "metrics/eval.json"
-    ),
-    export_metrics: Annotated[Path, typer.Option(help="Output of `export onnx --metrics`.")] = (
-        Path("metrics/export.json")
-    ),
-    cv_results: Annotated[Path, typer.Option(help="Output of `train --cv-results`.")] = Path(
-        "reports/cv_results.csv"
-    ),
-    predictions: Annotated[Path, typer.Option(help="Output of `evaluate --plots`.")] = Path(
-        "reports/predictions.csv"
-    ),
-    source: Annotated[Path, typer.Option(help="Provenance written by `data ingest`.")] = Path(
-        "data/raw/source.json"
-    ),
+    model: Annotated[Path, typer.Option(help="Fitted pipeline.")] = PATHS.model,
+    onnx: Annotated[Path, typer.Option(help="Parity-checked ONNX export.")] = PATHS.onnx,
+    train_path: Annotated[Path, typer.Option("--train", help="Training split.")] = PATHS.train,
+    test: Annotated[Path, typer.Option(help="Test split.")] = PATHS.test,
+    reference: Annotated[Path, typer.Option(help="Drift reference sample.")] = PATHS.reference,
+    train_metrics: Annotated[
+        Path, typer.Option(help="Output of `train --metrics`.")
+    ] = PATHS.train_metrics,
+    eval_metrics: Annotated[
+        Path, typer.Option(help="Output of `evaluate --metrics`.")
+    ] = PATHS.eval_metrics,
+    export_metrics: Annotated[
+        Path, typer.Option(help="Output of `export onnx --metrics`.")
+    ] = PATHS.export_metrics,
+    cv_results: Annotated[
+        Path, typer.Option(help="Output of `train --cv-results`.")
+    ] = PATHS.cv_results,
+    predictions: Annotated[
+        Path, typer.Option(help="Output of `evaluate --plots`.")
+    ] = PATHS.predictions,
+    source: Annotated[
+        Path, typer.Option(help="Provenance written by `data ingest`.")
+    ] = PATHS.source,
     alias: Annotated[str, typer.Option(help="Alias given to the new version.")] = "challenger",
-    out: Annotated[Path, typer.Option(help="Where to write {name, version, run_id}.")] = Path(
-        "models/registered.json"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Where to write {name, version, run_id}.")
+    ] = PATHS.registered,
+    metrics: Annotated[
+        Path | None, typer.Option(help="The run's headline metrics for `dvc metrics` (JSON).")
+    ] = None,
 ) -> None:
     """Log one MLflow run (params, metrics, data, models, plots) and register the model."""
     with stage_errors():
-        from winequality.training.registry import RegisterInputs
+        from winequality.training.registry import headline_metrics
         from winequality.training.registry import register as do_register
 
         settings, params = settings_and_params()
-        inputs = RegisterInputs(
+        paths = replace(
+            PATHS,
             model=model,
             onnx=onnx,
             train=train_path,
@@ -196,27 +142,28 @@ def register_model(
             source=source,
         )
         with working(f"Logging the run to MLflow ({settings.tracking_uri()}) ..."):
-            registered = do_register(inputs, settings, params, alias=alias)
+            registered = do_register(paths, settings, params, alias=alias)
         write_json(out, registered.as_dict())
+        if metrics is not None:
+            write_json(metrics, {"version": registered.version} | headline_metrics(paths))
     typer.echo(
         f"registered {registered.name} v{registered.version} (run {registered.run_id}) "
         f"as {alias!r} in {settings.tracking_uri()}"
     )
 
 
+@app.command("promote")
 def promote(
     metric: Annotated[
         str | None, typer.Option(help="rmse or mae (default: promote.metric in params.yaml).")
     ] = None,
-    test: Annotated[Path, typer.Option(help="Test split both models are re-scored on.")] = Path(
-        "data/prepared/test.parquet"
-    ),
+    test: Annotated[
+        Path, typer.Option(help="Test split both models are re-scored on.")
+    ] = PATHS.test,
     train_path: Annotated[
         Path, typer.Option("--train", help="Training split (mean-predictor baseline).")
-    ] = Path("data/prepared/train.parquet"),
-    out: Annotated[Path, typer.Option(help="Decision report (JSON).")] = Path(
-        "reports/promotion.json"
-    ),
+    ] = PATHS.train,
+    out: Annotated[Path, typer.Option(help="Decision report (JSON).")] = PATHS.promotion,
     strict: Annotated[
         bool, typer.Option(help="Exit 1 when the challenger is refused (default: exit 0).")
     ] = False,
@@ -252,7 +199,7 @@ def pull(
 ) -> None:
     """Download a model (ONNX, metadata, reference sample) into a serving bundle directory."""
     if (alias is None) == (run_id is None):
-        raise _fail("give exactly one of --alias or --run-id")
+        raise fail("give exactly one of --alias or --run-id")
     with stage_errors():
         from winequality.training.registry import pull as do_pull
 

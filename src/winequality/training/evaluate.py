@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 METRICS: Final[tuple[str, ...]] = ("rmse", "mae", "r2", "within_0_5", "within_1_0")
 LOWER_IS_BETTER: Final[frozenset[str]] = frozenset({"rmse", "mae"})
+"""The error metrics, the ones the promotion gate may compare (lower is better)."""
 
 
 def regression_metrics(actual: npt.ArrayLike, predicted: npt.ArrayLike) -> dict[str, float]:

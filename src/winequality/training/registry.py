@@ -8,9 +8,11 @@ and pulls a version back out as a serving bundle. ``pull`` needs nothing but the
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -23,15 +25,21 @@ from winequality.contract import schema
 from winequality.contract.features import postprocess
 from winequality.params import Params, PromoteParams
 from winequality.settings import Settings
+from winequality.stages import PATHS, StageError, StagePaths
 from winequality.training import tracking
 from winequality.training.dataset import read_split, to_xy
-from winequality.training.evaluate import METRICS, mean_predictor_metrics, regression_metrics
+from winequality.training.evaluate import (
+    LOWER_IS_BETTER,
+    METRICS,
+    mean_predictor_metrics,
+    regression_metrics,
+)
 from winequality.training.gate import Candidate, Decision, decide
-from winequality.training.train import load_model
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+    from onnxruntime import InferenceSession
 
 CHALLENGER: Final = "challenger"
 CHAMPION: Final = "champion"
@@ -49,26 +57,8 @@ TAG_FAMILY: Final = "family"
 PARITY_METRIC: Final = "onnx_parity_max_abs_diff"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(StageError):
     """The registry is not in a state the command can work with (e.g. no challenger)."""
-
-
-@dataclass(frozen=True)
-class RegisterInputs:
-    """The files the earlier stages wrote; optional ones are logged when present."""
-
-    model: Path = Path("models/model.pkl")
-    onnx: Path = Path("models/model.onnx")
-    train: Path = Path("data/prepared/train.parquet")
-    test: Path = Path("data/prepared/test.parquet")
-    reference: Path = Path("data/prepared/reference.parquet")
-    train_metrics: Path = Path("metrics/train.json")
-    eval_metrics: Path = Path("metrics/eval.json")
-    export_metrics: Path = Path("metrics/export.json")
-    cv_results: Path = Path("reports/cv_results.csv")
-    predictions: Path = Path("reports/predictions.csv")
-    source: Path = Path("data/raw/source.json")
-    extra_tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,6 +100,35 @@ def run_metrics(
     return out
 
 
+# The run metrics `dvc metrics show` lists (one compact row); MLflow has them all.
+HEADLINE_METRICS: Final = (
+    "test_rmse",
+    "test_mae",
+    "test_r2",
+    "test_within_0_5",
+    "test_within_1_0",
+    "baseline_rmse",
+    "cv_rmse_mean",
+)
+
+
+def headline_metrics(paths: StagePaths) -> dict[str, float | str]:
+    """What the register stage writes for DVC: the family, the headline run metrics, rounded
+    to 4 decimals, and the ONNX parity in scientific notation (DVC prints numbers to 5
+    decimals, which would show a parity of 9.5e-07 as 0.0; MLflow keeps the raw float)."""
+    train_summary = _read_json(paths.train_metrics, required=False)
+    metrics = run_metrics(
+        train_summary,
+        _read_json(paths.eval_metrics, required=True),
+        _read_json(paths.export_metrics, required=True),
+    )
+    out: dict[str, float | str] = {"family": str(train_summary.get("family", "?"))}
+    out |= {key: round(metrics[key], 4) for key in HEADLINE_METRICS if key in metrics}
+    if PARITY_METRIC in metrics:
+        out["onnx_parity"] = f"{metrics[PARITY_METRIC]:.2e}"
+    return out
+
+
 def run_params(params: Params, train_summary: dict[str, Any]) -> dict[str, str]:
     """``train.*`` from params.yaml plus the chosen hyperparameters as ``best.*``."""
     out = {f"train.{k}": str(v) for k, v in params.train.model_dump().items()}
@@ -123,12 +142,22 @@ def run_params(params: Params, train_summary: dict[str, Any]) -> dict[str, str]:
 
 
 def register(
-    inputs: RegisterInputs, settings: Settings, params: Params, alias: str = CHALLENGER
+    inputs: StagePaths,
+    settings: Settings,
+    params: Params,
+    alias: str = CHALLENGER,
+    extra_tags: dict[str, str] | None = None,
 ) -> Registered:
-    """Log one run with everything needed to audit and serve the model; register it as ``alias``."""
+    """Log one run with everything needed to audit and serve the model; register it as ``alias``.
+
+    ``inputs`` names the files the earlier stages wrote; the optional ones (train metrics, the
+    reports, the reference sample) are logged when present. ``extra_tags`` go on the run.
+    """
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
+
+    from winequality.training.train import load_model
 
     tracking.quiet_mlflow()
     model = load_model(inputs.model)
@@ -153,7 +182,7 @@ def register(
         **{f"dvc_md5.{name}": value for name, value in hashes.items() if name != "dir"},
         **({TAG_GIT_COMMIT: commit} if commit else {}),
         **({TAG_DATA_SOURCE: source} if source else {}),
-        **inputs.extra_tags,
+        **(extra_tags or {}),
     }
 
     x_train, _ = to_xy(train)
@@ -184,6 +213,7 @@ def register(
             signature=signature,
             input_example=example,
             serialization_format="skops",
+            skops_trusted_types=skops_trusted_types(model),
             # Explicit requirements: inferring them loads the model in a subprocess (seconds).
             pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
         )
@@ -212,14 +242,38 @@ def register(
             )
         run_id = run.info.run_id
 
-    version = mlflow.register_model(
-        model_info.model_uri,
-        settings.registered_model_name,
-        tags={k: v for k, v in tags.items() if k in (TAG_FAMILY, TAG_DATA_HASH, TAG_GIT_COMMIT)}
-        | {"run_id": run_id},
-    )
-    client.set_registered_model_alias(settings.registered_model_name, alias, version.version)
-    return Registered(settings.registered_model_name, str(version.version), run_id)
+    name = settings.registered_model_name
+    # mlflow.register_model resolves the logged model's source for every kind of store; its
+    # "Successfully registered ..." lines go to stderr, which carries only our own progress.
+    with contextlib.redirect_stderr(io.StringIO()):
+        version = mlflow.register_model(
+            model_info.model_uri,
+            name,
+            tags={k: v for k, v in tags.items() if k in (TAG_FAMILY, TAG_DATA_HASH, TAG_GIT_COMMIT)}
+            | {"run_id": run_id},
+        )
+    client.set_registered_model_alias(name, alias, version.version)
+    return Registered(name, str(version.version), run_id)
+
+
+# Modules whose classes a fitted pipeline of ours may contain; skops refuses any other type.
+TRUSTED_MODULES: Final = ("sklearn.", "numpy.", "scipy.")
+
+
+def skops_trusted_types(model: Any) -> list[str]:
+    """The types skops must be told to trust to load ``model`` back (tree models hold
+    ``sklearn.tree._tree.Tree`` and the like, which skops does not trust by default).
+
+    Only scikit-learn's, NumPy's and SciPy's own types are trusted; anything else in the
+    pipeline is refused with a ``RegistryError`` naming it, rather than logged unloadable.
+    """
+    import skops.io  # type: ignore[import-untyped]
+
+    found = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    foreign = [t for t in found if not t.startswith(TRUSTED_MODULES)]
+    if foreign:
+        raise RegistryError(f"the model holds types skops cannot load safely: {foreign}")
+    return list(found)
 
 
 def _aliases(client: MlflowClient, name: str) -> dict[str, str]:
@@ -247,20 +301,20 @@ def _download(uri: str, run_id: str, artifact: str, dest: Path) -> Path:
     )
 
 
-def score_onnx(onnx_model: bytes, test: Any, metric: str) -> float:
+def score_onnx(onnx_model: bytes, test: Any, metric: str, where: str = "ONNX model") -> float:
     """Re-score a registered ONNX model on ``test`` (what is served, whatever sklearn made it)."""
-    from winequality.export.onnx import onnx_predict
-
     x, y = to_xy(test)
-    quality, _ = postprocess(onnx_predict(onnx_model, x))
+    session = _check_onnx(onnx_model, where)
+    (scores,) = session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[:1]
+    quality, _ = postprocess(np.asarray(scores, dtype=np.float64).reshape(-1))
     return regression_metrics(y, quality)[metric]
 
 
 def promote(
     settings: Settings,
     gate: PromoteParams,
-    test_path: Path = Path("data/prepared/test.parquet"),
-    train_path: Path = Path("data/prepared/train.parquet"),
+    test_path: Path = PATHS.test,
+    train_path: Path = PATHS.train,
     metric: str | None = None,
 ) -> Decision:
     """Re-score challenger and champion on the current test split, decide, record, apply.
@@ -269,8 +323,11 @@ def promote(
     ``champion`` alias moves only when the challenger wins.
     """
     metric = metric or gate.metric
-    if metric not in ("rmse", "mae"):
-        raise ValueError(f"promotion metric must be rmse or mae (lower is better), got {metric!r}")
+    if metric not in LOWER_IS_BETTER:
+        raise ValueError(
+            f"promotion metric must be one of {sorted(LOWER_IS_BETTER)} (lower is better), "
+            f"got {metric!r}"
+        )
     tracking.quiet_mlflow()
     client = tracking.connect(settings)
     name = settings.registered_model_name
@@ -283,7 +340,8 @@ def promote(
     def candidate(mv: ModelVersion, tmp: Path) -> Candidate:
         run_id = str(mv.run_id)
         onnx_file = _download(settings.tracking_uri(), run_id, ONNX_ARTIFACT, tmp / str(mv.version))
-        return Candidate(str(mv.version), run_id, score_onnx(onnx_file.read_bytes(), test, metric))
+        score = score_onnx(onnx_file.read_bytes(), test, metric, f"v{mv.version}: {ONNX_ARTIFACT}")
+        return Candidate(str(mv.version), run_id, score)
 
     with tempfile.TemporaryDirectory() as tmp:
         challenger = candidate(challenger_mv, Path(tmp))
@@ -310,13 +368,16 @@ def promote(
     return decision
 
 
-def _check_onnx(onnx_model: bytes, where: str) -> None:
+def _check_onnx(onnx_model: bytes, where: str) -> InferenceSession:
+    """A session on ``onnx_model``, or ``RegistryError`` when it is not the model the contract
+    expects (``inference.predictor.open_onnx_session`` judges)."""
     from winequality.inference.predictor import BundleError, open_onnx_session
 
     try:
-        open_onnx_session(onnx_model, where)
+        session, _ = open_onnx_session(onnx_model, where)
     except BundleError as exc:
         raise RegistryError(str(exc)) from exc
+    return session
 
 
 def pull(

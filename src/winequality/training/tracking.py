@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,32 +31,29 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def dir_md5(folder: Path) -> str:
-    """DVC's hash of a directory output (``<md5>.dir``, as in ``dvc.lock``).
+def dvc_dir_hash(folder: Path) -> str:
+    """DVC's hash of a directory output (``<md5>.dir``, as ``dvc.lock`` records it), computed by
+    DVC's own hashing library, so a run can be matched to the exact folder version DVC names."""
+    import tempfile
 
-    DVC hashes the JSON listing of ``{"md5", "relpath"}`` entries sorted by path; reproducing
-    it lets a run be matched to the exact ``data/prepared`` version that ``dvc.lock`` names.
-    """
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a directory")
-    entries = sorted(
-        (
-            {"md5": file_md5(p), "relpath": p.relative_to(folder).as_posix()}
-            for p in folder.rglob("*")
-            if p.is_file()
-        ),
-        key=lambda e: e["relpath"],
-    )
-    listing = json.dumps(entries, sort_keys=True).encode("utf-8")
-    return hashlib.md5(listing, usedforsecurity=False).hexdigest() + ".dir"
+    fs = LocalFileSystem()  # type: ignore[no-untyped-call]
+    with tempfile.TemporaryDirectory() as scratch:  # DVC writes the listing object here
+        _, _, tree = build(HashFileDB(fs, scratch), str(folder), fs, "md5")
+    return str(tree.hash_info.value)
 
 
 def data_hashes(files: dict[str, Path]) -> dict[str, str]:
-    """``{"<name>": md5}`` per prepared file, plus ``"dir"`` for their common folder."""
+    """``{"<name>": md5}`` per existing file, plus ``"dir"``: DVC's hash of their common folder."""
     hashes = {name: file_md5(path) for name, path in files.items() if path.is_file()}
     folders = {path.resolve().parent for path in files.values() if path.is_file()}
     if len(folders) == 1:
-        hashes["dir"] = dir_md5(folders.pop())
+        hashes["dir"] = dvc_dir_hash(folders.pop())
     return hashes
 
 
@@ -131,5 +130,18 @@ def ensure_experiment(client: MlflowClient, settings: Settings) -> str:
 
 
 def quiet_mlflow() -> None:
-    """No progress bars or emoji links in pipeline logs (they are meant for notebooks)."""
+    """Keep MLflow to what a pipeline user can act on: its errors.
+
+    Off: progress bars and emoji links (meant for notebooks), usage telemetry (a network call
+    per logged model), and the INFO/WARNING chatter of a local run (database migrations, "pip
+    version not resolved" in a uv environment, dataset-source and integer-column hints).
+    """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    import mlflow  # noqa: F401 (configures its loggers on import; the level is set after it)
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow\.")

@@ -1,21 +1,17 @@
-"""Pure parts of the retraining job: feedback split, new reference, data refresh, pointer swap."""
+"""Pure parts of the retraining job: feedback split, new reference, data refresh."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from winequality import artifacts
-from winequality.artifacts import ModelMetadata
 from winequality.contract import schema
 from winequality.params import RetrainParams
 from winequality.pipeline.retrain import (
     RetrainResult,
     new_bundle_dir,
-    point_model_dir,
     production_reference,
     refresh_data,
     split_feedback,
@@ -89,35 +85,6 @@ def test_refresh_adds_feedback_to_both_train_and_holdout(
     # The new drift reference is production (white), not the red training data.
     assert len(data.reference) == 400
     assert set(data.reference[schema.WINE_TYPE]) == {"white"}
-
-
-def _bundle(folder: Path, version: str) -> Path:
-    return artifacts.write_bundle(
-        folder, b"onnx-" + version.encode(), ModelMetadata(version=version)
-    )
-
-
-def test_pointer_symlink_is_created_then_swapped(tmp_path: Path) -> None:
-    pointer = tmp_path / "models" / "current"
-    v1, v2 = _bundle(tmp_path / "b1", "1"), _bundle(tmp_path / "b2", "2")
-    point_model_dir(pointer, v1)
-    assert pointer.is_symlink()
-    assert artifacts.read_metadata(pointer).version == "1"
-    point_model_dir(pointer, v2)
-    assert pointer.resolve() == v2.resolve()
-    assert artifacts.read_metadata(pointer).version == "2"
-    assert not list(pointer.parent.glob(".current.*"))
-    assert (v1 / artifacts.MODEL_FILE).read_bytes() == b"onnx-1"  # old bundle untouched
-
-
-def test_pointer_that_is_a_real_directory_becomes_a_link_to_the_bundle(tmp_path: Path) -> None:
-    serving = tmp_path / "serving"
-    shutil.copytree(_bundle(tmp_path / "b1", "1"), serving)
-    v2 = _bundle(tmp_path / "b2", "2")
-    point_model_dir(serving, v2)
-    assert serving.resolve() == v2.resolve()
-    assert artifacts.read_metadata(serving).version == "2"
-    assert (serving / artifacts.MODEL_FILE).read_bytes() == b"onnx-2"
 
 
 def test_new_bundle_dirs_are_fresh_siblings_of_the_pointer(tmp_path: Path) -> None:

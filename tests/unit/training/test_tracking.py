@@ -12,7 +12,7 @@ from winequality.training.tracking import (
     artifacts_dir,
     data_hashes,
     data_source,
-    dir_md5,
+    dvc_dir_hash,
     file_md5,
     git_commit,
     is_embedded,
@@ -28,7 +28,7 @@ def test_file_and_dir_hashes_match_what_dvc_add_records(tmp_path: Path) -> None:
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     subprocess.run(["dvc", "add", "-q", "data/prepared"], cwd=tmp_path, check=True)
     recorded = yaml.safe_load((tmp_path / "data" / "prepared.dvc").read_text())["outs"][0]
-    assert dir_md5(folder) == recorded["md5"]
+    assert dvc_dir_hash(folder) == recorded["md5"]
     manifest = tmp_path / ".dvc" / "cache" / "files" / "md5" / recorded["md5"][:2]
     entries = json.loads((manifest / recorded["md5"][2:]).read_text())
     assert {e["relpath"]: e["md5"] for e in entries}["test.parquet"] == file_md5(
@@ -50,10 +50,10 @@ def test_data_hashes_name_each_file_and_their_folder(tmp_path: Path) -> None:
     assert hashes["dir"].endswith(".dir")
 
 
-def test_dir_md5_of_a_file_is_refused(tmp_path: Path) -> None:
+def test_dvc_dir_hash_of_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(NotADirectoryError):
-        dir_md5(tmp_path / "f")
+        dvc_dir_hash(tmp_path / "f")
 
 
 def test_git_commit_outside_a_repository_is_none(tmp_path: Path) -> None:
