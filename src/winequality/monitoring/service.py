@@ -40,6 +40,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from winequality.api_docs import add_docs
 from winequality.contract.features import FeatureError
 from winequality.monitoring.detector import (
     TEST_NAMES,
@@ -603,8 +604,11 @@ def create_app(
             gc.freeze()
         yield
 
-    app = FastAPI(title="winequality drift detector", lifespan=lifespan)
+    app = FastAPI(
+        title="winequality drift detector", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.detector = state
     app.state.settings = settings
     app.include_router(router)
+    add_docs(app)
     return app

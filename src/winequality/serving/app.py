@@ -6,7 +6,8 @@ endpoints (``POST /predict``, ``POST /v2/models/wine-quality/infer``) are raw AS
 telemetry, body limit), routing and dependency machinery would otherwise cost more than
 validation and inference together. They enforce their own body limit, answer their own errors
 and record their own metrics; they are still declared as routes, so ``/docs`` documents them
-with their request and response models. ``RouteTimer`` times every other route.
+with their request and response models. ``RouteTimer`` times every other route. ``/docs`` and
+``/redoc`` serve their assets from the app itself (``api_docs``), so they work offline.
 
 Nothing here imports MLflow or DVC: the app only reads the bundle directory.
 """
@@ -24,6 +25,7 @@ from time import perf_counter
 
 from fastapi import FastAPI
 
+from winequality.api_docs import add_docs
 from winequality.feedback_store import FeedbackSink
 from winequality.inference.predictor import BundleError
 from winequality.serving.asgi import ASGIApp, Message, Receive, Scope, Send
@@ -147,6 +149,8 @@ def create_app(
         summary="Wine-quality prediction from physicochemical measurements.",
         version=version("winequality"),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.serving = state
     predict_route = predict.route(state)
@@ -157,6 +161,7 @@ def create_app(
     app.include_router(v2.router)
     app.include_router(admin.router)
     app.include_router(feedback.router)
+    add_docs(app)
     app.hot_endpoints = {predict_route.path: predict_route.app, infer_route.path: infer_route.app}
     app.add_middleware(RouteTimer, metrics=metrics)
     return app
