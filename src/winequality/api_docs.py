@@ -1,33 +1,29 @@
-"""Self-hosted API docs: ``/docs`` (Swagger UI) and ``/redoc`` that render without internet.
+"""Self-hosted API docs: ``/docs`` (Swagger UI) that renders without internet.
 
-FastAPI's built-in pages load their JavaScript, CSS and favicon (and ReDoc its fonts) from CDNs,
-so they are blank on a machine without internet. This is FastAPI's documented recipe for
-self-hosted docs assets (the app is created with ``docs_url=None, redoc_url=None``; the pages
-come from ``get_swagger_ui_html`` / ``get_redoc_html``), with the asset files that the
-``fastapi-offline`` package ships, served by Starlette's ``StaticFiles(packages=...)``.
+FastAPI's built-in pages load their JavaScript, CSS and favicon from CDNs, so they are blank on
+a machine without internet. This is FastAPI's documented recipe for self-hosted docs assets (the
+app is created with ``docs_url=None``; the page comes from ``get_swagger_ui_html``), with the
+asset files that the ``fastapi-offline`` package ships, served by Starlette's
+``StaticFiles(packages=...)``. FastAPI's second page, ReDoc at ``/redoc``, is turned off
+(``redoc_url=None``) rather than self-hosted: whatever its options, it fetches the Redocly logo
+from a CDN, and ``/docs`` documents the same API.
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import (
-    get_redoc_html,
-    get_swagger_ui_html,
-    get_swagger_ui_oauth2_redirect_html,
-)
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 DOCS_URL = "/docs"
-REDOC_URL = "/redoc"
 ASSETS_URL = "/docs/assets"
-# The package and folder holding swagger-ui-bundle.js, swagger-ui.css, redoc.standalone.js and
-# favicon.png.
+# The package and folder holding swagger-ui-bundle.js, swagger-ui.css and favicon.png.
 ASSETS_PACKAGE = ("fastapi_offline", "static")
 
 
 def add_docs(app: FastAPI) -> None:
-    """Add ``/docs``, its OAuth2 redirect page and ``/redoc`` to ``app``, with local assets.
+    """Add ``/docs`` and its OAuth2 redirect page to ``app``, with local assets.
 
     ``app`` must have been created with ``docs_url=None, redoc_url=None`` (FastAPI's CDN pages).
     """
@@ -52,16 +48,6 @@ def add_docs(app: FastAPI) -> None:
             swagger_ui_parameters=app.swagger_ui_parameters,
         )
 
-    async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return get_redoc_html(
-            openapi_url=f"{root}{openapi_url}",
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
-            with_google_fonts=False,
-        )
-
     async def swagger_ui_redirect(_: Request) -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
 
@@ -69,4 +55,3 @@ def add_docs(app: FastAPI) -> None:
     app.add_route(DOCS_URL, swagger_ui, include_in_schema=False)
     if oauth2_redirect_url:
         app.add_route(oauth2_redirect_url, swagger_ui_redirect, include_in_schema=False)
-    app.add_route(REDOC_URL, redoc, include_in_schema=False)

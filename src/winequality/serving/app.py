@@ -6,8 +6,8 @@ endpoints (``POST /predict``, ``POST /v2/models/wine-quality/infer``) are raw AS
 telemetry, body limit), routing and dependency machinery would otherwise cost more than
 validation and inference together. They enforce their own body limit, answer their own errors
 and record their own metrics; they are still declared as routes, so ``/docs`` documents them
-with their request and response models. ``RouteTimer`` times every other route. ``/docs`` and
-``/redoc`` serve their assets from the app itself (``api_docs``), so they work offline.
+with their request and response models. ``RouteTimer`` times every other route. ``/docs`` serves
+its assets from the app itself (``api_docs``), so it works offline.
 
 Nothing here imports MLflow or DVC: the app only reads the bundle directory.
 """

@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from winequality.contract.features import FeatureError
 from winequality.feedback_store import validate_labelled_rows
@@ -187,6 +188,15 @@ async def _rows(state: ServingState, doc: dict[str, Any]) -> int:
     return await state.feedback.add(wines, [int(q) for q in quality])
 
 
+def _openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with its nested models taken from the OpenAPI components (Wine is
+    one, through PredictRequest): pydantic's own ``#/$defs/...`` references do not resolve in
+    the OpenAPI document (client generators and ReDoc fail on them)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema
+
+
 @router.post(
     "/feedback",
     response_model=FeedbackResponse,
@@ -203,8 +213,8 @@ async def _rows(state: ServingState, doc: dict[str, Any]) -> int:
                 "application/json": {
                     "schema": {
                         "oneOf": [
-                            FeedbackByRequest.model_json_schema(),
-                            FeedbackRows.model_json_schema(),
+                            _openapi_schema(FeedbackByRequest),
+                            _openapi_schema(FeedbackRows),
                         ]
                     }
                 }
