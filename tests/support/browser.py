@@ -31,8 +31,11 @@ LOCAL_SCHEMES = frozenset({"data", "blob", "about", "file"})
 
 
 def find_chromium() -> str | None:
-    """The system Chromium, or None when it is not installed."""
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+    """The system Chromium (or Google Chrome, as on CI runners), or None when there is none."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    return None
 
 
 def is_local(url: str) -> bool:
