@@ -40,6 +40,8 @@ class StagePaths:
     cv_results: Path = Path("reports/cv_results.csv")
     eval_metrics: Path = Path("metrics/eval.json")
     predictions: Path = Path("reports/predictions.csv")
+    plots: Path = Path("reports/plots")
+    """The prediction plots (PNG) ``dvc plots show`` embeds."""
     onnx: Path = Path("models/model.onnx")
     export_metrics: Path = Path("metrics/export.json")
     registered: Path = Path("models/registered.json")
@@ -71,7 +73,7 @@ class StagePaths:
             },
             "evaluate": {
                 "deps": [self.model, self.test, self.train],
-                "outs": [self.predictions, self.eval_metrics],
+                "outs": [self.predictions, self.eval_metrics, self.plots],
                 "metrics": [],
             },
             "export_onnx": {

@@ -2,7 +2,8 @@
 
 Rendered on request (never on the event path) with matplotlib's object-oriented API and the Agg
 canvas: no pyplot global state, so concurrent requests in the server's thread pool are safe.
-Figures are embedded as inline SVG, making the report one self-contained file.
+Figures are embedded as inline SVG, making the report one self-contained file that needs nothing
+from the network (checked in Chromium by tests/integration/test_pages_offline.py).
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def render_report(
     esc = html.escape
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+        # An inline (empty) icon: browsers would otherwise ask the detector for /favicon.ico.
+        "<link rel='icon' href='data:,'>",
         f"<style>{_STYLE}</style></head><body><h1>{esc(title)}</h1>",
         f"<p>Generated {datetime.now(UTC).isoformat(timespec='seconds')}. Reference: "
         f"{esc(reference.source or 'in memory')} ({reference.size} rows). Live rows shown: "

@@ -39,6 +39,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from winequality.api_docs import add_docs
 from winequality.contract.features import BoolArray, FloatArray
 from winequality.contract.problems import FeatureError
 from winequality.http_common import BodyTooLargeError, TokenDep, read_request_body, set_token
@@ -594,9 +595,12 @@ def create_app(
             gc.freeze()
         yield
 
-    app = FastAPI(title="winequality drift detector", lifespan=lifespan)
+    app = FastAPI(
+        title="winequality drift detector", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.detector = state
     app.state.settings = settings
     set_token(app, settings.admin_token, "set WINEQ_ADMIN_TOKEN on the detector")
     app.include_router(router)
+    add_docs(app)
     return app

@@ -6,7 +6,8 @@ endpoints (``POST /predict``, ``POST /v2/models/wine-quality/infer``) are raw AS
 telemetry, body limit), routing and dependency machinery would otherwise cost more than
 validation and inference together. They enforce their own body limit, answer their own errors
 and record their own metrics; they are still declared as routes, so ``/docs`` documents them
-with their request and response models. ``RouteTimer`` times every other route.
+with their request and response models. ``RouteTimer`` times every other route. ``/docs`` serves
+its assets from the app itself (``api_docs``), so it works offline.
 
 Nothing here imports MLflow or DVC: the app only reads the bundle directory.
 """
@@ -25,6 +26,7 @@ from time import perf_counter
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from winequality.api_docs import add_docs
 from winequality.feedback_store import FeedbackSink
 from winequality.http_common import set_token
 from winequality.inference.predictor import BundleError
@@ -148,6 +150,8 @@ def create_app(
         summary="Wine-quality prediction from physicochemical measurements.",
         version=version("winequality"),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.serving = state
     set_token(app, settings.admin_token, "set WINEQ_ADMIN_TOKEN to enable /admin/reload")
@@ -159,6 +163,7 @@ def create_app(
     app.include_router(v2.router)
     app.include_router(admin.router)
     app.include_router(feedback.router)
+    add_docs(app)
     app.hot_endpoints = {predict_route.path: predict_route.app, infer_route.path: infer_route.app}
     app.add_middleware(RouteTimer, metrics=metrics)
     return app

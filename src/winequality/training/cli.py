@@ -60,6 +60,7 @@ def train(
 
 @app.command("evaluate")
 def evaluate(
+    *,
     model: Annotated[Path, typer.Option(help="Fitted pipeline.")] = PATHS.model,
     test: Annotated[Path, typer.Option(help="Prepared test split.")] = PATHS.test,
     train_path: Annotated[
@@ -69,11 +70,14 @@ def evaluate(
     plots: Annotated[
         Path, typer.Option(help="Per-row predictions for `dvc plots` (CSV).")
     ] = PATHS.predictions,
+    plot_dir: Annotated[
+        Path, typer.Option(help="Folder of the prediction plots (PNG) for `dvc plots`.")
+    ] = PATHS.plots,
 ) -> None:
     """Score the model on the test split: RMSE, MAE, R², share within ±0.5 and ±1.0."""
     with stage_errors():
         from winequality.training.dataset import read_split
-        from winequality.training.evaluate import evaluation_report
+        from winequality.training.evaluate import evaluation_report, write_prediction_plots
         from winequality.training.train import load_model
 
         train_frame = read_split(train_path) if train_path.is_file() else None
@@ -81,6 +85,7 @@ def evaluate(
         write_json(metrics, out)
         plots.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(plots, index=False)
+        write_prediction_plots(table, plot_dir)
     typer.echo(
         f"test RMSE {scores['rmse']:.4f}, MAE {scores['mae']:.4f}, R² {scores['r2']:.3f}, "
         f"within ±0.5 {scores['within_0_5']:.1%}, within ±1.0 {scores['within_1_0']:.1%}"

@@ -13,6 +13,9 @@ from winequality.contract.features import postprocess
 from winequality.training.dataset import check_frame, to_xy
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 METRICS: Final[tuple[str, ...]] = ("rmse", "mae", "r2", "within_0_5", "within_1_0")
@@ -99,29 +102,95 @@ def evaluation_report(
     return report, scores, table
 
 
-def plot_predictions(table: pd.DataFrame) -> Figure:
-    """Predicted vs actual and residuals, side by side (for the MLflow UI)."""
+# Fill and edge per wine type: red wine in claret, white wine in straw (white would not show).
+TYPE_COLOURS: Final[dict[str, tuple[str, str]]] = {
+    "red": ("#9b1b30", "#5c0f1c"),
+    "white": ("#f2d16b", "#9c7a12"),
+}
+# The whole quality scale, whatever the split holds: a plot cut at the highest score seen hides
+# how a model treats the rare 3s and 9s.
+QUALITY_LIMITS: Final = (schema.QUALITY_MIN - 0.5, schema.QUALITY_MAX + 0.5)
+QUALITY_TICKS: Final = range(schema.QUALITY_MIN, schema.QUALITY_MAX + 1)
+
+
+def _scatter_by_type(ax: Axes, table: pd.DataFrame, x: pd.Series, y: str) -> None:
+    # White first: the far more numerous whites would otherwise hide the reds.
+    for wine_type in sorted(schema.WINE_TYPES, key=lambda t: t != "white"):
+        rows = table[schema.WINE_TYPE] == wine_type
+        colour, edge = TYPE_COLOURS[wine_type]
+        ax.scatter(
+            x[rows],
+            table.loc[rows, y],
+            s=12,
+            alpha=0.6,
+            c=colour,
+            edgecolors=edge,
+            linewidths=0.4,
+            label=f"{wine_type} (n={int(rows.sum())})",
+        )
+
+
+def plot_predicted_vs_actual(table: pd.DataFrame) -> Figure:
+    """Predicted against actual quality on the whole 0-10 scale, with the y = x line."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 4.5), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    for wine_type, colour in zip(schema.WINE_TYPES, ("tab:red", "tab:olive"), strict=True):
-        rows = table[schema.WINE_TYPE] == wine_type
-        left.scatter(
-            table.loc[rows, "actual"] + np.random.default_rng(0).uniform(-0.2, 0.2, rows.sum()),
-            table.loc[rows, "predicted"],
-            s=6,
-            alpha=0.5,
-            c=colour,
-            label=wine_type,
-        )
-        right.scatter(
-            table.loc[rows, "predicted"], table.loc[rows, "residual"], s=6, alpha=0.5, c=colour
-        )
-    lo, hi = float(table["actual"].min()) - 0.5, float(table["actual"].max()) + 0.5
-    left.plot([lo, hi], [lo, hi], color="grey", linewidth=1)
-    left.set(xlabel="actual quality (jittered)", ylabel="predicted quality")
-    left.legend()
-    right.axhline(0.0, color="grey", linewidth=1)
-    right.set(xlabel="predicted quality", ylabel="residual (actual - predicted)")
+    fig = Figure(figsize=(6, 5.6), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    # Qualities are integers: a small jitter keeps the points of one score apart.
+    jitter = np.random.default_rng(0).uniform(-0.2, 0.2, len(table))
+    ax.plot(
+        QUALITY_LIMITS, QUALITY_LIMITS, color="0.35", linestyle="--", linewidth=1, label="y = x"
+    )
+    _scatter_by_type(ax, table, table["actual"] + jitter, "predicted")
+    ax.set(xlim=QUALITY_LIMITS, ylim=QUALITY_LIMITS, xticks=QUALITY_TICKS, yticks=QUALITY_TICKS)
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.set(
+        xlabel="actual quality (jittered)",
+        ylabel="predicted quality",
+        title="Predicted vs actual quality (test split)",
+    )
+    ax.legend(loc="upper left")
     return fig
+
+
+def plot_residuals(table: pd.DataFrame) -> Figure:
+    """Residual (actual - predicted) against the prediction, symmetric around zero."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 5.6), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    worst = float(np.abs(table["residual"]).max()) if len(table) else 0.0
+    limit = max(2.0, np.ceil(worst) + 0.5)
+    ax.axhline(0.0, color="0.35", linestyle="--", linewidth=1, label="residual 0")
+    _scatter_by_type(ax, table, table["predicted"], "residual")
+    ax.set(xlim=QUALITY_LIMITS, xticks=QUALITY_TICKS, ylim=(-limit, limit))
+    ax.grid(alpha=0.3)
+    ax.set(
+        xlabel="predicted quality",
+        ylabel="residual (actual - predicted)",
+        title="Residuals (test split)",
+    )
+    ax.legend(loc="upper left")
+    return fig
+
+
+def prediction_figures(table: pd.DataFrame) -> dict[str, Figure]:
+    """The plots of the predictions table, by name (``<name>.png`` for DVC and MLflow)."""
+    return {
+        "predicted_vs_actual": plot_predicted_vs_actual(table),
+        "residuals": plot_residuals(table),
+    }
+
+
+def write_prediction_plots(table: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """``prediction_figures`` as PNG files in ``out_dir``: static images that ``dvc plots show``
+    embeds as they are, with no JavaScript from a CDN."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in prediction_figures(table).items():
+        path = out_dir / f"{name}.png"
+        # No "Software" stamp: the file changes only when the plot does.
+        fig.savefig(path, format="png", metadata={"Software": None})
+        written.append(path)
+    return written

@@ -235,11 +235,11 @@ def register(
         if inputs.predictions.is_file():
             import pandas as pd
 
-            from winequality.training.evaluate import plot_predictions
+            from winequality.training.evaluate import prediction_figures
 
-            mlflow.log_figure(
-                plot_predictions(pd.read_csv(inputs.predictions)), "plots/predictions.png"
-            )
+            table = pd.read_csv(inputs.predictions)
+            for name, figure in prediction_figures(table).items():
+                mlflow.log_figure(figure, f"plots/{name}.png")
         run_id = run.info.run_id
 
     name = settings.registered_model_name

@@ -43,6 +43,9 @@ def test_train_evaluate_export_write_their_files(project: Path) -> None:
     assert scores["n_test"] == 200
     table = pd.read_csv(project / "reports/predictions.csv")
     assert list(table.columns) == ["actual", "predicted", "residual", "wine_type"]
+    for name in ("predicted_vs_actual", "residuals"):
+        png = (project / "reports/plots" / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n"), name
 
     code, out = invoke("export", "onnx")
     assert code == 0, out

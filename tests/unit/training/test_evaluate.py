@@ -8,7 +8,7 @@ from winequality.contract import schema
 from winequality.training.evaluate import (
     evaluate_model,
     mean_predictor_metrics,
-    plot_predictions,
+    prediction_figures,
     predictions_table,
     regression_metrics,
 )
@@ -57,7 +57,33 @@ def test_evaluate_model_reports_per_wine_type_and_beats_the_mean(
         metrics
     )
     assert metrics["rmse"] < mean_predictor_metrics(train, test)["rmse"]
-    assert plot_predictions(table).axes
+
+
+def test_prediction_plots_span_the_whole_scale_with_the_identity_line_and_both_types() -> None:
+    # A test split without 0-2 or 10 (as the real one): the axes still show the whole scale.
+    frame = pd.DataFrame(
+        {schema.TARGET: [3, 5, 6, 9, 5, 7], schema.WINE_TYPE: ["red"] * 3 + ["white"] * 3}
+    )
+    table = predictions_table(frame, [4.1, 5.2, 5.9, 6.8, 5.5, 6.0])
+    figures = prediction_figures(table)
+    assert set(figures) == {"predicted_vs_actual", "residuals"}
+
+    (scatter,) = figures["predicted_vs_actual"].axes
+    assert scatter.get_xlim() == scatter.get_ylim() == (-0.5, 10.5)
+    identity = [line for line in scatter.get_lines() if line.get_label() == "y = x"]
+    assert len(identity) == 1
+    assert list(identity[0].get_xdata()) == list(identity[0].get_ydata())
+    labels = [text.get_text() for text in scatter.get_legend().get_texts()]
+    assert labels == ["y = x", "white (n=3)", "red (n=3)"]
+    white, red = (points.get_facecolor()[0][:3] for points in scatter.collections)
+    assert red[0] > 2 * red[2]  # claret
+    assert min(white[:2]) > 0.8  # straw, visible on the white background
+
+    (residuals,) = figures["residuals"].axes
+    assert residuals.get_xlim() == (-0.5, 10.5)
+    low, high = residuals.get_ylim()
+    assert low == -high
+    assert high >= 2.2  # the worst residual, 9 - 6.8, is inside the axis
 
 
 def test_evaluate_model_refuses_a_test_split_without_target(
