@@ -7,6 +7,9 @@ UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
 APT_PACKAGES := prometheus prometheus-alertmanager wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Both cores by default; `make test PYTEST_WORKERS=0` runs the suite in one process. loadscope
+# keeps a module on one worker, so its module fixtures (a Triton server, a DVC project) run once.
+PYTEST_WORKERS ?= auto
 
 .PHONY: help
 help: ## list the targets
@@ -14,7 +17,7 @@ help: ## list the targets
 
 .PHONY: install
 install: ## install uv if missing, then the locked environment into .venv
-	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+	@$(UV) --version >/dev/null 2>&1 || PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
 	$(UV) sync --frozen
 
 .PHONY: system-deps
@@ -48,12 +51,12 @@ lint: install ## ruff and mypy (strict)
 test: install system-deps ## install what the tests need and run them all (unit, integration, e2e)
 	$(RUN) ruff check src tests benchmarks
 	$(RUN) mypy
-	$(RUN) pytest
+	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadscope --durations=10
 
 .PHONY: bench
 bench: install system-deps ## run the benchmarks (figures side by side with their baselines)
 	$(RUN) python benchmarks/pipeline.py
 
 .PHONY: clean
-clean: ## remove generated data, models, tracking store and caches (not the DVC remote)
-	rm -rf data models metrics reports mlruns.db mlartifacts .pytest_cache .mypy_cache .ruff_cache
+clean: ## remove generated data, models, tracking store, the local stack's run folder (with its feedback database) and caches (not the DVC remote)
+	rm -rf data models metrics reports mlruns.db mlartifacts .stack triton-repo .pytest_cache .mypy_cache .ruff_cache
