@@ -113,8 +113,9 @@ def pending_downloads(settings: Settings) -> list[str]:
     server = cache / "tritonserver" / f"pytriton-{PYTRITON_VERSION}" / "dist" / "pytriton"
     if not (server / "tritonserver" / "bin" / "tritonserver").is_file():
         out.append(
-            f"the Triton server bundled in the nvidia-pytriton {PYTRITON_VERSION} wheel, with "
-            f"its Python-backend env (~230 MB) into {cache / 'tritonserver'}, for {TRITON_TESTS}"
+            f"the nvidia-pytriton {PYTRITON_VERSION} wheel and the Triton server it bundles, "
+            f"with its Python-backend env (~280 MB), into {cache / 'wheels'} and "
+            f"{cache / 'tritonserver'}, for {TRITON_TESTS}"
         )
     return out
 
@@ -126,7 +127,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines.append(f"UCI data: {found}" if isinstance(found, Path) else f"UCI data: NONE: {found}")
     downloads = pending_downloads(Settings())
     if downloads:
-        lines.append("first run: the tests that need them download, once, and keep in the cache:")
+        lines.append("not cached yet, downloaded once by the tests that need them:")
         lines += [f"  - {item}" for item in downloads]
         lines.append("  (set WINEQ_CACHE_DIR to put the cache elsewhere)")
     return lines
