@@ -8,8 +8,11 @@ RUN := $(UV) run --frozen
 APT_PACKAGES := prometheus prometheus-alertmanager wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Both cores by default; `make test PYTEST_WORKERS=0` runs the suite in one process. loadscope
-# keeps a module on one worker, so its module fixtures (a Triton server, a DVC project) run once.
+# keeps a module on one worker, so its module fixtures (a Triton server, a DVC project) run once;
+# without its reordering (by test count) modules go out in path order: the few slow e2e and
+# integration modules first, the many quick unit tests fill the gaps at the end.
 PYTEST_WORKERS ?= auto
+PYTEST_XDIST := -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 .PHONY: help
 help: ## list the targets
@@ -51,7 +54,7 @@ lint: install ## ruff and mypy (strict)
 test: install system-deps ## install what the tests need and run them all (unit, integration, e2e)
 	$(RUN) ruff check src tests benchmarks
 	$(RUN) mypy
-	$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadscope --durations=10
+	$(RUN) pytest $(PYTEST_XDIST) --durations=10
 
 .PHONY: bench
 bench: install system-deps ## run the benchmarks (figures side by side with their baselines)
