@@ -516,10 +516,7 @@ class Stack:
                 return
             if time.monotonic() >= next_note:
                 awaited = [*pending, *running, *(s.name for s in waiting)]
-                echo(
-                    f"  ... {time.monotonic() - t0:4.0f}s, waiting for {', '.join(awaited)} "
-                    f"(logs in {self.logs})"
-                )
+                echo(f"  ... {time.monotonic() - t0:4.0f}s, waiting for {', '.join(awaited)}")
                 next_note += self.progress_every_s
             time.sleep(0.1)
 
@@ -590,7 +587,7 @@ def run_stack(config: StackConfig, settings: Settings, echo: Any = typer.echo) -
         previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         code = 0
         try:
-            echo(f"starting the stack in {config.run_dir} ...")
+            echo(f"starting the stack in {config.run_dir} (logs in {paths.logs}) ...")
             specs = plan(
                 config, settings=settings, paths=paths, tools=tools, env=env, alerting=alerting
             )
