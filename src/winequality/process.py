@@ -115,15 +115,22 @@ class ManagedProcess:
         """Block until ``url`` answers 2xx (or ``port`` accepts connections)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.alive():
-                raise ProcessError(
-                    f"{self.name} exited with {self.proc.returncode if self.proc else '?'}:\n"
-                    f"{self.log_tail()}"
-                )
-            if (url is not None and http_ok(url)) or (port is not None and port_open(host, port)):
+            if self.ready_now(url, port, host):
                 return self
             time.sleep(0.05)
         raise ProcessError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def ready_now(
+        self, url: str | None = None, port: int | None = None, host: str = "127.0.0.1"
+    ) -> bool:
+        """One readiness probe (for callers that wait on several processes at once); raises
+        ``ProcessError`` when the process has exited."""
+        if not self.alive():
+            raise ProcessError(
+                f"{self.name} exited with {self.proc.returncode if self.proc else '?'}:\n"
+                f"{self.log_tail()}"
+            )
+        return (url is not None and http_ok(url)) or (port is not None and port_open(host, port))
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM the process group (or the process), SIGKILL what is left after ``timeout``;

@@ -2,15 +2,19 @@
 
 MLflow (UI over the embedded SQLite store), the drift detector, the serving app (payload logging
 to the detector, feedback enabled), the retraining webhook, Alertmanager and Prometheus, all on
-127.0.0.1, started in that order (each waits for the ones it talks to) and stopped in reverse
-order, by PID. Everything a run writes lives in the run folder (``.stack/`` by default):
+127.0.0.1, stopped in reverse order, by PID. They start at once and each is reported as soon as it
+answers: none needs another to be up (the app retries the detector, Prometheus and Alertmanager
+retry their targets, the webhook needs MLflow only when a retraining runs), so the only wait is
+the app's and the detector's for the champion model, pulled from the registry meanwhile.
+Everything a run writes lives in the run folder (``.stack/`` by default):
 
     .stack/stack.lock  stack.json     lock (held while running) and the URLs/PIDs of this run
     .stack/params.yaml                the project's params with the run's overrides
     .stack/models/current             symlink to the serving bundle (retraining moves it)
     .stack/models/bundles/v<N>-<time> bundles pulled from the registry, never overwritten
     .stack/alerting/                  generated prometheus.yml, rules, alertmanager.yml, token
-    .stack/logs/*.log                 one log per service, retraining runs under logs/retrain/
+    .stack/logs/*.log                 one log per service and for the champion pull,
+                                      retraining runs under logs/retrain/
     .stack/feedback.sqlite            labelled feedback (unless WINEQ_FEEDBACK_DB is set)
 
 Tokens (admin, webhook) are generated per run and handed to the children in their environment.
@@ -25,20 +29,23 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import IO, Annotated, Any, Final
+from typing import IO, TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 import yaml
 
+from winequality.artifacts import point_model_dir
 from winequality.settings import Settings
+
+if TYPE_CHECKING:
+    from winequality.process import ManagedProcess
 
 PROMETHEUS: Final = "prometheus"
 ALERTMANAGER_NAMES: Final = ("prometheus-alertmanager", "alertmanager")
@@ -48,6 +55,14 @@ INSTALL_HINT: Final = (
 )
 STATE_FILE: Final = "stack.json"
 LOCK_FILE: Final = "stack.lock"
+CHAMPION_JOB: Final = "champion"
+PROGRESS_EVERY_S: Final = 10.0
+MLFLOW_SERVER_ENV: Final[Mapping[str, str]] = {
+    # MLflow's job runner (a huey consumer per GenAI job type, each a process importing MLflow)
+    # runs scorers and trace rollups this stack never submits: idle, it keeps a core busy, and
+    # its start competes with the server's own on a small machine.
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+}
 
 
 class StackError(RuntimeError):
@@ -109,6 +124,22 @@ class ServiceSpec:
     ready_url: str
     env: dict[str, str]
     timeout_s: float = 60.0
+    after: tuple[str, ...] = ()
+    """Jobs (by name) that must have finished before this service starts."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A one-off child the services wait for: done when it exits 0, then ``finish`` runs."""
+
+    name: str
+    cmd: list[str]
+    env: dict[str, str]
+    finish: Callable[[], str]
+    """Completes the job in this process; returns what to report."""
+    failure: Callable[[str], str]
+    """The error message, given the last line of the job's output."""
+    timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -229,7 +260,7 @@ def plan(
     env: Mapping[str, str],
     alerting: Any,
 ) -> list[ServiceSpec]:
-    """The services in start order (each one's dependencies come before it)."""
+    """The services; the app and the detector start once the champion is pulled."""
     h, p = config.host, config.ports
     wq = [sys.executable, "-m", "winequality.cli"]
     u = urls(config)
@@ -246,8 +277,8 @@ def plan(
                  "--default-artifact-root", artifacts_dir(settings).as_uri(),
                  "--host", h, "--port", str(p.mlflow), "--workers", "1"],
                 f"{u['mlflow']}/health",
-                base,
-                timeout_s=120.0,
+                {**MLFLOW_SERVER_ENV, **base},
+                timeout_s=300.0,
             )
         )  # fmt: skip
     specs += [
@@ -268,6 +299,7 @@ def plan(
             ],
             f"{u['detector']}/health/ready",
             base,
+            after=(CHAMPION_JOB,),
         ),
         ServiceSpec(
             "app",
@@ -285,6 +317,7 @@ def plan(
             ],
             f"{u['app']}/health/ready",
             base,
+            after=(CHAMPION_JOB,),
         ),
         ServiceSpec(
             "webhook",
@@ -380,56 +413,119 @@ def ports_in_use(config: StackConfig) -> list[str]:
     ]
 
 
-def pull_champion(paths: RunPaths, env: Mapping[str, str]) -> Path:
-    """``registry pull --alias champion`` into a new bundle dir; point ``current`` at it."""
-    from winequality.artifacts import point_model_dir
-
+def champion_job(paths: RunPaths, env: Mapping[str, str]) -> JobSpec:
+    """``registry pull --alias champion`` into a new bundle dir, then ``current`` points at it."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     bundle = (paths.models / "bundles" / f"champion-{stamp}").absolute()
-    proc = subprocess.run(
-        [sys.executable, "-m", "winequality.cli", "registry", "pull", "--alias", "champion",
-         "--dest", str(bundle)],
-        env=dict(env), capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        last = ((proc.stderr or proc.stdout).strip().splitlines() or ["?"])[-1]
-        raise StackError(
-            f"no champion model to serve ({last.removeprefix('error: ')}): "
+
+    def finish() -> str:
+        point_model_dir(paths.current, bundle)
+        return f"pulled into {bundle}"
+
+    def failure(last: str) -> str:
+        return (
+            f"no champion model to serve ({last.removeprefix('error: ') or '?'}): "
             "run the training pipeline first (`make pipeline` or `uv run dvc repro`), "
             "which registers and promotes the first model"
         )
-    point_model_dir(paths.current, bundle)
-    return bundle
+
+    return JobSpec(
+        CHAMPION_JOB,
+        [sys.executable, "-m", "winequality.cli", "registry", "pull", "--alias", "champion",
+         "--dest", str(bundle)],
+        dict(env),
+        finish,
+        failure,
+    )  # fmt: skip
+
+
+def _finished_jobs(
+    pending: dict[str, tuple[JobSpec, ManagedProcess]], t0: float, echo: Any
+) -> set[str]:
+    """Names of the jobs that have just succeeded (removed from ``pending``, reported)."""
+    finished: set[str] = set()
+    for name, (job, proc) in list(pending.items()):
+        if proc.alive():
+            if time.monotonic() - t0 > job.timeout_s:
+                raise StackError(f"{name} did not finish in {job.timeout_s:.0f}s")
+            continue
+        del pending[name]
+        if proc.proc is None or proc.proc.returncode != 0:
+            lines = [line.strip() for line in proc.log_tail(20).splitlines() if line.strip()]
+            raise StackError(job.failure(lines[-1] if lines else ""))
+        note = job.finish()
+        finished.add(name)
+        echo(f"  {name:<13} {note} after {time.monotonic() - t0:4.1f}s")
+    return finished
+
+
+def _ready_services(
+    running: dict[str, tuple[ServiceSpec, ManagedProcess, float]], t0: float, echo: Any
+) -> None:
+    """Report (and drop from ``running``) the services that answer now."""
+    from winequality.process import ProcessError
+
+    for name, (spec, proc, since) in list(running.items()):
+        if proc.ready_now(spec.ready_url):
+            del running[name]
+            echo(f"  {name:<13} ready after {time.monotonic() - t0:4.1f}s (pid {proc.pid})")
+        elif time.monotonic() - since > spec.timeout_s:
+            raise ProcessError(f"{name} not ready after {spec.timeout_s:.0f}s:\n{proc.log_tail()}")
 
 
 class Stack:
     """Started services, stopped in reverse order."""
 
-    def __init__(self, logs: Path) -> None:
-        from winequality.process import ManagedProcess
-
+    def __init__(self, logs: Path, progress_every_s: float = PROGRESS_EVERY_S) -> None:
         self.logs = logs
+        self.progress_every_s = progress_every_s
         self.started: list[ManagedProcess] = []
+        self.jobs: list[ManagedProcess] = []
 
-    def start(self, specs: Sequence[ServiceSpec], echo: Any) -> None:
-        """Start every service at once, then wait for each: no service needs another to be
-        up to start (they retry or tolerate a missing peer), and MLflow alone takes seconds."""
+    def _launch(self, name: str, cmd: list[str], env: Mapping[str, str]) -> ManagedProcess:
         from winequality.process import ManagedProcess
 
+        return ManagedProcess(name, cmd, self.logs / f"{name}.log", env=env).start()
+
+    def start(self, specs: Sequence[ServiceSpec], echo: Any, jobs: Sequence[JobSpec] = ()) -> None:
+        """Start the jobs and every service whose jobs are done, report each one as it becomes
+        ready (seconds since this call), and say every ``progress_every_s`` what is awaited."""
         t0 = time.monotonic()
-        ready: list[tuple[ServiceSpec, ManagedProcess]] = []
-        for spec in specs:
-            proc = ManagedProcess(spec.name, spec.cmd, self.logs / f"{spec.name}.log", env=spec.env)
-            self.started.append(proc)
-            ready.append((spec, proc.start()))
-        for spec, proc in ready:
-            proc.wait_ready(spec.ready_url, timeout=spec.timeout_s)
-            echo(f"  {spec.name:<13} ready after {time.monotonic() - t0:4.1f}s (pid {proc.pid})")
+        unknown = {a for s in specs for a in s.after} - {j.name for j in jobs}
+        if unknown:
+            raise StackError(f"services wait for jobs that are not planned: {sorted(unknown)}")
+        done: set[str] = set()
+        pending: dict[str, tuple[JobSpec, ManagedProcess]] = {}
+        for job in jobs:
+            proc = self._launch(job.name, job.cmd, job.env)
+            self.jobs.append(proc)
+            pending[job.name] = (job, proc)
+        waiting = list(specs)
+        running: dict[str, tuple[ServiceSpec, ManagedProcess, float]] = {}
+        next_note = t0 + self.progress_every_s
+        while True:
+            for spec in [s for s in waiting if set(s.after) <= done]:
+                waiting.remove(spec)
+                proc = self._launch(spec.name, spec.cmd, spec.env)
+                self.started.append(proc)
+                running[spec.name] = (spec, proc, time.monotonic())
+            done |= _finished_jobs(pending, t0, echo)
+            _ready_services(running, t0, echo)
+            if not (waiting or running or pending):
+                return
+            if time.monotonic() >= next_note:
+                awaited = [*pending, *running, *(s.name for s in waiting)]
+                echo(f"  ... {time.monotonic() - t0:4.0f}s, waiting for {', '.join(awaited)}")
+                next_note += self.progress_every_s
+            time.sleep(0.1)
 
     def dead(self) -> list[str]:
         return [p.name for p in self.started if not p.alive()]
 
     def stop(self, echo: Any) -> None:
+        for job in self.jobs:
+            job.stop(timeout=5)
+        self.jobs.clear()
         for proc in reversed(self.started):
             if proc.proc is None:
                 continue
@@ -471,7 +567,6 @@ def run_stack(config: StackConfig, settings: Settings, echo: Any = typer.echo) -
             webhook_token=webhook_token,
             base_env=os.environ,
         )
-        pull_champion(paths, env)
         alerting = write_alerting_configs(
             paths.alerting,
             app_port=config.ports.app,
@@ -491,11 +586,11 @@ def run_stack(config: StackConfig, settings: Settings, echo: Any = typer.echo) -
         previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         code = 0
         try:
-            echo(f"starting the stack in {config.run_dir} ...")
+            echo(f"starting the stack in {config.run_dir} (logs in {paths.logs}) ...")
             specs = plan(
                 config, settings=settings, paths=paths, tools=tools, env=env, alerting=alerting
             )
-            stack.start(specs, echo)
+            stack.start(specs, echo, jobs=[champion_job(paths, env)])
             state = {
                 "pid": os.getpid(),
                 "started_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -1,16 +1,18 @@
 """The optional Alibi Detect backend (its own venv, run in a subprocess) agrees with ours.
 
-Builds the venv on first use (``winequality drift alibi-venv``; about 10 s with a warm uv cache,
-network needed otherwise).
+The venv is built on first use by the ``alibi_venv`` fixture (under a lock: one xdist worker
+builds, the other waits; about 10 s with a warm uv cache, network needed otherwise).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from winequality.contract import schema
-from winequality.monitoring.alibi_backend import detect_alibi_many, ensure_alibi_venv
+from winequality.monitoring.alibi_backend import detect_alibi_many
 from winequality.monitoring.detector import detect_frame, reference_from_frame
 from winequality.params import DriftParams
 
@@ -19,9 +21,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.parametrize("correction", ["bonferroni", "fdr"])
 def test_alibi_backend_reaches_the_same_decisions(
-    real_wines: pd.DataFrame, correction: str
+    real_wines: pd.DataFrame, correction: str, alibi_venv: Path
 ) -> None:
-    venv = ensure_alibi_venv()
+    venv = alibi_venv
     red = real_wines[real_wines[schema.WINE_TYPE] == "red"].sample(frac=1.0, random_state=3)
     white = real_wines[real_wines[schema.WINE_TYPE] == "white"]
     reference_frame, held_out = red.iloc[:1000], red.iloc[1000:]

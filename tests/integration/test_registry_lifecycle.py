@@ -7,6 +7,7 @@ Two stores: the embedded default (SQLite file + local artifact folder, no server
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from winequality.contract.features import postprocess
 from winequality.contract.parsers import frame_to_matrix
 from winequality.inference.predictor import OnnxPredictor
 from winequality.process import ManagedProcess, free_port
+from winequality.stack import MLFLOW_SERVER_ENV
 from winequality.training.train import load_model
 
 pytestmark = pytest.mark.integration
@@ -120,6 +122,7 @@ def store(
             "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         ],
         where / "server.log",
+        env={**os.environ, **MLFLOW_SERVER_ENV},  # as `winequality up` runs it
     )  # fmt: skip
     with server:
         server.wait_ready(url=f"http://127.0.0.1:{port}/health", timeout=120)

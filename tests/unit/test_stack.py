@@ -1,4 +1,5 @@
-"""`winequality up` without starting anything: tools, lock, params, environment, plan."""
+"""`winequality up`: tools, lock, params, environment, plan, and the start of real (tiny)
+services and jobs in the order their dependencies allow."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ import pytest
 import yaml
 
 from winequality.monitoring.alerting_config import write_alerting_configs
+from winequality.process import free_port
 from winequality.settings import Settings
 from winequality.stack import (
+    CHAMPION_JOB,
     INSTALL_HINT,
+    JobSpec,
     Ports,
     RunPaths,
+    ServiceSpec,
+    Stack,
     StackConfig,
     StackError,
     StackRunningError,
@@ -159,6 +165,11 @@ def test_plan_starts_every_service_on_loopback_with_its_port(tmp_path: Path) -> 
     assert by_name["mlflow"].cmd[by_name["mlflow"].cmd.index("--backend-store-uri") + 1] == (
         Settings(project_dir=tmp_path).tracking_uri()
     )
+    # The job runner serves GenAI jobs the stack never submits.
+    assert by_name["mlflow"].env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    # Only the app and the detector need the model; nothing waits for MLflow.
+    assert {s.name for s in specs if s.after} == {"app", "detector"}
+    assert all(s.after == (CHAMPION_JOB,) for s in specs if s.after)
     no_ui = plan(
         StackConfig(run_dir=config.run_dir, ports=ports, mlflow=False),
         settings=Settings(project_dir=tmp_path),
@@ -168,3 +179,89 @@ def test_plan_starts_every_service_on_loopback_with_its_port(tmp_path: Path) -> 
         alerting=alerting,
     )
     assert "mlflow" not in [s.name for s in no_ui]
+
+
+def http_service(
+    name: str, tmp_path: Path, delay_s: float = 0.0, needs: Path | None = None
+) -> ServiceSpec:
+    """A real HTTP server on a free port, answering after ``delay_s``; with ``needs``, it exits
+    at once unless that file exists (as the app does without its model)."""
+    port = free_port()
+    code = (
+        "import http.server, os, sys, time\n"
+        f"if {str(needs)!r} != 'None' and not os.path.exists({str(needs)!r}): sys.exit(3)\n"
+        f"time.sleep({delay_s})\n"
+        f"http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler)"
+        ".serve_forever()\n"
+    )
+    return ServiceSpec(
+        name, [sys.executable, "-c", code], f"http://127.0.0.1:{port}/", {**os.environ},
+        timeout_s=30, after=("model",) if needs else (),
+    )  # fmt: skip
+
+
+def test_each_service_is_reported_when_it_is_ready_with_progress_meanwhile(
+    tmp_path: Path,
+) -> None:
+    lines: list[str] = []
+    stack = Stack(tmp_path / "logs", progress_every_s=0.5)
+    try:
+        stack.start(
+            [http_service("slow", tmp_path, delay_s=2.5), http_service("fast", tmp_path)],
+            lines.append,
+        )
+    finally:
+        stack.stop(lines.append)
+    ready = [line.split() for line in lines if "ready after" in line]
+    assert [r[0] for r in ready] == ["fast", "slow"]
+    fast_s, slow_s = (float(r[3].removesuffix("s")) for r in ready)
+    assert fast_s < slow_s
+    assert slow_s >= 2.5  # its own time, not the time of the last one
+    # Progress while waiting, naming only what is still awaited.
+    after_fast = lines[lines.index(next(x for x in lines if x.startswith("  fast"))) :]
+    progress = [line for line in after_fast if "waiting for" in line]
+    assert progress
+    assert all("slow" in line and "fast" not in line for line in progress)
+
+
+def test_a_service_starts_only_once_the_job_it_needs_has_finished(tmp_path: Path) -> None:
+    marker = tmp_path / "model"
+    job = JobSpec(
+        "model",
+        [sys.executable, "-c",
+         f"import pathlib, time; time.sleep(1); pathlib.Path({str(marker)!r}).write_text('m')"],
+        {**os.environ},
+        finish=lambda: "written",
+        failure=lambda last: f"failed: {last}",
+    )  # fmt: skip
+    lines: list[str] = []
+    stack = Stack(tmp_path / "logs")
+    try:
+        stack.start(
+            [http_service("app", tmp_path, needs=marker), http_service("other", tmp_path)],
+            lines.append,
+            jobs=[job],
+        )
+        assert [line.split()[0] for line in lines] == ["other", "model", "app"]
+        assert "written after" in lines[1]
+        assert [p.name for p in stack.started] == ["other", "app"]
+    finally:
+        stack.stop(lines.append)
+    assert {line.split()[1] for line in lines if "stopped" in line} == {"other", "app"}
+
+
+def test_a_failed_job_stops_the_start_with_its_last_line(tmp_path: Path) -> None:
+    job = JobSpec(
+        "model",
+        [sys.executable, "-c", "import sys; print('downloading'); "
+         "print('error: no version has alias champion'); sys.exit(1)"],
+        {**os.environ},
+        finish=lambda: "never",
+        failure=lambda last: f"no champion ({last.removeprefix('error: ')})",
+    )  # fmt: skip
+    stack = Stack(tmp_path / "logs")
+    app = http_service("app", tmp_path, needs=tmp_path / "m")
+    with pytest.raises(StackError, match=r"no champion \(no version has alias champion\)"):
+        stack.start([app], print, jobs=[job])
+    assert stack.started == []  # the app never started: it needed the job
+    stack.stop(print)
