@@ -62,7 +62,7 @@ class DriftParams(_Block):
     """Family-wise significance level, before the multiple-testing correction."""
     correction: Literal["bonferroni", "fdr"] = "bonferroni"
     """``bonferroni`` (p_val / number of tests) or ``fdr`` (Benjamini-Hochberg)."""
-    false_alarm_rows: int = Field(10_000_000, ge=10_000)
+    false_alarm_rows: int = Field(10_000_000, ge=1000)
     """False-alarm budget of the sequential decision: expected stable rows between two false
     alarms (ARL0). The CUSUM threshold is calibrated on the reference sample to meet it."""
     cusum_k: float = Field(1.5, gt=0)
@@ -73,9 +73,9 @@ class DriftParams(_Block):
     ``min_window_rows``; None: windows close by row count only."""
     min_window_rows: int = Field(50, ge=2)
     """Fewest rows a time-closed window may hold; the budget assumes windows this small."""
-    calibration_references: int = Field(16, ge=2)
+    calibration_references: int = Field(64, ge=2)
     """Pseudo-references bootstrapped from the reference during calibration."""
-    calibration_windows: int = Field(2000, ge=100)
+    calibration_windows: int = Field(500, ge=100)
     """Stable windows simulated per pseudo-reference during calibration."""
     calibration_seed: int = 0
 
