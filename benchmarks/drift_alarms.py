@@ -1,7 +1,7 @@
 """Drift alarms over time: false alarms per million stable rows and detection delays.
 
     uv run python benchmarks/drift_alarms.py [--stable-rows 1000000] [--repeats 200]
-        [--budget 10000000] [--k 1.5] [--no-alibi] [--alibi-ert 1000] [--alibi-stable-rows 20000]
+        [--budget 10000000] [--k 1.5] [--no-alibi] [--alibi-ert 500] [--alibi-stable-rows 10000]
 
 Real data (``--data-dir``, the two UCI CSVs), deduplicated: the reference is 1,000 mixed red/white
 rows, stable traffic is the other rows resampled. Three rules on the same streams:
@@ -22,8 +22,9 @@ alcohol. Alarms raised during the prefix are false alarms (counted, the rule res
 
 The rules are driven through a ``Monitor`` (``feed(rows) -> decision per rule``, ``reset``):
 ``InProcessMonitor`` runs the detector's own per-window computation (``detector.detect``) in
-process; a monitor that posts CloudEvents batches to a running detector and reads
-``seldon_metric_drift_found`` plugs into the same ``run_stable`` / ``run_scenario``.
+process; ``main(extra_monitors=...)`` runs more monitors on the same streams, e.g. a
+``FunctionMonitor`` whose ``feed`` posts a CloudEvents batch to a running detector and reads
+``seldon_metric_drift_found`` (the service-path figure, once the rule is wired in).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -174,6 +175,27 @@ class InProcessMonitor:
             self.windows += 1
             self.latch = self.latch or result.is_drift
         return {"latch (today)": self.latch, **{n: s.alarm for n, s in self.states.items()}}
+
+
+class FunctionMonitor:
+    """A Monitor from two plain functions, e.g. for the real service: ``feed`` posts the rows as
+    a CloudEvents batch and returns ``seldon_metric_drift_found`` read from ``/metrics``;
+    ``reset`` posts ``/reference/reload``."""
+
+    def __init__(
+        self,
+        name: str,
+        feed: Callable[[FloatArray, BoolArray], bool],
+        reset: Callable[[], None],
+    ) -> None:
+        self.names = (name,)
+        self._feed, self._reset = feed, reset
+
+    def feed(self, x: FloatArray, white: BoolArray) -> Mapping[str, bool]:
+        return {self.names[0]: self._feed(x, white)}
+
+    def reset(self, name: str | None = None) -> None:
+        self._reset()
 
 
 def run_stable(monitor: Monitor, stream: Stream, batch: int) -> dict[str, int]:
@@ -338,7 +360,12 @@ def fmt_delay(median: float, p90: float, missed: int) -> str:
     return text + (f" ({missed} missed)" if missed else "")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+MonitorFactory = Callable[[Split, DriftParams], Sequence[Monitor]]
+
+
+def main(argv: Sequence[str] | None = None, extra_monitors: MonitorFactory | None = None) -> None:
+    """Run the benchmark; ``extra_monitors(split, params)`` adds monitors (e.g. the service
+    path) run on the same stable stream and scenario streams as the in-process rules."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--reference", type=int, default=1000)
@@ -433,8 +460,21 @@ def main(argv: Sequence[str] | None = None) -> None:
                 delays[rule][scenario].append(d[rule])
                 early[rule] += e[rule]
 
+    for extra in extra_monitors(split, params) if extra_monitors else ():
+        for rule, count in run_stable(extra, stable, args.batch).items():
+            raises[rule] = count
+        for rule in extra.names:
+            delays[rule] = {s: [] for s in SCENARIOS}
+            early[rule] = 0
+        for scenario, streams in scenarios.items():
+            for stream in streams:
+                d, e = run_scenario(extra, stream, args.batch)
+                for rule in extra.names:
+                    delays[rule][scenario].append(d[rule])
+                    early[rule] += e[rule]
+
     table: dict[str, dict[str, str]] = {}
-    for rule in monitor.names:
+    for rule in delays:
         table[rule] = {
             "false alarms": f"{raises[rule] * per_million:8.1f}",
             **{s: fmt_delay(*quantiles(delays[rule][s])) for s in SCENARIOS},
@@ -492,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     print(
         f"false alarms before the shift ({prefix_rows:,} stable prefix rows): "
-        + ", ".join(f"{n}: {early[n]}" for n in monitor.names)
+        + ", ".join(f"{n}: {e}" for n, e in early.items())
     )
     if alibi_note:
         print(alibi_note)

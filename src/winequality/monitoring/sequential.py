@@ -495,6 +495,29 @@ def run(
     return state, decisions
 
 
+def snapshot(calibration: Calibration, state: SequentialState) -> dict[str, Any]:
+    """What the detector persists after every window (JSON-serialisable)."""
+    return {"calibration": calibration.to_dict(), "state": state.to_dict()}
+
+
+def resume(
+    reference: Reference, params: DriftParams, saved: Mapping[str, Any] | None
+) -> tuple[Calibration, SequentialState]:
+    """Calibration and state at detector start from what it persisted (or None).
+
+    Same reference and parameters: the saved calibration is reused (no recalibration) and the
+    charts continue where they were, so a restart neither hides nor invents an alarm. Anything
+    else (another reference, other parameters, nothing saved) calibrates and starts over, as a
+    reload does.
+    """
+    current = fingerprint(reference, params)
+    if saved is not None and saved.get("calibration", {}).get("fingerprint") == current:
+        calibration = Calibration.from_dict(saved["calibration"])
+        return calibration, restore(saved.get("state"), calibration)
+    calibration = calibrate(reference, params)
+    return calibration, initial_state(calibration)
+
+
 # --- windows closed by row count or by time ----------------------------------------------------
 
 

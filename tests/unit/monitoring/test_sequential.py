@@ -19,7 +19,6 @@ from winequality.monitoring.detector import (
     frame_to_rows,
     ks_p_values,
     ks_statistics,
-    type_counts,
     wine_type_test,
 )
 from winequality.params import DriftParams
@@ -37,15 +36,6 @@ def synthetic_population(rng: np.random.Generator, n: int) -> tuple[np.ndarray, 
 def synthetic_reference() -> Reference:
     x, white = synthetic_population(np.random.default_rng(11), 1000)
     return build_reference(x, white, "synthetic")
-
-
-def fast_scores(reference: Reference, x: np.ndarray, white: np.ndarray) -> np.ndarray:
-    """The detector's scores of one window, with the interpolated KS p-value (fast)."""
-    d = ks_statistics(reference.sorted_features, x)
-    p = np.empty(N_TESTS)
-    p[:-1] = sq.ks_p_values_fast(d, reference.size, x.shape[0])
-    p[-1] = wine_type_test(reference.type_counts, type_counts(white))[1]
-    return sq.scores(p)
 
 
 def test_interpolated_ks_p_values_match_the_detector() -> None:
@@ -86,7 +76,33 @@ def test_scores_follow_the_p_values_and_stay_finite() -> None:
     assert np.all(np.diff(z) > 0)
 
 
-@pytest.mark.parametrize("budget_windows", [60, 200])
+def stable_window_scores(
+    reference: Reference, n_windows: int, window: int, rng: np.random.Generator
+) -> np.ndarray:
+    """[n_windows, N_TESTS] scores of windows drawn from the reference's population.
+
+    Vectorised: the synthetic values lie on a 0.1 grid, so the KS statistic is ``grid_ks`` on
+    counts per grid value (the same statistic as the detector's, see the test above).
+    """
+    x, white = synthetic_population(rng, n_windows * window)
+    codes = np.rint(x * 10).astype(np.int64)
+    ref_codes = np.rint(reference.sorted_features * 10).astype(np.int64)
+    n_values = int(max(codes.max(), ref_codes.max())) + 1
+    offsets = np.repeat(np.arange(n_windows, dtype=np.int64) * n_values, window)
+    p = np.empty((n_windows, N_TESTS))
+    for j in range(N_FEATURES):
+        ref_counts = np.bincount(ref_codes[:, j], minlength=n_values)
+        counts = np.bincount(codes[:, j] + offsets, minlength=n_windows * n_values)
+        d = sq.grid_ks(ref_counts, counts.reshape(n_windows, n_values), reference.size, window)
+        p[:, j] = sq.ks_p_values_fast(d, reference.size, window)
+    window_white = white.reshape(n_windows, window).sum(axis=1)
+    p[:, -1] = sq.yates_chi2_p(
+        np.asarray(reference.type_counts[1]), reference.size, window_white, window
+    )
+    return sq.scores(p)
+
+
+@pytest.mark.parametrize("budget_windows", [50, 200])
 def test_stable_stream_meets_the_calibrated_budget(
     synthetic_reference: Reference, budget_windows: int
 ) -> None:
@@ -96,16 +112,15 @@ def test_stable_stream_meets_the_calibrated_budget(
     params = DriftParams(
         window_size=window,
         false_alarm_rows=budget_windows * window,
-        calibration_references=16,
+        calibration_references=32,
         calibration_windows=500,
     )
     cal = sq.calibrate(synthetic_reference, params)
-    rng = np.random.default_rng(5)
-    n_windows = 30 * budget_windows
+    n_windows = 40 * budget_windows
+    stream = stable_window_scores(synthetic_reference, n_windows, window, np.random.default_rng(5))
     state, raises = sq.initial_state(cal), 0
-    for _ in range(n_windows):
-        x, white = synthetic_population(rng, window)
-        state = sq.step(state, fast_scores(synthetic_reference, x, white), window, cal)
+    for z in stream:
+        state = sq.step(state, z, window, cal)
         if state.alarm:
             raises += 1
             state = sq.initial_state(cal)  # the alarm's retraining reloads the reference
@@ -114,14 +129,19 @@ def test_stable_stream_meets_the_calibrated_budget(
 
 
 def test_a_larger_budget_raises_the_threshold(synthetic_reference: Reference) -> None:
-    small = sq.calibrate(synthetic_reference, DriftParams(false_alarm_rows=100_000))
-    large = sq.calibrate(synthetic_reference, DriftParams(false_alarm_rows=100_000_000))
+    quick = DriftParams(calibration_references=16, calibration_windows=200)
+    small = sq.calibrate(
+        synthetic_reference, quick.model_copy(update={"false_alarm_rows": 100_000})
+    )
+    large = sq.calibrate(
+        synthetic_reference, quick.model_copy(update={"false_alarm_rows": 100_000_000})
+    )
     assert large.threshold > small.threshold
     assert small.expected_false_alarm_rows >= 100_000
 
 
 def test_calibration_is_reproducible_and_round_trips(synthetic_reference: Reference) -> None:
-    params = DriftParams(calibration_windows=200)
+    params = DriftParams(calibration_references=16, calibration_windows=200)
     first, second = (sq.calibrate(synthetic_reference, params) for _ in range(2))
     assert first.threshold == second.threshold
     assert first.fingerprint == second.fingerprint
@@ -132,7 +152,7 @@ def test_calibration_is_reproducible_and_round_trips(synthetic_reference: Refere
 def test_time_windows_assume_the_smallest_window_in_the_budget(
     synthetic_reference: Reference,
 ) -> None:
-    by_count = DriftParams(calibration_windows=200)
+    by_count = DriftParams(calibration_references=16, calibration_windows=200)
     by_time = by_count.model_copy(update={"window_seconds": 60.0, "min_window_rows": 20})
     assert sq.budget_window_rows(by_time) == 20
     assert (
@@ -246,6 +266,22 @@ def test_a_restart_neither_hides_nor_invents_an_alarm(
         for z in stream[cut:]:
             restored = sq.step(restored, z, 200, cal)
         assert restored == straight
+
+
+def test_resume_reuses_a_matching_snapshot_and_discards_another(red_split: RedSplit) -> None:
+    params = DriftParams(calibration_references=16, calibration_windows=200)
+    cal, state = sq.resume(red_split.reference, params, None)
+    for z in real_windows(red_split, red_split.white, 2, 50):
+        state = sq.step(state, z, 200, cal)
+    assert state.alarm
+    saved = json.loads(json.dumps(sq.snapshot(cal, state)))
+    # Restart, same reference and parameters: same calibration, alarm still raised.
+    assert sq.resume(red_split.reference, params, saved) == (cal, state)
+    # Restart with another budget: recalibrated, and the old evidence does not carry over.
+    other = params.model_copy(update={"false_alarm_rows": 50_000_000})
+    new_cal, new_state = sq.resume(red_split.reference, other, saved)
+    assert new_cal.fingerprint != cal.fingerprint
+    assert new_state == sq.initial_state(new_cal)
 
 
 def test_a_corrupt_state_is_refused(red_calibration: sq.Calibration) -> None:
