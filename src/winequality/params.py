@@ -65,7 +65,7 @@ class DriftParams(_Block):
     false_alarm_rows: int = Field(10_000_000, ge=1000)
     """False-alarm budget of the sequential decision: expected stable rows between two false
     alarms (ARL0). The CUSUM threshold is calibrated on the reference sample to meet it."""
-    cusum_k: float = Field(1.5, gt=0)
+    cusum_k: float = Field(2.0, gt=0)
     """CUSUM reference value, in probit units of a window's p-value: a window must score above
     it to add evidence (about half the score of a window drawn from drifted traffic)."""
     window_seconds: float | None = Field(None, gt=0)
