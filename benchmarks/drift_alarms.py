@@ -1,7 +1,7 @@
 """Drift alarms over time: false alarms per million stable rows and detection delays.
 
     uv run python benchmarks/drift_alarms.py [--stable-rows 1000000] [--repeats 200]
-        [--budget 10000000] [--k 1.5] [--no-alibi] [--alibi-ert 500] [--alibi-stable-rows 10000]
+        [--budget 10000000] [--k 1.5] [--no-alibi] [--alibi-ert 2000] [--alibi-stable-rows 10000]
 
 Real data (``--data-dir``, the two UCI CSVs), deduplicated: the reference is 1,000 mixed red/white
 rows, stable traffic is the other rows resampled. Three rules on the same streams:
@@ -342,6 +342,15 @@ def run_alibi(
     return result
 
 
+def alibi_bootstraps(ert: int, n_features: int, max_window: int) -> int:
+    """Fewest simulated streams CVMDriftOnline accepts for ``ert``: it takes the 1 - beta
+    quantile, beta = 1 - (1 - 1/ert)^(1/d), of the streams left after removing, at each of its
+    2 * max_window - 1 steps, those that crossed; the quantile needs N >= 1/beta."""
+    beta = 1.0 - (1.0 - 1.0 / ert) ** (1.0 / n_features)
+    survivors = (1.0 - beta) ** (2 * max_window - 1)
+    return int(np.ceil(1.05 / beta / survivors))
+
+
 def _key(scenario: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in scenario)
 
@@ -389,9 +398,11 @@ def main(argv: Sequence[str] | None = None, extra_monitors: MonitorFactory | Non
     )
     parser.add_argument("--no-alibi", action="store_true")
     parser.add_argument(
-        "--alibi-ert", type=int, default=500, help="rows (needs bootstraps >= 12 x ert)"
+        "--alibi-ert", type=int, default=2000, help="rows (needs bootstraps >= 12 x ert)"
     )
-    parser.add_argument("--alibi-bootstraps", type=int, default=6000)
+    parser.add_argument(
+        "--alibi-bootstraps", type=int, default=None, help="default: the fewest Alibi accepts"
+    )
     parser.add_argument("--alibi-windows", type=int, nargs="+", default=[20, 50])
     parser.add_argument("--alibi-stable-rows", type=int, default=10_000)
     parser.add_argument("--alibi-repeats", type=int, default=20)
@@ -484,7 +495,7 @@ def main(argv: Sequence[str] | None = None, extra_monitors: MonitorFactory | Non
         cfg = AlibiConfig(
             args.alibi_ert,
             tuple(args.alibi_windows),
-            args.alibi_bootstraps,
+            args.alibi_bootstraps or alibi_bootstraps(args.alibi_ert, 12, max(args.alibi_windows)),
             args.alibi_stable_rows,
             args.alibi_repeats,
             args.alibi_prefix,
