@@ -1,7 +1,7 @@
 """Drift alarms over time: false alarms per million stable rows and detection delays.
 
     uv run python benchmarks/drift_alarms.py [--stable-rows 1000000] [--repeats 200]
-        [--budget 10000000] [--k 1.5] [--no-alibi] [--alibi-ert 2000] [--alibi-stable-rows 10000]
+        [--budget 10000000] [--k 2.0] [--no-alibi] [--alibi-ert 2000] [--alibi-stable-rows 10000]
 
 Real data (``--data-dir``, the two UCI CSVs), deduplicated: the reference is 1,000 mixed red/white
 rows, stable traffic is the other rows resampled. Three rules on the same streams:
