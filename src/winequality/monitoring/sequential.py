@@ -12,9 +12,12 @@ shift is confirmed in a few windows), a single overwhelming window can raise the
 but no single window latches it: once traffic looks like the reference again every chart loses
 about ``k`` per window and the decision returns to 0 (the ceiling, ``2 h``, bounds how long that
 takes). Reloading the reference starts every chart from 0. One chart per test rather than one
-chart over an aggregate (the smallest p-value, a sum of statistics) because a shift in one
-feature accumulates in its own chart without the noise of the eleven others; the multiple-testing
-correction moves into the budget (the false-alarm rates of the twelve charts are summed).
+over an aggregate of the window: a sum of the scores dilutes a one-feature shift, and its spread
+under stable traffic depends on how the features co-vary, which per-feature resampling does not
+reproduce; a chart over the largest score is as fast, but per-test charts say which tests carry
+the evidence (``raised_by``). The multiple-testing correction moves into the budget (the
+false-alarm rates of the twelve charts are summed). ``benchmarks/drift_rules.py`` compares these
+candidates, and persistence rules, at one budget.
 
 The budget is the expected number of stable rows between two false alarms (``drift.
 false_alarm_rows``, ARL0). It cannot be taken from the nominal p-values: every window is compared
