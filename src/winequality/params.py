@@ -62,6 +62,22 @@ class DriftParams(_Block):
     """Family-wise significance level, before the multiple-testing correction."""
     correction: Literal["bonferroni", "fdr"] = "bonferroni"
     """``bonferroni`` (p_val / number of tests) or ``fdr`` (Benjamini-Hochberg)."""
+    false_alarm_rows: int = Field(10_000_000, ge=1000)
+    """False-alarm budget of the sequential decision: expected stable rows between two false
+    alarms (ARL0). The CUSUM threshold is calibrated on the reference sample to meet it."""
+    cusum_k: float = Field(2.0, gt=0)
+    """CUSUM reference value, in probit units of a window's p-value: a window must score above
+    it to add evidence (about half the score of a window drawn from drifted traffic)."""
+    window_seconds: float | None = Field(None, gt=0)
+    """Also close a window this many seconds after its first row (low traffic), once it holds
+    ``min_window_rows``; None: windows close by row count only."""
+    min_window_rows: int = Field(50, ge=2)
+    """Fewest rows a time-closed window may hold; the budget assumes windows this small."""
+    calibration_references: int = Field(64, ge=2)
+    """Pseudo-references bootstrapped from the reference during calibration."""
+    calibration_windows: int = Field(500, ge=100)
+    """Stable windows simulated per pseudo-reference during calibration."""
+    calibration_seed: int = 0
 
 
 class RetrainParams(_Block):
