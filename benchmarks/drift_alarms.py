@@ -43,16 +43,15 @@ from typing import Any, Final, Protocol
 import numpy as np
 
 from winequality.contract import schema
+from winequality.contract.features import BoolArray, FloatArray
+from winequality.contract.parsers import frame_rows
 from winequality.data.ingest import read_uci_dir
 from winequality.monitoring import sequential
 from winequality.monitoring.alibi_backend import alibi_python, alibi_venv_dir
 from winequality.monitoring.detector import (
-    BoolArray,
-    FloatArray,
     Reference,
     build_reference,
     detect,
-    frame_to_rows,
 )
 from winequality.params import DriftParams
 
@@ -78,7 +77,7 @@ class Split:
 
 def load_split(data_dir: Path, reference_rows: int, seed: int) -> Split:
     wines = read_uci_dir(data_dir).drop_duplicates().reset_index(drop=True)
-    x, white = frame_to_rows(wines)
+    x, white = frame_rows(wines)
     order = np.random.default_rng(seed).permutation(x.shape[0])
     ref, pool = order[:reference_rows], order[reference_rows:]
     return Split(build_reference(x[ref], white[ref]), x[ref], white[ref], x[pool], white[pool])

@@ -24,8 +24,11 @@ from typing import Any
 import numpy as np
 
 from drift_alarms import DEFAULT_DATA, SCENARIOS, load_split, shifted_rows, stable_stream
+from winequality.contract.features import FloatArray
 from winequality.monitoring import sequential as sq
-from winequality.monitoring.detector import FloatArray, detect
+from winequality.monitoring.detector import (
+    detect,
+)
 from winequality.params import DriftParams
 
 

@@ -71,12 +71,11 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special, stats
 
+from winequality.contract.features import BoolArray, FloatArray
 from winequality.monitoring.detector import (
     N_TESTS,
     TEST_NAMES,
-    BoolArray,
     DriftResult,
-    FloatArray,
     Reference,
 )
 from winequality.params import DriftParams

@@ -10,13 +10,13 @@ import pytest
 from drift_data import RedSplit
 
 from winequality.contract import schema
+from winequality.contract.parsers import frame_rows
 from winequality.monitoring import sequential as sq
 from winequality.monitoring.detector import (
     N_TESTS,
     Reference,
     build_reference,
     detect,
-    frame_to_rows,
     ks_p_values,
     ks_statistics,
     wine_type_test,
@@ -173,7 +173,7 @@ def red_calibration(red_split: RedSplit) -> sq.Calibration:
 
 
 def window_scores(split: RedSplit, frame: pd.DataFrame) -> np.ndarray:
-    x, white = frame_to_rows(frame)
+    x, white = frame_rows(frame)
     return sq.result_scores(detect(split.reference, x, white, DriftParams()))
 
 
@@ -233,7 +233,7 @@ def test_a_reload_starts_over(red_split: RedSplit, red_calibration: sq.Calibrati
     assert reloaded.statistics == (0.0,) * N_TESTS
     # A persisted state of the previous reference does not survive a reload to another one.
     other = sq.calibrate(
-        build_reference(*frame_to_rows(red_split.white.iloc[:1000])),
+        build_reference(*frame_rows(red_split.white.iloc[:1000])),
         DriftParams(calibration_windows=200),
     )
     assert sq.restore(state.to_dict(), other) == sq.initial_state(other)
