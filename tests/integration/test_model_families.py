@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from winequality.cli import app
 from winequality.contract import schema
-from winequality.contract.features import frame_to_matrix
+from winequality.contract.parsers import frame_to_matrix
 from winequality.process import ManagedProcess, free_port
 from winequality.stages import PATHS
 from winequality.training.train import load_model
