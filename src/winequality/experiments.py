@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -187,7 +188,13 @@ def run_experiment(args: Sequence[str], root: Path, env: Mapping[str, str]) -> i
     with tempfile.TemporaryDirectory(prefix="wineq-exp-") as store:
         snapshot = Snapshot.take(root, paths, Path(store))
         dvc = ["dvc", "exp", "run", *args]
-        code = subprocess.run(dvc, cwd=root, env=run_env, check=False).returncode
+        # Ctrl-C reaches DVC (same process group), which restores HEAD before it exits: wait for
+        # it rather than kill it halfway. A Python handler, unlike SIG_IGN, is not inherited.
+        previous = signal.signal(signal.SIGINT, lambda *_: None)
+        try:
+            code = subprocess.run(dvc, cwd=root, env=run_env, check=False).returncode
+        finally:
+            signal.signal(signal.SIGINT, previous)
         if code == 0:
             return 0
         after = _read_lock(root / LOCK_FILE)
