@@ -130,6 +130,8 @@ def _without_git_identity(env: dict[str, str], repo: Path, home: Path) -> dict[s
     return env
 
 
+# A repro and three experiments in one test: beyond the default 600 s on a loaded 2-core host.
+@pytest.mark.timeout(1800)
 def test_failed_experiment_leaves_the_workspace_as_it_was_and_the_retry_needs_no_git_identity(
     tmp_path: Path, shared_data_dir: Path
 ) -> None:
