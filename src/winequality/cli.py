@@ -12,6 +12,7 @@ from __future__ import annotations
 import typer
 
 from winequality.data.cli import app as data_app
+from winequality.experiments import app as exp_app
 from winequality.export.cli import app as export_app
 from winequality.monitoring.cli import app as drift_app
 from winequality.pipeline.cli import app as pipeline_app
@@ -30,6 +31,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(drift_app, name="drift")
 app.add_typer(export_app, name="export")
+app.add_typer(exp_app, name="exp")
 # Top-level commands: train, evaluate, register, promote (and the `registry` group); serve;
 # webhook, retrain, up, simulate.
 app.add_typer(training_app)

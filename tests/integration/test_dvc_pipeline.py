@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 from tests.support.project import make_pipeline_repo, pipeline_env, run
+
+from winequality.process import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +117,80 @@ def test_readme_family_experiment_runs_without_a_git_identity(
     metrics = json.loads((repo / "metrics/model.json").read_text())
     assert metrics["family"] == "random_forest"
     assert json.loads((repo / "reports/promotion.json").read_text())["promoted"] is True
+
+
+def _without_git_identity(env: dict[str, str], repo: Path, home: Path) -> dict[str, str]:
+    """``env`` for a user with no git identity anywhere (no user.name/email, HOME empty)."""
+    run(["git", "config", "--unset", "user.name"], repo, env)
+    run(["git", "config", "--unset", "user.email"], repo, env)
+    home.mkdir()
+    env = {k: v for k, v in env.items() if not k.startswith(("GIT_AUTHOR_", "GIT_COMMITTER_"))}
+    env |= {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+            "GIT_CONFIG_NOSYSTEM": "1"}  # fmt: skip
+    return env
+
+
+# A repro and three experiments in one test: beyond the default 600 s on a loaded 2-core host.
+@pytest.mark.timeout(1800)
+def test_failed_experiment_leaves_the_workspace_as_it_was_and_the_retry_needs_no_git_identity(
+    tmp_path: Path, shared_data_dir: Path
+) -> None:
+    """`winequality exp run -S train.cv_folds=1`: `train` rejects the value and fails; the
+    workspace is as before the run (params.yaml, dvc.lock, outputs), and the next `dvc exp run`
+    works for a user without a git identity."""
+    repo = make_pipeline_repo(
+        tmp_path / "project", {"data": {"source": str(shared_data_dir)}, "train": FAST_TRAIN}
+    )
+    run(["dvc", "repro"], repo, pipeline_env(repo))
+    env = _without_git_identity(pipeline_env(repo), repo, tmp_path / "home")
+    kept = ["params.yaml", "dvc.lock", "models/model.pkl", "models/registered.json",
+            "metrics/train.json", "reports/promotion.json"]  # fmt: skip
+    before = {path: (repo / path).read_bytes() for path in kept}
+    status = run(["git", "status", "--porcelain"], repo, env)
+
+    failed = subprocess.run(
+        ["winequality", "exp", "run", "-S", "train.cv_folds=1"],
+        cwd=repo, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert failed.returncode != 0, failed.stdout + failed.stderr
+    assert "Running stage 'train'" in failed.stdout + failed.stderr
+    assert "workspace restored" in failed.stderr
+    assert run(["git", "status", "--porcelain"], repo, env) == status
+    assert {path: (repo / path).read_bytes() for path in kept} == before
+    assert "up to date" in run(["dvc", "status"], repo, env)
+
+    out = run(["dvc", "exp", "run", "-S", "train.search=false", "-S", "train.alpha=0.5"], repo, env)
+    assert "Running stage 'register'" in out
+    # That run left its values in params.yaml (DVC's behaviour on success): the next experiment
+    # stashes them, with the wrapper's identity since git has none.
+    assert "params.yaml" in run(["git", "status", "--porcelain"], repo, env)
+    out = run(["winequality", "exp", "run", "-S", "train.alpha=0.05"], repo, env)
+    assert "Running stage 'train'" in out
+    assert json.loads((repo / "metrics/train.json").read_text())["best_params"]["alpha"] == 0.05
+
+
+def test_failed_registration_keeps_the_registered_model_pointer(
+    tmp_path: Path, shared_data_dir: Path
+) -> None:
+    """A plain `dvc exp run` whose `register` fails (the MLflow server is down): the stage's
+    outputs are `persist`, so `models/registered.json` still names the model registered before,
+    and `promote` (not run) keeps its report."""
+    repo = make_pipeline_repo(
+        tmp_path / "project", {"data": {"source": str(shared_data_dir)}, "train": FAST_TRAIN}
+    )
+    env = pipeline_env(repo)
+    run(["dvc", "repro"], repo, env)
+    kept = ["models/registered.json", "metrics/model.json", "reports/promotion.json"]
+    before = {path: (repo / path).read_bytes() for path in kept}
+    broken = env | {
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    }
+    failed = subprocess.run(
+        ["dvc", "exp", "run", "-S", "train.search=false"],
+        cwd=repo, env=broken, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert failed.returncode != 0, failed.stdout + failed.stderr
+    assert "Running stage 'register'" in failed.stdout + failed.stderr
+    assert {path: (repo / path).read_bytes() for path in kept} == before
