@@ -38,7 +38,14 @@ from typing import IO, Annotated, Any, Final
 import typer
 import yaml
 
-from winequality.settings import Settings
+from winequality.settings import (
+    PORTS,
+    DetectorSettings,
+    Ports,
+    RetrainSettings,
+    ServingSettings,
+    WebhookSettings,
+)
 
 PROMETHEUS: Final = "prometheus"
 ALERTMANAGER_NAMES: Final = ("prometheus-alertmanager", "alertmanager")
@@ -65,18 +72,6 @@ class StackRunningError(StackError):
             f"terminal or `kill -INT {pid or '<pid>'}`, or use another --run-dir.{listed}"
         )
         self.pid = pid
-
-
-@dataclass(frozen=True)
-class Ports:
-    """Fixed defaults so URLs stay the same between runs (overridable per flag)."""
-
-    app: int = 8000
-    detector: int = 8010
-    webhook: int = 8082
-    mlflow: int = 5000
-    prometheus: int = 9090
-    alertmanager: int = 9093
 
 
 @dataclass(frozen=True)
@@ -186,7 +181,7 @@ def run_params(base: Path, window_size: int | None) -> dict[str, Any]:
 def service_env(
     config: StackConfig,
     *,
-    settings: Settings,
+    settings: RetrainSettings,
     paths: RunPaths,
     admin_token: str,
     webhook_token: str,
@@ -206,15 +201,16 @@ def service_env(
         "WINEQ_MODEL_DIR": str(paths.current.absolute()),
         "WINEQ_FEEDBACK_DB": str(feedback.absolute()),
         "WINEQ_ADMIN_TOKEN": admin_token,
+        "WINEQ_DRIFT_ADMIN_TOKEN": admin_token,
         "WINEQ_WEBHOOK_TOKEN": webhook_token,
         "WINEQ_APP_URL": u["app"],
         "WINEQ_DETECTOR_URL": u["detector"],
         "WINEQ_HOST": config.host,
         "WINEQ_PORT": str(config.ports.app),
         "WINEQ_WEBHOOK_PORT": str(config.ports.webhook),
-        "WINEQ_RETRAIN_COOLDOWN_S": str(config.cooldown_s),
+        "WINEQ_WEBHOOK_COOLDOWN_S": str(config.cooldown_s),
         # The interpreter of this run, whatever is on PATH for the webhook.
-        "WINEQ_RETRAIN_COMMAND": json.dumps([sys.executable, "-m", "winequality.cli", "retrain"]),
+        "WINEQ_WEBHOOK_COMMAND": json.dumps([sys.executable, "-m", "winequality.cli", "retrain"]),
         "PYTHONUNBUFFERED": "1",
     }
     return env
@@ -223,7 +219,7 @@ def service_env(
 def plan(
     config: StackConfig,
     *,
-    settings: Settings,
+    settings: RetrainSettings,
     paths: RunPaths,
     tools: Tools,
     env: Mapping[str, str],
@@ -446,7 +442,7 @@ def _raise_stop(signum: int, _: FrameType | None) -> None:
     raise _StopRequestedError(signal.Signals(signum).name)
 
 
-def run_stack(config: StackConfig, settings: Settings, echo: Any = typer.echo) -> int:
+def run_stack(config: StackConfig, settings: RetrainSettings, echo: Any = typer.echo) -> int:
     """Start everything, print the URLs, wait for SIGINT/SIGTERM, stop everything."""
     from winequality.monitoring.alerting_config import write_alerting_configs
     from winequality.process import ProcessError
@@ -460,7 +456,7 @@ def run_stack(config: StackConfig, settings: Settings, echo: Any = typer.echo) -
                 f"port(s) already in use: {', '.join(busy)}; stop what holds them or pick "
                 "other ports (see `winequality up --help`)"
             )
-        base = config.params_file or settings.project_dir / settings.params_file
+        base = config.params_file or settings.params_path()
         paths.params.write_text(yaml.safe_dump(run_params(base, config.window_size)))
         admin_token, webhook_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         env = service_env(
@@ -545,14 +541,22 @@ def up(
     run_dir: Annotated[Path, typer.Option(help="Run folder (configs, logs, data).")] = Path(
         ".stack"
     ),
-    app_port: Annotated[int | None, typer.Option(help="Serving app (default 8000).")] = None,
-    detector_port: Annotated[int | None, typer.Option(help="Drift detector (default 8010).")] = (
-        None
-    ),
-    webhook_port: Annotated[int | None, typer.Option(help="Retraining webhook (8082).")] = None,
-    mlflow_port: Annotated[int | None, typer.Option(help="MLflow UI (default 5000).")] = None,
-    prometheus_port: Annotated[int | None, typer.Option(help="Prometheus (9090).")] = None,
-    alertmanager_port: Annotated[int | None, typer.Option(help="Alertmanager (9093).")] = None,
+    app_port: Annotated[
+        int | None, typer.Option(help=f"Serving app (default {PORTS.app}).")
+    ] = None,
+    detector_port: Annotated[
+        int | None, typer.Option(help=f"Drift detector ({PORTS.detector}).")
+    ] = (None),
+    webhook_port: Annotated[
+        int | None, typer.Option(help=f"Retraining webhook ({PORTS.webhook}).")
+    ] = None,
+    mlflow_port: Annotated[int | None, typer.Option(help=f"MLflow UI ({PORTS.mlflow}).")] = None,
+    prometheus_port: Annotated[
+        int | None, typer.Option(help=f"Prometheus ({PORTS.prometheus}).")
+    ] = None,
+    alertmanager_port: Annotated[
+        int | None, typer.Option(help=f"Alertmanager ({PORTS.alertmanager}).")
+    ] = None,
     scrape_interval: Annotated[str, typer.Option(help="Prometheus scrape interval.")] = "5s",
     evaluation_interval: Annotated[str, typer.Option(help="Rule evaluation interval.")] = "5s",
     drift_for: Annotated[str, typer.Option(help="`for:` of the WineQualityDrift alert.")] = "10s",
@@ -572,14 +576,14 @@ def up(
     Needs a champion model in the registry (run the pipeline first) and the prometheus and
     prometheus-alertmanager binaries. Prints the URLs; Ctrl-C stops everything.
     """
-    settings = Settings()
+    settings = RetrainSettings()
     config = StackConfig(
         run_dir=run_dir,
         ports=_parse_ports(
             [
-                app_port or settings.port,
-                detector_port,
-                webhook_port or settings.webhook_port,
+                app_port or ServingSettings().port,
+                detector_port or DetectorSettings().port,
+                webhook_port or WebhookSettings().port,
                 mlflow_port,
                 prometheus_port,
                 alertmanager_port,

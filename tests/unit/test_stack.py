@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from winequality.monitoring.alerting_config import write_alerting_configs
-from winequality.settings import Settings
+from winequality.settings import RetrainSettings
 from winequality.stack import (
     INSTALL_HINT,
     Ports,
@@ -102,21 +102,22 @@ def test_every_service_gets_the_run_tokens_urls_and_paths(tmp_path: Path) -> Non
     paths = RunPaths(config.run_dir)
     env = service_env(
         config,
-        settings=Settings(project_dir=tmp_path),
+        settings=RetrainSettings(project_dir=tmp_path),
         paths=paths,
         admin_token="adm",
         webhook_token="hook",
         base_env={"PATH": "/bin"},
     )
     assert env["WINEQ_ADMIN_TOKEN"] == "adm"
+    assert env["WINEQ_DRIFT_ADMIN_TOKEN"] == "adm"
     assert env["WINEQ_WEBHOOK_TOKEN"] == "hook"
     assert env["WINEQ_DETECTOR_URL"] == "http://127.0.0.1:18010"
     assert env["WINEQ_APP_URL"] == "http://127.0.0.1:18000"
     assert env["WINEQ_MODEL_DIR"] == str(paths.current.absolute())
     assert env["WINEQ_FEEDBACK_DB"] == str((paths.run_dir / "feedback.sqlite").absolute())
-    assert json.loads(env["WINEQ_RETRAIN_COMMAND"])[-1] == "retrain"
+    assert json.loads(env["WINEQ_WEBHOOK_COMMAND"])[-1] == "retrain"
     assert env["PATH"] == "/bin"
-    explicit = Settings(project_dir=tmp_path, feedback_db=tmp_path / "fb.sqlite")
+    explicit = RetrainSettings(project_dir=tmp_path, feedback_db=tmp_path / "fb.sqlite")
     env = service_env(
         config,
         settings=explicit,
@@ -142,7 +143,7 @@ def test_plan_starts_every_service_on_loopback_with_its_port(tmp_path: Path) -> 
     )
     specs = plan(
         config,
-        settings=Settings(project_dir=tmp_path),
+        settings=RetrainSettings(project_dir=tmp_path),
         paths=paths,
         tools=Tools("/usr/bin/prometheus", "/usr/bin/prometheus-alertmanager"),
         env={},
@@ -157,11 +158,11 @@ def test_plan_starts_every_service_on_loopback_with_its_port(tmp_path: Path) -> 
     assert "--web.listen-address=127.0.0.1:19090" in by_name["prometheus"].cmd
     assert "--cluster.listen-address=" in by_name["alertmanager"].cmd
     assert by_name["mlflow"].cmd[by_name["mlflow"].cmd.index("--backend-store-uri") + 1] == (
-        Settings(project_dir=tmp_path).tracking_uri()
+        RetrainSettings(project_dir=tmp_path).tracking_uri()
     )
     no_ui = plan(
         StackConfig(run_dir=config.run_dir, ports=ports, mlflow=False),
-        settings=Settings(project_dir=tmp_path),
+        settings=RetrainSettings(project_dir=tmp_path),
         paths=paths,
         tools=Tools("p", "a"),
         env={},
