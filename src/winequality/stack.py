@@ -39,7 +39,6 @@ import typer
 import yaml
 
 from winequality.settings import (
-    PORTS,
     DetectorSettings,
     Ports,
     RetrainSettings,
@@ -541,22 +540,14 @@ def up(
     run_dir: Annotated[Path, typer.Option(help="Run folder (configs, logs, data).")] = Path(
         ".stack"
     ),
-    app_port: Annotated[
-        int | None, typer.Option(help=f"Serving app (default {PORTS.app}).")
-    ] = None,
-    detector_port: Annotated[
-        int | None, typer.Option(help=f"Drift detector ({PORTS.detector}).")
-    ] = (None),
-    webhook_port: Annotated[
-        int | None, typer.Option(help=f"Retraining webhook ({PORTS.webhook}).")
-    ] = None,
-    mlflow_port: Annotated[int | None, typer.Option(help=f"MLflow UI ({PORTS.mlflow}).")] = None,
-    prometheus_port: Annotated[
-        int | None, typer.Option(help=f"Prometheus ({PORTS.prometheus}).")
-    ] = None,
-    alertmanager_port: Annotated[
-        int | None, typer.Option(help=f"Alertmanager ({PORTS.alertmanager}).")
-    ] = None,
+    app_port: Annotated[int | None, typer.Option(help="Serving app (default 8000).")] = None,
+    detector_port: Annotated[int | None, typer.Option(help="Drift detector (default 8010).")] = (
+        None
+    ),
+    webhook_port: Annotated[int | None, typer.Option(help="Retraining webhook (8082).")] = None,
+    mlflow_port: Annotated[int | None, typer.Option(help="MLflow UI (default 5000).")] = None,
+    prometheus_port: Annotated[int | None, typer.Option(help="Prometheus (9090).")] = None,
+    alertmanager_port: Annotated[int | None, typer.Option(help="Alertmanager (9093).")] = None,
     scrape_interval: Annotated[str, typer.Option(help="Prometheus scrape interval.")] = "5s",
     evaluation_interval: Annotated[str, typer.Option(help="Rule evaluation interval.")] = "5s",
     drift_for: Annotated[str, typer.Option(help="`for:` of the WineQualityDrift alert.")] = "10s",

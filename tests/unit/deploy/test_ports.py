@@ -82,3 +82,15 @@ def test_the_table_is_the_default_of_each_service() -> None:
     assert DetectorSettings(**isolated).port == PORTS.detector
     assert WebhookSettings(**isolated).port == PORTS.webhook
     assert Ports() == PORTS
+
+
+def test_up_help_names_the_ports_of_the_table() -> None:
+    import dataclasses
+    import typing
+
+    from winequality import stack
+
+    hints = typing.get_type_hints(stack.up, include_extras=True)
+    for field in dataclasses.fields(PORTS):
+        (option,) = hints[f"{field.name}_port"].__metadata__
+        assert f"({getattr(PORTS, field.name)})" in option.help.replace("default ", "")
