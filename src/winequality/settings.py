@@ -5,7 +5,8 @@ of MLServer's ``Settings`` / ``ModelSettings``):
 
 - ``ProjectSettings`` (``WINEQ_``): the project paths every command shares;
 - ``TrackingSettings`` (``WINEQ_``, and ``MLFLOW_TRACKING_URI``): the MLflow store and registry;
-- ``ServingSettings`` (``WINEQ_``): the serving app;
+- ``ServingSettings`` (``WINEQ_``): the serving app (its folders, ``AppDataSettings``, are shared
+  with the retraining job);
 - ``DetectorSettings`` (``WINEQ_DRIFT_``): the drift detector;
 - ``WebhookSettings`` (``WINEQ_WEBHOOK_``): the retraining webhook;
 - ``RetrainSettings`` (``WINEQ_``, one ``WINEQ_DRIFT_`` field): the retraining job it starts.
@@ -96,11 +97,21 @@ class TrackingSettings(ProjectSettings):
         return f"sqlite:///{(self.project_dir / 'mlruns.db').resolve()}"
 
 
-class ServingSettings(ProjectSettings):
-    """The serving app: its model, backend, limits, admin token and payload logging."""
+class AppDataSettings(BaseSettings):
+    """The app's folders, shared with the retraining job that writes into them."""
+
+    model_config = _config("WINEQ_")
 
     model_dir: Path = Path("models/serving")
-    """Directory written by ``winequality registry pull``: model.onnx + metadata.json."""
+    """Directory written by ``winequality registry pull``: model.onnx + metadata.json; a
+    promotion by the retraining job moves it (a symlink in the local stack) to the new bundle."""
+    feedback_db: Path = Path("data/feedback.sqlite")
+    """SQLite database with labelled production feedback (the retraining job reads it)."""
+
+
+class ServingSettings(ProjectSettings, AppDataSettings):
+    """The serving app: its model, backend, limits, admin token and payload logging."""
+
     backend: Literal["onnx", "remote"] = "onnx"
     """``onnx`` runs the model in process; ``remote`` proxies to a V2 server (Seldon/Triton)."""
     remote_url: str = "http://127.0.0.1:8001"
@@ -147,8 +158,6 @@ class ServingSettings(ProjectSettings):
     """How long requests accumulate before the batched POST that carries them (one POST per
     linger at most): a POST's fixed cost then lands on a handful of requests a second
     (``benchmarks/payload_logging.py``); the detector sees rows that much later."""
-    feedback_db: Path = Path("data/feedback.sqlite")
-    """SQLite database with labelled production feedback."""
     recent_requests: int = 10_000
     """Requests whose rows the app remembers so feedback can name them by request id."""
 
@@ -170,7 +179,7 @@ class DetectorSettings(BaseSettings):
     model_dir: Path = Path("models/serving")
     """Model bundle whose ``reference.parquet`` is the reference sample."""
     params_file: Path = Path("params.yaml")
-    """params.yaml whose ``drift`` block configures the test."""
+    """params.yaml whose ``drift`` block configures the test (relative to the working dir)."""
 
 
 class WebhookSettings(BaseSettings):
@@ -192,14 +201,10 @@ class WebhookSettings(BaseSettings):
     """The job the webhook runs (in a child process, so the webhook stays small)."""
 
 
-class RetrainSettings(TrackingSettings):
-    """The retraining job: its data, where it deploys, and whom it tells to reload."""
+class RetrainSettings(TrackingSettings, AppDataSettings):
+    """The retraining job: its data, where it deploys, and whom it tells to reload (and what
+    ``winequality up`` reads: the project, the store, an explicit feedback database)."""
 
-    model_dir: Path = Path("models/serving")
-    """The app's bundle folder (``WINEQ_MODEL_DIR``, a symlink in the local stack) that a
-    promotion moves to the new bundle."""
-    feedback_db: Path = Path("data/feedback.sqlite")
-    """The app's feedback database (``WINEQ_FEEDBACK_DB``), the labelled production rows."""
     app_url: str = f"http://127.0.0.1:{PORTS.app}"
     """Serving app told to reload after a promotion."""
     admin_token: str | None = None
