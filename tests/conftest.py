@@ -18,7 +18,7 @@ import pytest
 
 from winequality.data.ingest import extract_uci_zip, read_uci_dir, uci_archive
 from winequality.data.sources import UCI_FILES
-from winequality.settings import Settings
+from winequality.settings import ProjectSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data" / "wine-quality"
@@ -45,7 +45,9 @@ def _has_uci_files(folder: Path) -> bool:
     return all((folder / name).is_file() for name in UCI_FILES.values())
 
 
-def find_test_data(settings: Settings, environ: Mapping[str, str] | None = None) -> Path | str:
+def find_test_data(
+    settings: ProjectSettings, environ: Mapping[str, str] | None = None
+) -> Path | str:
     """The folder holding the two UCI CSVs, or the reason none was found.
 
     In order: ``$WINEQ_TEST_DATA``; the shared folder beside the checkout (this project's CI);
@@ -77,7 +79,7 @@ def find_test_data(settings: Settings, environ: Mapping[str, str] | None = None)
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
     """The real UCI files, read in place (never copied into the repository)."""
-    found = find_test_data(Settings())
+    found = find_test_data(ProjectSettings())
     if isinstance(found, str):
         pytest.fail(found)
     return found
@@ -99,7 +101,7 @@ def alibi_venv() -> Path:
         return ensure_alibi_venv(venv)
 
 
-def pending_downloads(settings: Settings) -> list[str]:
+def pending_downloads(settings: ProjectSettings) -> list[str]:
     """What the suite will download into the cache, and for which tests (empty once cached)."""
     from winequality.bundled_triton import PYTRITON_VERSION
     from winequality.monitoring.alibi_backend import ALIBI_REQUIREMENT, alibi_python
@@ -124,9 +126,9 @@ def pending_downloads(settings: Settings) -> list[str]:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Said before the first test runs (in the controller, before the workers start)."""
     lines = []
-    found = find_test_data(Settings())
+    found = find_test_data(ProjectSettings())
     lines.append(f"UCI data: {found}" if isinstance(found, Path) else f"UCI data: NONE: {found}")
-    downloads = pending_downloads(Settings())
+    downloads = pending_downloads(ProjectSettings())
     if downloads:
         lines.append("not cached yet, downloaded once by the tests that need them:")
         lines += [f"  - {item}" for item in downloads]

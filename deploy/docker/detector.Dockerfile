@@ -34,8 +34,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     MPLCONFIGDIR=/tmp/matplotlib \
-    WINEQ_MODEL_DIR=/mnt/models \
-    WINEQ_PARAMS_FILE=/opt/winequality/params.yaml
+    WINEQ_DRIFT_MODEL_DIR=/mnt/models \
+    WINEQ_DRIFT_PARAMS_FILE=/opt/winequality/params.yaml
 WORKDIR /opt/winequality
 USER 10001:10001
 EXPOSE 8010

@@ -38,7 +38,7 @@ from typing import Final
 
 from winequality.artifacts import replaced_atomically
 from winequality.process import ManagedProcess, free_port
-from winequality.settings import Settings
+from winequality.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ def start_tritonserver(
 class BundledTriton:
     """Triton serving ``settings.model_dir``; ``settings_for_app`` points the app at it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ServingSettings) -> None:
         self.settings = settings
         self.server: TritonServer | None = None
         self._workdir: Path | None = None
@@ -356,7 +356,7 @@ class BundledTriton:
         log.info("tritonserver ready at %s in %.1f s", self.server.http_url, self.server.startup_s)
         return self.server
 
-    def settings_for_app(self) -> Settings:
+    def settings_for_app(self) -> ServingSettings:
         if self.server is None:
             raise RuntimeError("BundledTriton.start() was not called")
         return self.settings.model_copy(
@@ -387,4 +387,4 @@ class BundledTriton:
 
 if __name__ == "__main__":  # pragma: no cover
     # `python -m winequality.bundled_triton`: fetch once (CI cache warm-up), print the binary.
-    print(ensure_tritonserver(Settings().cache_dir).binary)
+    print(ensure_tritonserver(ServingSettings().cache_dir).binary)

@@ -57,10 +57,10 @@ def summary() -> None:
     """Print where the champion model is, its metrics, and how to open the MLflow UI."""
     from rich.console import Console
 
-    from winequality.settings import Settings
+    from winequality.settings import ServingSettings, TrackingSettings
     from winequality.summary import summarize
 
-    if not summarize(Settings(), Console()):
+    if not summarize(TrackingSettings(), ServingSettings().model_dir, Console()):
         raise typer.Exit(1)
 
 

@@ -8,22 +8,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
     from winequality.params import Params
-    from winequality.settings import Settings
+    from winequality.settings import ProjectSettings
+
+S = TypeVar("S", bound="ProjectSettings")
 
 
-def settings_and_params() -> tuple[Settings, Params]:
-    """The settings (environment) and ``params.yaml`` of the project directory."""
+def settings_and_params(kind: type[S]) -> tuple[S, Params]:
+    """The settings of ``kind`` (environment) and ``params.yaml`` of the project directory."""
     from winequality.params import load_params
-    from winequality.settings import Settings
 
-    settings = Settings()
-    return settings, load_params(settings.project_dir / settings.params_file)
+    settings = kind()
+    return settings, load_params(settings.params_path())
+
+
+def project_params() -> Params:
+    """``params.yaml`` of the project directory (``WINEQ_PROJECT_DIR``, ``WINEQ_PARAMS_FILE``)."""
+    from winequality.settings import ProjectSettings
+
+    return settings_and_params(ProjectSettings)[1]
 
 
 def fail(message: str) -> typer.Exit:

@@ -1,40 +1,86 @@
-"""Runtime settings, read from the environment (prefix ``WINEQ_``) or a ``.env`` file.
+"""Runtime settings per service, read from the environment or a ``.env`` file.
 
-Each field is documented where it is declared. Nothing here touches the disk or network at import:
-construct ``Settings()`` where it is needed.
+One class per process, each with its own prefix, so a process reads only what it uses (the shape
+of MLServer's ``Settings`` / ``ModelSettings``):
+
+- ``ProjectSettings`` (``WINEQ_``): the project paths every command shares;
+- ``TrackingSettings`` (``WINEQ_``, and ``MLFLOW_TRACKING_URI``): the MLflow store and registry;
+- ``ServingSettings`` (``WINEQ_``): the serving app (its folders, ``AppDataSettings``, are shared
+  with the retraining job);
+- ``DetectorSettings`` (``WINEQ_DRIFT_``): the drift detector;
+- ``WebhookSettings`` (``WINEQ_WEBHOOK_``): the retraining webhook;
+- ``RetrainSettings`` (``WINEQ_``, one ``WINEQ_DRIFT_`` field): the retraining job it starts.
+
+``PORTS`` is the one table of default ports: the settings, ``winequality up``, the generated
+Prometheus/Alertmanager configs and the tests take theirs from it. Each field is documented where
+it is declared. Nothing here touches the disk or network at import: construct a settings object
+where it is needed.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_MAX_BODY_BYTES: Final = 4_000_000
-"""``max_body_bytes`` unless configured: the app's and the detector's body limit, under which the
-payload logger sizes its batched POSTs."""
+
+@dataclass(frozen=True)
+class Ports:
+    """Default ports of the services; the local stack keeps its URLs the same between runs."""
+
+    app: int = 8000
+    """Serving app (REST, V2, metrics)."""
+    detector: int = 8010
+    """Drift detector (CloudEvents in, metrics out)."""
+    webhook: int = 8082
+    """Retraining webhook (Alertmanager receiver)."""
+    mlflow: int = 5000
+    """MLflow UI and tracking server of the local stack."""
+    prometheus: int = 9090
+    """Prometheus of the local stack."""
+    alertmanager: int = 9093
+    """Alertmanager of the local stack."""
 
 
-class Settings(BaseSettings):
-    """All knobs of the system with embedded defaults that work on a fresh machine."""
+PORTS: Final = Ports()
+"""The default ports; the k8s manifests and Dockerfiles repeat them literally (a test holds them
+equal)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="WINEQ_", env_file=".env", env_ignore_empty=True, extra="ignore"
+DEFAULT_DETECTOR_MAX_BODY_BYTES: Final = 4_000_000
+"""The detector's ``max_body_bytes`` unless configured, and so the app's assumption of it."""
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix, env_file=".env", env_ignore_empty=True, extra="ignore"
     )
 
-    # --- paths -------------------------------------------------------------------------------
+
+class ProjectSettings(BaseSettings):
+    """The project paths every command shares."""
+
+    model_config = _config("WINEQ_")
+
     project_dir: Path = Path(".")
     """Root of the project (where params.yaml and dvc.yaml live)."""
     params_file: Path = Path("params.yaml")
-    """Pipeline parameters, one block per stage."""
+    """Pipeline parameters, one block per stage (relative to ``project_dir`` unless absolute)."""
     cache_dir: Path = Path.home() / ".cache" / "winequality"
-    """Downloads (UCI data, the Triton server wheel) are cached here."""
+    """Downloads (UCI data, the Triton server wheel, the Alibi venv) are cached here."""
     uci_url: str = "https://archive.ics.uci.edu/static/public/186/wine+quality.zip"
     """UCI Wine Quality archive fetched by ``winequality data ingest`` (a mirror may be set)."""
 
-    # --- tracking ----------------------------------------------------------------------------
+    def params_path(self) -> Path:
+        """The params file in force (``project_dir / params_file``)."""
+        return self.project_dir / self.params_file
+
+
+class TrackingSettings(ProjectSettings):
+    """The MLflow store and registry (the embedded store lives in the project)."""
+
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
     """MLflow server; unset means the embedded SQLite store ``sqlite:///mlruns.db``."""
     mlflow_artifacts_dir: Path = Path("mlartifacts")
@@ -44,9 +90,28 @@ class Settings(BaseSettings):
     registered_model_name: str = "wine-quality"
     """Name of the model in the MLflow model registry."""
 
-    # --- serving -----------------------------------------------------------------------------
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI in force (embedded SQLite unless a server is configured)."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.project_dir / 'mlruns.db').resolve()}"
+
+
+class AppDataSettings(BaseSettings):
+    """The app's folders, shared with the retraining job that writes into them."""
+
+    model_config = _config("WINEQ_")
+
     model_dir: Path = Path("models/serving")
-    """Directory written by ``winequality registry pull``: model.onnx + metadata.json."""
+    """Directory written by ``winequality registry pull``: model.onnx + metadata.json; a
+    promotion by the retraining job moves it (a symlink in the local stack) to the new bundle."""
+    feedback_db: Path = Path("data/feedback.sqlite")
+    """SQLite database with labelled production feedback (the retraining job reads it)."""
+
+
+class ServingSettings(ProjectSettings, AppDataSettings):
+    """The serving app: its model, backend, limits, admin token and payload logging."""
+
     backend: Literal["onnx", "remote"] = "onnx"
     """``onnx`` runs the model in process; ``remote`` proxies to a V2 server (Seldon/Triton)."""
     remote_url: str = "http://127.0.0.1:8001"
@@ -67,7 +132,7 @@ class Settings(BaseSettings):
     """Intra-op threads of the onnxruntime session."""
     max_batch_rows: int = 10_000
     """Largest number of wines accepted in one request."""
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_body_bytes: int = 4_000_000
     """Largest request body accepted (413 above)."""
     admin_token: str | None = None
     """Bearer token for ``POST /admin/reload``; unset disables the endpoint (401)."""
@@ -75,44 +140,79 @@ class Settings(BaseSettings):
     """Poll interval of the model dir's metadata.json for automatic reloads; 0 disables."""
     host: str = "127.0.0.1"
     """Interface the app binds to."""
-    port: int = 8000
+    port: int = PORTS.app
     """Port the app binds to."""
-
-    # --- monitoring --------------------------------------------------------------------------
     detector_url: str | None = None
     """Drift detector base URL that receives CloudEvents; unset disables payload logging."""
+    detector_max_body_bytes: int = DEFAULT_DETECTOR_MAX_BODY_BYTES
+    """The detector's body limit (its ``WINEQ_DRIFT_MAX_BODY_BYTES``) that the payload logger's
+    batched POSTs stay under; set both together."""
     payload_queue_size: int = 10_000
     """Most answered requests buffered for the detector (each ~1 kB encoded); beyond it they
     are dropped and counted. Room for a linger at ~10,000 requests/s and a slow POST or two."""
     payload_batch_max: int = 8_192
     """Most CloudEvents per POST to the detector (batched content mode, a JSON array streamed
-    a slice at a time; bodies also stop under ``DEFAULT_MAX_BODY_BYTES``); 1 sends each event
+    a slice at a time; bodies also stop under ``detector_max_body_bytes``); 1 sends each event
     alone in binary mode, as Seldon's request logger does."""
     payload_linger_s: float = 0.2
     """How long requests accumulate before the batched POST that carries them (one POST per
     linger at most): a POST's fixed cost then lands on a handful of requests a second
     (``benchmarks/payload_logging.py``); the detector sees rows that much later."""
-    feedback_db: Path = Path("data/feedback.sqlite")
-    """SQLite database with labelled production feedback."""
     recent_requests: int = 10_000
     """Requests whose rows the app remembers so feedback can name them by request id."""
 
-    # --- continuous training -----------------------------------------------------------------
-    webhook_token: str | None = None
-    """Bearer token Alertmanager must present to the retraining webhook; unset refuses all."""
-    webhook_port: int = 8082
-    """Port of the retraining webhook."""
-    retrain_alerts: tuple[str, ...] = ("WineQualityDrift",)
-    """Alert names that start a retraining."""
-    retrain_cooldown_s: float = 300.0
-    """Quiet period after a retraining during which new alerts are acknowledged, not acted on."""
-    retrain_command: tuple[str, ...] = ("winequality", "retrain")
-    """The job the webhook runs (in a child process, so the webhook stays small)."""
-    app_url: str = "http://127.0.0.1:8000"
-    """Serving app told to reload after a promotion."""
 
-    def tracking_uri(self) -> str:
-        """The MLflow tracking URI in force (embedded SQLite unless a server is configured)."""
-        if self.mlflow_tracking_uri:
-            return self.mlflow_tracking_uri
-        return f"sqlite:///{(self.project_dir / 'mlruns.db').resolve()}"
+class DetectorSettings(BaseSettings):
+    """The drift detector service."""
+
+    model_config = _config("WINEQ_DRIFT_")
+
+    host: str = "127.0.0.1"
+    """Interface the detector binds to."""
+    port: int = PORTS.detector
+    """Port the detector binds to."""
+    max_body_bytes: int = DEFAULT_DETECTOR_MAX_BODY_BYTES
+    """Largest CloudEvents body accepted (413 above); the app's ``detector_max_body_bytes``
+    must not exceed it."""
+    admin_token: str | None = None
+    """Bearer token for ``POST /reference/reload``; unset disables the endpoint (401)."""
+    model_dir: Path = Path("models/serving")
+    """Model bundle whose ``reference.parquet`` is the reference sample."""
+    params_file: Path = Path("params.yaml")
+    """params.yaml whose ``drift`` block configures the test (relative to the working dir)."""
+
+
+class WebhookSettings(BaseSettings):
+    """The retraining webhook that Alertmanager calls."""
+
+    model_config = _config("WINEQ_WEBHOOK_")
+
+    token: str | None = None
+    """Bearer token Alertmanager must present; unset refuses all."""
+    host: str = "127.0.0.1"
+    """Interface the webhook binds to."""
+    port: int = PORTS.webhook
+    """Port the webhook binds to."""
+    alerts: tuple[str, ...] = ("WineQualityDrift",)
+    """Alert names that start a retraining."""
+    cooldown_s: float = 300.0
+    """Quiet period after a retraining during which new alerts are acknowledged, not acted on."""
+    command: tuple[str, ...] = ("winequality", "retrain")
+    """The job the webhook runs (in a child process, so the webhook stays small)."""
+
+
+class RetrainSettings(TrackingSettings, AppDataSettings):
+    """The retraining job: its data, where it deploys, and whom it tells to reload (and what
+    ``winequality up`` reads: the project, the store, an explicit feedback database)."""
+
+    app_url: str = f"http://127.0.0.1:{PORTS.app}"
+    """Serving app told to reload after a promotion."""
+    admin_token: str | None = None
+    """The app's admin token (``WINEQ_ADMIN_TOKEN``) for its ``/admin/reload``."""
+    detector_url: str | None = None
+    """Drift detector told to reload its reference after a promotion; unset skips it."""
+    detector_admin_token: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("detector_admin_token", "WINEQ_DRIFT_ADMIN_TOKEN"),
+    )
+    """The detector's admin token (``WINEQ_DRIFT_ADMIN_TOKEN``) for ``/reference/reload``."""

@@ -377,7 +377,7 @@ def simulate(
     Prints the drift metric, the alert, retraining start/finish, the promotion decision and the
     version the app serves as they happen; the last line is a JSON summary with the times.
     """
-    from winequality.settings import Settings
+    from winequality.settings import ProjectSettings
 
     if scenario not in ("drift", "stable"):
         raise typer.BadParameter("must be drift or stable", param_hint="--scenario")
@@ -385,7 +385,7 @@ def simulate(
         raise typer.BadParameter("must be white or shift", param_hint="--drift-kind")
     if batch <= 0:
         raise typer.BadParameter("must be positive", param_hint="--batch")
-    settings = Settings()
+    settings = ProjectSettings()
     try:
         urls = load_urls(
             run_dir,

@@ -42,7 +42,13 @@ import typer
 import yaml
 
 from winequality.artifacts import point_model_dir
-from winequality.settings import Settings
+from winequality.settings import (
+    DetectorSettings,
+    Ports,
+    RetrainSettings,
+    ServingSettings,
+    WebhookSettings,
+)
 
 if TYPE_CHECKING:
     from winequality.process import ManagedProcess
@@ -80,18 +86,6 @@ class StackRunningError(StackError):
             f"terminal or `kill -INT {pid or '<pid>'}`, or use another --run-dir.{listed}"
         )
         self.pid = pid
-
-
-@dataclass(frozen=True)
-class Ports:
-    """Fixed defaults so URLs stay the same between runs (overridable per flag)."""
-
-    app: int = 8000
-    detector: int = 8010
-    webhook: int = 8082
-    mlflow: int = 5000
-    prometheus: int = 9090
-    alertmanager: int = 9093
 
 
 @dataclass(frozen=True)
@@ -217,7 +211,7 @@ def run_params(base: Path, window_size: int | None) -> dict[str, Any]:
 def service_env(
     config: StackConfig,
     *,
-    settings: Settings,
+    settings: RetrainSettings,
     paths: RunPaths,
     admin_token: str,
     webhook_token: str,
@@ -237,15 +231,16 @@ def service_env(
         "WINEQ_MODEL_DIR": str(paths.current.absolute()),
         "WINEQ_FEEDBACK_DB": str(feedback.absolute()),
         "WINEQ_ADMIN_TOKEN": admin_token,
+        "WINEQ_DRIFT_ADMIN_TOKEN": admin_token,
         "WINEQ_WEBHOOK_TOKEN": webhook_token,
         "WINEQ_APP_URL": u["app"],
         "WINEQ_DETECTOR_URL": u["detector"],
         "WINEQ_HOST": config.host,
         "WINEQ_PORT": str(config.ports.app),
         "WINEQ_WEBHOOK_PORT": str(config.ports.webhook),
-        "WINEQ_RETRAIN_COOLDOWN_S": str(config.cooldown_s),
+        "WINEQ_WEBHOOK_COOLDOWN_S": str(config.cooldown_s),
         # The interpreter of this run, whatever is on PATH for the webhook.
-        "WINEQ_RETRAIN_COMMAND": json.dumps([sys.executable, "-m", "winequality.cli", "retrain"]),
+        "WINEQ_WEBHOOK_COMMAND": json.dumps([sys.executable, "-m", "winequality.cli", "retrain"]),
         "PYTHONUNBUFFERED": "1",
     }
     return env
@@ -254,7 +249,7 @@ def service_env(
 def plan(
     config: StackConfig,
     *,
-    settings: Settings,
+    settings: RetrainSettings,
     paths: RunPaths,
     tools: Tools,
     env: Mapping[str, str],
@@ -542,7 +537,7 @@ def _raise_stop(signum: int, _: FrameType | None) -> None:
     raise _StopRequestedError(signal.Signals(signum).name)
 
 
-def run_stack(config: StackConfig, settings: Settings, echo: Any = typer.echo) -> int:
+def run_stack(config: StackConfig, settings: RetrainSettings, echo: Any = typer.echo) -> int:
     """Start everything, print the URLs, wait for SIGINT/SIGTERM, stop everything."""
     from winequality.monitoring.alerting_config import write_alerting_configs
     from winequality.process import ProcessError
@@ -556,7 +551,7 @@ def run_stack(config: StackConfig, settings: Settings, echo: Any = typer.echo) -
                 f"port(s) already in use: {', '.join(busy)}; stop what holds them or pick "
                 "other ports (see `winequality up --help`)"
             )
-        base = config.params_file or settings.project_dir / settings.params_file
+        base = config.params_file or settings.params_path()
         paths.params.write_text(yaml.safe_dump(run_params(base, config.window_size)))
         admin_token, webhook_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         env = service_env(
@@ -667,14 +662,14 @@ def up(
     Needs a champion model in the registry (run the pipeline first) and the prometheus and
     prometheus-alertmanager binaries. Prints the URLs; Ctrl-C stops everything.
     """
-    settings = Settings()
+    settings = RetrainSettings()
     config = StackConfig(
         run_dir=run_dir,
         ports=_parse_ports(
             [
-                app_port or settings.port,
-                detector_port,
-                webhook_port or settings.webhook_port,
+                app_port or ServingSettings().port,
+                detector_port or DetectorSettings().port,
+                webhook_port or WebhookSettings().port,
                 mlflow_port,
                 prometheus_port,
                 alertmanager_port,

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from winequality import artifacts
-from winequality.settings import Settings
+from winequality.settings import PORTS, TrackingSettings
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -24,10 +24,11 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def summarize(settings: Settings, console: Console) -> bool:
-    """Print the summary; returns False when there is no pulled champion model yet."""
+def summarize(settings: TrackingSettings, model_dir: Path, console: Console) -> bool:
+    """Print the summary of the bundle in ``model_dir`` (the app's, relative to the project);
+    returns False when there is no pulled champion model yet."""
     root = settings.project_dir
-    bundle = root / settings.model_dir
+    bundle = root / model_dir
     source = _read_json(root / "data/raw/source.json")
     promotion = _read_json(root / "reports/promotion.json")
     if not (bundle / artifacts.METADATA_FILE).exists():
@@ -59,7 +60,7 @@ def summarize(settings: Settings, console: Console) -> bool:
     console.print(f"MLflow run: {meta.run_id}, family {meta.family}")
     uri = settings.tracking_uri()
     ui = (
-        f"uv run mlflow ui --backend-store-uri {uri} --port 5000"
+        f"uv run mlflow ui --backend-store-uri {uri} --port {PORTS.mlflow}"
         if uri.startswith("sqlite:")
         else f"open {uri}"
     )

@@ -138,7 +138,7 @@ def test_drifted_events_reach_the_webhook_and_reload_resolves_the_alert(
         [sys.executable, "-m", "winequality.cli", "drift", "serve", "--model-dir", str(bundle),
          "--params", str(params), "--port", str(det_port)],
         logs / "detector.log",
-        env={**os.environ, "WINEQ_ADMIN_TOKEN": ADMIN},
+        env={**os.environ, "WINEQ_DRIFT_ADMIN_TOKEN": ADMIN},
     )  # fmt: skip
     alertmanager = ManagedProcess(
         "alertmanager",

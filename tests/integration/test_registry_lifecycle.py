@@ -135,11 +135,11 @@ def store(
 def client_for(env: dict[str, str | None]):  # type: ignore[no-untyped-def]
     from mlflow import MlflowClient
 
-    from winequality.settings import Settings
+    from winequality.settings import TrackingSettings
 
     uri = (
         env["MLFLOW_TRACKING_URI"]
-        or Settings(project_dir=Path(str(env["WINEQ_PROJECT_DIR"]))).tracking_uri()
+        or TrackingSettings(project_dir=Path(str(env["WINEQ_PROJECT_DIR"]))).tracking_uri()
     )
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 

@@ -21,7 +21,7 @@ from winequality.contract import schema
 from winequality.feedback_store import FeedbackStore
 from winequality.pipeline.retrain import ask_app_to_reload
 from winequality.process import ManagedProcess, free_port
-from winequality.settings import Settings
+from winequality.settings import RetrainSettings, TrackingSettings
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +100,7 @@ def served(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def champion_version(project: Path) -> str:
     from mlflow import MlflowClient
 
-    uri = Settings(project_dir=project).tracking_uri()
+    uri = TrackingSettings(project_dir=project).tracking_uri()
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     return str(client.get_model_version_by_alias("wine-quality", "champion").version)
 
@@ -130,7 +130,7 @@ def test_app_refuses_a_broken_bundle_and_keeps_serving(
     (broken / artifacts.METADATA_FILE).write_text(
         (current / artifacts.METADATA_FILE).read_text().replace('"version": "1"', '"version": "9"')
     )
-    settings = Settings(app_url=served, admin_token=ADMIN)
+    settings = RetrainSettings(app_url=served, admin_token=ADMIN)
     accepted, detail = ask_app_to_reload(settings, broken)
     assert accepted is False
     assert "422" in detail

@@ -51,8 +51,8 @@ def webhook(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     env = dict(os.environ)
     env |= {
         "WINEQ_WEBHOOK_TOKEN": TOKEN,
-        "WINEQ_RETRAIN_COMMAND": f'["{sys.executable}", "{job}"]',
-        "WINEQ_RETRAIN_COOLDOWN_S": "2",
+        "WINEQ_WEBHOOK_COMMAND": f'["{sys.executable}", "{job}"]',
+        "WINEQ_WEBHOOK_COOLDOWN_S": "2",
     }
     proc = ManagedProcess(
         "webhook",

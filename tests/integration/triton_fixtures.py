@@ -21,7 +21,7 @@ from winequality.bundled_triton import TritonServer, ensure_tritonserver, start_
 from winequality.contract import schema
 from winequality.contract.parsers import frame_to_matrix
 from winequality.export.onnx import export_onnx
-from winequality.settings import Settings
+from winequality.settings import ProjectSettings
 
 
 def train_bundle(dest: Path, wines: pd.DataFrame, version: str = "1") -> Path:
@@ -34,5 +34,5 @@ def train_bundle(dest: Path, wines: pd.DataFrame, version: str = "1") -> Path:
 
 def start_server(repository: Path, log_dir: Path) -> TritonServer:
     """Fetch the server into the cache once, then start it on free loopback ports."""
-    dist = ensure_tritonserver(Settings().cache_dir)
+    dist = ensure_tritonserver(ProjectSettings().cache_dir)
     return start_tritonserver(repository, dist, log_dir / "tritonserver.log")

@@ -18,7 +18,7 @@ from winequality.api_docs import add_docs
 from winequality.monitoring.service import create_app as create_detector
 from winequality.params import DriftParams
 from winequality.serving.app import create_app
-from winequality.settings import Settings
+from winequality.settings import DetectorSettings, ServingSettings
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)
@@ -29,11 +29,12 @@ ASSET = re.compile(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""")
 
 @pytest.fixture(params=["app", "detector"])
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(model_dir=tmp_path / "no-model", _env_file=None)  # type: ignore[call-arg]
     if request.param == "app":
+        settings = ServingSettings(model_dir=tmp_path / "no-model", _env_file=None)  # type: ignore[call-arg]
         app = create_app(settings)
     else:
-        app = create_detector(settings, DriftParams(), tmp_path / "no-reference.parquet")
+        detector = DetectorSettings(_env_file=None)  # type: ignore[call-arg]
+        app = create_detector(detector, DriftParams(), tmp_path / "no-reference.parquet")
     with TestClient(app) as c:
         yield c
 

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from winequality.monitoring.service import create_app as create_detector
 from winequality.params import DriftParams
 from winequality.serving.app import create_app
-from winequality.settings import Settings
+from winequality.settings import DetectorSettings, ServingSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "wine-quality.json"
@@ -75,7 +75,7 @@ def dashboard() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def real_exports(tmp_path_factory: pytest.TempPathFactory, real_wines: pd.DataFrame) -> set[str]:
     tmp = tmp_path_factory.mktemp("dashboard")
-    settings = Settings(
+    settings = ServingSettings(
         model_dir=tmp / "no-model",
         detector_url="http://127.0.0.1:9",
         _env_file=None,  # type: ignore[call-arg]
@@ -83,7 +83,11 @@ def real_exports(tmp_path_factory: pytest.TempPathFactory, real_wines: pd.DataFr
     app = create_app(settings)
     reference = tmp / "reference.parquet"
     real_wines.sample(300, random_state=0).to_parquet(reference)
-    detector = create_detector(settings, DriftParams(), reference)
+    detector = create_detector(
+        DetectorSettings(_env_file=None),  # type: ignore[call-arg]
+        DriftParams(),
+        reference,
+    )
     return exported_names(app.state.serving.metrics.registry) | exported_names(
         detector.state.detector.metrics.registry
     )

@@ -14,7 +14,7 @@ import yaml
 
 from winequality.monitoring.alerting_config import write_alerting_configs
 from winequality.process import free_port
-from winequality.settings import Settings
+from winequality.settings import RetrainSettings
 from winequality.stack import (
     CHAMPION_JOB,
     INSTALL_HINT,
@@ -108,21 +108,22 @@ def test_every_service_gets_the_run_tokens_urls_and_paths(tmp_path: Path) -> Non
     paths = RunPaths(config.run_dir)
     env = service_env(
         config,
-        settings=Settings(project_dir=tmp_path),
+        settings=RetrainSettings(project_dir=tmp_path),
         paths=paths,
         admin_token="adm",
         webhook_token="hook",
         base_env={"PATH": "/bin"},
     )
     assert env["WINEQ_ADMIN_TOKEN"] == "adm"
+    assert env["WINEQ_DRIFT_ADMIN_TOKEN"] == "adm"
     assert env["WINEQ_WEBHOOK_TOKEN"] == "hook"
     assert env["WINEQ_DETECTOR_URL"] == "http://127.0.0.1:18010"
     assert env["WINEQ_APP_URL"] == "http://127.0.0.1:18000"
     assert env["WINEQ_MODEL_DIR"] == str(paths.current.absolute())
     assert env["WINEQ_FEEDBACK_DB"] == str((paths.run_dir / "feedback.sqlite").absolute())
-    assert json.loads(env["WINEQ_RETRAIN_COMMAND"])[-1] == "retrain"
+    assert json.loads(env["WINEQ_WEBHOOK_COMMAND"])[-1] == "retrain"
     assert env["PATH"] == "/bin"
-    explicit = Settings(project_dir=tmp_path, feedback_db=tmp_path / "fb.sqlite")
+    explicit = RetrainSettings(project_dir=tmp_path, feedback_db=tmp_path / "fb.sqlite")
     env = service_env(
         config,
         settings=explicit,
@@ -148,7 +149,7 @@ def test_plan_starts_every_service_on_loopback_with_its_port(tmp_path: Path) -> 
     )
     specs = plan(
         config,
-        settings=Settings(project_dir=tmp_path),
+        settings=RetrainSettings(project_dir=tmp_path),
         paths=paths,
         tools=Tools("/usr/bin/prometheus", "/usr/bin/prometheus-alertmanager"),
         env={},
@@ -163,7 +164,7 @@ def test_plan_starts_every_service_on_loopback_with_its_port(tmp_path: Path) -> 
     assert "--web.listen-address=127.0.0.1:19090" in by_name["prometheus"].cmd
     assert "--cluster.listen-address=" in by_name["alertmanager"].cmd
     assert by_name["mlflow"].cmd[by_name["mlflow"].cmd.index("--backend-store-uri") + 1] == (
-        Settings(project_dir=tmp_path).tracking_uri()
+        RetrainSettings(project_dir=tmp_path).tracking_uri()
     )
     # The job runner serves GenAI jobs the stack never submits.
     assert by_name["mlflow"].env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
@@ -172,7 +173,7 @@ def test_plan_starts_every_service_on_loopback_with_its_port(tmp_path: Path) -> 
     assert all(s.after == (CHAMPION_JOB,) for s in specs if s.after)
     no_ui = plan(
         StackConfig(run_dir=config.run_dir, ports=ports, mlflow=False),
-        settings=Settings(project_dir=tmp_path),
+        settings=RetrainSettings(project_dir=tmp_path),
         paths=paths,
         tools=Tools("p", "a"),
         env={},

@@ -10,7 +10,7 @@ import pytest
 from tests import conftest
 
 from winequality.data.ingest import UCI_FILES, uci_archive
-from winequality.settings import Settings
+from winequality.settings import ProjectSettings
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def no_shared(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_the_named_folder_comes_first_and_must_hold_both_files(
     shared_data_dir: Path, tmp_path: Path
 ) -> None:
-    settings = Settings(cache_dir=tmp_path / "cache")
+    settings = ProjectSettings(cache_dir=tmp_path / "cache")
     env = {conftest.TEST_DATA_ENV: str(shared_data_dir)}
     assert conftest.find_test_data(settings, env) == shared_data_dir
     half = tmp_path / "half"
@@ -37,7 +37,7 @@ def test_the_named_folder_comes_first_and_must_hold_both_files(
 def test_without_the_shared_folder_the_ingest_cache_is_used(
     shared_data_dir: Path, tmp_path: Path
 ) -> None:
-    settings = Settings(cache_dir=tmp_path / "cache")
+    settings = ProjectSettings(cache_dir=tmp_path / "cache")
     archive = uci_archive(settings.uci_url, settings.cache_dir)
     archive.parent.mkdir(parents=True)
     # What `data ingest --source uci` leaves: the archive (its CSVs are extracted on demand).
@@ -50,7 +50,7 @@ def test_without_the_shared_folder_the_ingest_cache_is_used(
 
 @pytest.mark.usefixtures("no_shared")
 def test_nothing_found_says_how_to_fetch_the_data(tmp_path: Path) -> None:
-    found = conftest.find_test_data(Settings(cache_dir=tmp_path / "cache"), {})
+    found = conftest.find_test_data(ProjectSettings(cache_dir=tmp_path / "cache"), {})
     assert isinstance(found, str)
     assert "uv run winequality data ingest --source uci" in found
     assert conftest.TEST_DATA_ENV in found

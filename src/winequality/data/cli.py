@@ -15,7 +15,7 @@ from rich.console import Console
 from winequality.data.sources import UCI_FILES
 from winequality.files import atomic_path, write_json
 from winequality.params import Params, load_params
-from winequality.settings import Settings
+from winequality.settings import ProjectSettings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,8 +46,8 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _params(settings: Settings) -> Params:
-    return load_params(settings.project_dir / settings.params_file)
+def _params(settings: ProjectSettings) -> Params:
+    return load_params(settings.params_path())
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
@@ -76,7 +76,7 @@ def ingest(
     """
     from winequality.data import ingest as ingest_mod
 
-    settings = Settings()
+    settings = ProjectSettings()
     data = _params(settings).data
     requested = source or data.source
     synthetic_dir = out_dir / "synthetic"
@@ -147,7 +147,7 @@ def generate(
     """
     from winequality.data import synthetic
 
-    data = _params(Settings()).data
+    data = _params(ProjectSettings()).data
     n = rows if rows is not None else data.synthetic_rows
     s = seed if seed is not None else data.seed
     with _err().status(f"Generating {n} wines ..."):
@@ -186,7 +186,7 @@ def validate(
     """
     from winequality.data import validate as validate_mod
 
-    chosen = policy or _params(Settings()).validate_.policy
+    chosen = policy or _params(ProjectSettings()).validate_.policy
     if chosen not in ("fail", "quarantine"):
         raise _fail(f"--policy must be fail or quarantine, got {chosen!r}")
     rule: validate_mod.Policy = "quarantine" if chosen == "quarantine" else "fail"
@@ -240,7 +240,7 @@ def prepare(
 
     from winequality.data import prepare as prepare_mod
 
-    params = _params(Settings()).prepare
+    params = _params(ProjectSettings()).prepare
     if not in_path.is_file():
         raise _fail(f"{in_path}: no such file (run `winequality data validate` first)")
     with _err().status("Preparing splits ..."):

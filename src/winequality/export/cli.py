@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from winequality.commands import settings_and_params, stage_errors
+from winequality.commands import project_params, stage_errors
 from winequality.stages import PATHS
 
 app = typer.Typer(name="export", help="Export the trained model.", no_args_is_help=True)
@@ -31,7 +31,7 @@ def onnx(
         from winequality.training.dataset import read_split, to_xy
         from winequality.training.train import load_model
 
-        _, params = settings_and_params()
+        params = project_params()
         x, _ = to_xy(read_split(test))
         # Checked before anything is written: a failed parity check leaves no model behind.
         onnx_model, report = export_with_parity(
@@ -68,10 +68,10 @@ def triton(
         TritonExportError,
         write_model_repository,
     )
-    from winequality.settings import Settings
+    from winequality.settings import ServingSettings
     from winequality.summary import bundle_notice
 
-    settings = Settings()
+    settings = ServingSettings()
     typer.echo(bundle_notice(bundle or settings.model_dir), err=True)
     if variant not in VARIANTS:
         raise typer.BadParameter(f"must be one of {list(VARIANTS)}", param_hint="--variant")

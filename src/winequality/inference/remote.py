@@ -47,7 +47,7 @@ from winequality.inference.predictor import (
     check_example_scores,
     example_matrix,
 )
-from winequality.settings import Settings
+from winequality.settings import ServingSettings
 
 Buffer: TypeAlias = bytes | memoryview
 _JSON: Final = {"Content-Type": "application/json"}
@@ -276,7 +276,7 @@ class RemoteV2Predictor:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, metadata: ModelMetadata | None = None
+        cls, settings: ServingSettings, metadata: ModelMetadata | None = None
     ) -> RemoteV2Predictor:
         return cls(
             settings.remote_url,

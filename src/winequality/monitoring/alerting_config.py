@@ -17,6 +17,8 @@ from typing import Any, Final
 
 import yaml
 
+from winequality.settings import PORTS
+
 DEPLOY_DIR: Final = Path(__file__).resolve().parents[3] / "deploy"
 RULES_FILE: Final = DEPLOY_DIR / "prometheus" / "wine-quality.rules.yml"
 RULES_NAME: Final = "wine-quality.rules.yml"
@@ -27,16 +29,16 @@ DRIFT_ALERT: Final = "WineQualityDrift"
 WEBHOOK_RECEIVER: Final = "retrain-webhook"
 TOKEN_FILE_NAME: Final = "webhook-token"  # noqa: S105 (a file name, not a secret)
 
-# Defaults of the local stack (ports of settings.port, the detector CLI and settings.webhook_port).
-LOCAL_APP: Final = "127.0.0.1:8000"
-LOCAL_DETECTOR: Final = "127.0.0.1:8010"
-LOCAL_ALERTMANAGER: Final = "127.0.0.1:9093"
-LOCAL_WEBHOOK_URL: Final = "http://127.0.0.1:8082/alerts"
+# Defaults of the local stack and the cluster's services: the one port table, ``PORTS``.
+LOCAL_APP: Final = f"127.0.0.1:{PORTS.app}"
+LOCAL_DETECTOR: Final = f"127.0.0.1:{PORTS.detector}"
+LOCAL_ALERTMANAGER: Final = f"127.0.0.1:{PORTS.alertmanager}"
+LOCAL_WEBHOOK_URL: Final = f"http://127.0.0.1:{PORTS.webhook}/alerts"
 # In the cluster: service DNS names and the token mounted from a Secret.
-K8S_APP: Final = "wine-quality-app:8000"
-K8S_DETECTOR: Final = "drift-detector:8010"
-K8S_ALERTMANAGER: Final = "alertmanager:9093"
-K8S_WEBHOOK_URL: Final = "http://retrain-webhook:8082/alerts"
+K8S_APP: Final = f"wine-quality-app:{PORTS.app}"
+K8S_DETECTOR: Final = f"drift-detector:{PORTS.detector}"
+K8S_ALERTMANAGER: Final = f"alertmanager:{PORTS.alertmanager}"
+K8S_WEBHOOK_URL: Final = f"http://retrain-webhook:{PORTS.webhook}/alerts"
 K8S_TOKEN_FILE: Final = "/etc/alertmanager/secrets/webhook-token"  # noqa: S105 (a path)
 
 _HEADER: Final = (

@@ -1,7 +1,7 @@
 """Optional backend: Alibi Detect's ``TabularDrift`` (KS per feature + chi-squared for wine_type).
 
 Alibi Detect pins numpy<2 and pandas<3 (and is BSL-licensed), so it never enters the main
-environment: it lives in its own virtual env (``Settings().cache_dir / "alibi-venv"``, created
+environment: it lives in its own virtual env (``alibi-venv`` in the cache dir, created
 with ``uv``) and runs in a subprocess. Data goes over an ``.npz`` file, the result comes back as
 one JSON line on stdout and is mapped to the same ``DriftResult`` as the built-in backend.
 """
@@ -28,7 +28,7 @@ from winequality.monitoring.detector import (
     wine_type_test,
 )
 from winequality.params import DriftParams
-from winequality.settings import Settings
+from winequality.settings import ProjectSettings
 
 ALIBI_REQUIREMENT: Final = "alibi-detect==0.13.*"
 ALIBI_PYTHON_VERSION: Final = "3.11"
@@ -63,8 +63,8 @@ class AlibiBackendError(RuntimeError):
     """The Alibi venv could not be built or the detector subprocess failed."""
 
 
-def alibi_venv_dir(settings: Settings | None = None) -> Path:
-    return (settings or Settings()).cache_dir / "alibi-venv"
+def alibi_venv_dir(settings: ProjectSettings | None = None) -> Path:
+    return (settings or ProjectSettings()).cache_dir / "alibi-venv"
 
 
 def alibi_python(venv: Path) -> Path:

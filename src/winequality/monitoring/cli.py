@@ -15,8 +15,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer(name="drift", help="Data-drift detection and its service.", no_args_is_help=True)
 
-DEFAULT_PORT = 8010
-
 ReferenceOpt = Annotated[
     Path | None,
     typer.Option("--reference", help="Reference parquet (schema.DATA_COLUMNS).", dir_okay=False),
@@ -25,30 +23,30 @@ ModelDirOpt = Annotated[
     Path | None,
     typer.Option(
         "--model-dir",
-        help="Model bundle whose reference.parquet is used (default: settings.model_dir).",
+        help="Model bundle whose reference.parquet is used (default: WINEQ_DRIFT_MODEL_DIR).",
     ),
 ]
 ParamsOpt = Annotated[
-    Path | None, typer.Option("--params", help="params.yaml (default: settings.params_file).")
+    Path | None, typer.Option("--params", help="params.yaml (default: WINEQ_DRIFT_PARAMS_FILE).")
 ]
 
 
 def _reference_path(reference: Path | None, model_dir: Path | None) -> Path:
     from winequality.artifacts import REFERENCE_FILE
-    from winequality.settings import Settings
+    from winequality.settings import DetectorSettings
 
     if reference is not None and model_dir is not None:
         raise typer.BadParameter("give either --reference or --model-dir, not both")
     if reference is not None:
         return reference
-    return (model_dir or Settings().model_dir) / REFERENCE_FILE
+    return (model_dir or DetectorSettings().model_dir) / REFERENCE_FILE
 
 
 def _drift_params(params_file: Path | None) -> DriftParams:
     from winequality.params import load_params
-    from winequality.settings import Settings
+    from winequality.settings import DetectorSettings
 
-    return load_params(params_file or Settings().params_file).drift
+    return load_params(params_file or DetectorSettings().params_file).drift
 
 
 @app.command()
@@ -56,18 +54,29 @@ def serve(
     reference: ReferenceOpt = None,
     model_dir: ModelDirOpt = None,
     params_file: ParamsOpt = None,
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = DEFAULT_PORT,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (default: WINEQ_DRIFT_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to bind (default: WINEQ_DRIFT_PORT, 8010).")
+    ] = None,
 ) -> None:
     """Run the drift detector service (CloudEvents on POST /, metrics on /metrics)."""
     import uvicorn
 
     from winequality.monitoring.service import create_app
-    from winequality.settings import Settings
+    from winequality.settings import DetectorSettings
 
+    settings = DetectorSettings()
     path = _reference_path(reference, model_dir)
-    application = create_app(Settings(), _drift_params(params_file), path, freeze_gc=True)
-    uvicorn.run(application, host=host, port=port, log_level="info", access_log=False)
+    application = create_app(settings, _drift_params(params_file), path, freeze_gc=True)
+    uvicorn.run(
+        application,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level="info",
+        access_log=False,
+    )
 
 
 @app.command()

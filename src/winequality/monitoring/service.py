@@ -57,7 +57,7 @@ from winequality.monitoring.payloads import (
     rows_from_payload,
 )
 from winequality.params import DriftParams
-from winequality.settings import Settings
+from winequality.settings import DetectorSettings
 
 log = logging.getLogger("winequality.drift")
 
@@ -462,13 +462,13 @@ async def get_state(request: Request) -> DetectorState:
     return state
 
 
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
+async def get_settings(request: Request) -> DetectorSettings:
+    settings: DetectorSettings = request.app.state.settings
     return settings
 
 
 StateDep = Annotated[DetectorState, Depends(get_state)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[DetectorSettings, Depends(get_settings)]
 router = APIRouter()
 
 
@@ -571,7 +571,11 @@ async def live() -> dict[str, str]:
 
 
 def create_app(
-    settings: Settings, params: DriftParams, reference_path: Path, *, freeze_gc: bool = False
+    settings: DetectorSettings,
+    params: DriftParams,
+    reference_path: Path,
+    *,
+    freeze_gc: bool = False,
 ) -> FastAPI:
     """The detector ASGI app; the reference is loaded in ``lifespan`` and on reload.
 
@@ -600,7 +604,7 @@ def create_app(
     )
     app.state.detector = state
     app.state.settings = settings
-    set_token(app, settings.admin_token, "set WINEQ_ADMIN_TOKEN on the detector")
+    set_token(app, settings.admin_token, "set WINEQ_DRIFT_ADMIN_TOKEN on the detector")
     app.include_router(router)
     add_docs(app)
     return app

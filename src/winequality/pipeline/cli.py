@@ -20,7 +20,9 @@ app.command("simulate")(simulate.simulate)
 @app.command("webhook")
 def webhook(
     port: Annotated[int | None, typer.Option(help="Port (default: WINEQ_WEBHOOK_PORT).")] = None,
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (default: WINEQ_WEBHOOK_HOST).")
+    ] = None,
     log_dir: Annotated[Path, typer.Option(help="Where each retraining run logs.")] = Path(
         "logs/retrain"
     ),
@@ -29,18 +31,18 @@ def webhook(
     import uvicorn
 
     from winequality.pipeline.webhook import Retrainer, create_app
-    from winequality.settings import Settings
+    from winequality.settings import WebhookSettings
 
-    settings = Settings()
-    if not settings.webhook_token:
+    settings = WebhookSettings()
+    if not settings.token:
         typer.echo("WINEQ_WEBHOOK_TOKEN is not set: every alert would be refused (401).", err=True)
         raise typer.Exit(2)
-    retrainer = Retrainer(settings.retrain_command, settings.retrain_cooldown_s, log_dir)
+    retrainer = Retrainer(settings.command, settings.cooldown_s, log_dir)
     try:
         uvicorn.run(
             create_app(settings, retrainer),
-            host=host,
-            port=port or settings.webhook_port,
+            host=host or settings.host,
+            port=port or settings.port,
             log_level="warning",
         )
     finally:
@@ -89,9 +91,10 @@ def retrain(
     from winequality.commands import settings_and_params
     from winequality.pipeline.retrain import RetrainResult
     from winequality.pipeline.retrain import retrain as do_retrain
+    from winequality.settings import RetrainSettings
     from winequality.stages import StageError
 
-    settings, params = settings_and_params()
+    settings, params = settings_and_params(RetrainSettings)
     root = settings.project_dir
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     try:

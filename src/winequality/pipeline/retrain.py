@@ -47,7 +47,7 @@ import pandas as pd
 from winequality import artifacts
 from winequality.contract import schema
 from winequality.params import Params, RetrainParams
-from winequality.settings import Settings
+from winequality.settings import RetrainSettings
 from winequality.stages import PATHS, StagePaths
 
 TRIGGER_TAG: Final = "trigger"
@@ -152,7 +152,7 @@ def _post(url: str, token: str | None, body: dict[str, Any] | None) -> tuple[int
     return resp.status_code, resp.text
 
 
-def ask_app_to_reload(settings: Settings, bundle: Path) -> tuple[bool, str]:
+def ask_app_to_reload(settings: RetrainSettings, bundle: Path) -> tuple[bool, str]:
     """(accepted, detail) of ``POST {app_url}/admin/reload`` with ``bundle``."""
     url = f"{settings.app_url.rstrip('/')}/admin/reload"
     status, text = _post(url, settings.admin_token, {"model_dir": str(bundle)})
@@ -162,12 +162,12 @@ def ask_app_to_reload(settings: Settings, bundle: Path) -> tuple[bool, str]:
     return False, f"app at {url} {where}: {text[:500]}"
 
 
-def ask_detector_to_reload(settings: Settings) -> tuple[bool | None, str]:
+def ask_detector_to_reload(settings: RetrainSettings) -> tuple[bool | None, str]:
     """(reloaded, detail) of ``POST {detector_url}/reference/reload``; None without a detector."""
     if not settings.detector_url:
         return None, "no detector configured (WINEQ_DETECTOR_URL)"
     url = f"{settings.detector_url.rstrip('/')}/reference/reload"
-    status, text = _post(url, settings.admin_token, None)
+    status, text = _post(url, settings.detector_admin_token, None)
     return status == 200, text[:500]
 
 
@@ -207,7 +207,7 @@ def _write_stage_files(
     return {k: float(v) for k, v in scores.items()}
 
 
-def _roll_back(settings: Settings, version: str, previous: str | None, reason: str) -> None:
+def _roll_back(settings: RetrainSettings, version: str, previous: str | None, reason: str) -> None:
     """Give the champion alias back to ``previous`` and record why on ``version``."""
     from winequality.training import tracking
     from winequality.training.registry import CHAMPION
@@ -223,7 +223,7 @@ def _roll_back(settings: Settings, version: str, previous: str | None, reason: s
 
 
 def retrain(
-    settings: Settings,
+    settings: RetrainSettings,
     params: Params,
     *,
     base_train: Path,
@@ -317,7 +317,7 @@ def retrain(
     return result
 
 
-def deploy(settings: Settings, result: RetrainResult, version: str, notify: bool) -> None:
+def deploy(settings: RetrainSettings, result: RetrainResult, version: str, notify: bool) -> None:
     """Pull the new champion into a new bundle dir; app first, then the pointer and detector.
 
     The app loads and checks the bundle before it swaps; if it refuses (or cannot be reached) the

@@ -5,7 +5,7 @@ Alertmanager retries a webhook until it answers 2xx and re-sends firing alerts e
 repeats acknowledged (200) but not queued, and a cool-down after each run so a drift alert that is
 still firing while the new model settles does not start a second run.
 
-The job runs as a child process (``Settings.retrain_command``): the webhook stays small and never
+The job runs as a child process (``WebhookSettings.command``): the webhook stays small and never
 imports the training stack, and a crashing job cannot take the receiver down.
 """
 
@@ -27,7 +27,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from winequality.http_common import BodyError, TokenDep, read_request_body, set_token
-from winequality.settings import Settings
+from winequality.settings import WebhookSettings
 
 Action = Literal["started", "already_running", "cooling_down", "ignored"]
 
@@ -160,10 +160,10 @@ def _last_json_object(log_path: Path) -> dict[str, Any] | None:
     return None
 
 
-def create_app(settings: Settings, retrainer: Retrainer) -> FastAPI:
+def create_app(settings: WebhookSettings, retrainer: Retrainer) -> FastAPI:
     """The webhook app: ``POST /alerts`` (Alertmanager), ``GET /status``, health."""
     app = FastAPI(title="winequality retraining webhook", version="1")
-    set_token(app, settings.webhook_token, "set WINEQ_WEBHOOK_TOKEN on the webhook")
+    set_token(app, settings.token, "set WINEQ_WEBHOOK_TOKEN on the webhook")
 
     @app.post(
         "/alerts",
@@ -195,7 +195,7 @@ def create_app(settings: Settings, retrainer: Retrainer) -> FastAPI:
         firing = [
             a
             for a in payload.alerts
-            if a.status == "firing" and a.labels.get("alertname") in settings.retrain_alerts
+            if a.status == "firing" and a.labels.get("alertname") in settings.alerts
         ]
         if not firing:
             return {"action": "ignored", "reason": "no firing alert that triggers retraining"}

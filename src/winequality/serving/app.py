@@ -36,7 +36,7 @@ from winequality.serving.payload_logger import PayloadLogger
 from winequality.serving.recent import RecentRequests
 from winequality.serving.routes import admin, feedback, health, metadata, predict, v2
 from winequality.serving.state import ServingState
-from winequality.settings import Settings
+from winequality.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,10 @@ class RouteTimer:
 
 
 def create_app(
-    settings: Settings | None = None, loader: Loader | None = None, *, freeze_gc: bool = False
+    settings: ServingSettings | None = None,
+    loader: Loader | None = None,
+    *,
+    freeze_gc: bool = False,
 ) -> FastAPI:
     """The app for ``settings``; ``loader`` overrides how a bundle becomes a predictor.
 
@@ -96,7 +99,7 @@ def create_app(
     otherwise be traversed by every full collection (a latency spike), and none of them is
     garbage.
     """
-    settings = settings or Settings()
+    settings = settings or ServingSettings()
     metrics = ServingMetrics()
     manager = ModelManager(settings, loader or default_loader(settings), metrics)
     payloads = (
@@ -106,6 +109,7 @@ def create_app(
             metrics.registry,
             batch_max=settings.payload_batch_max,
             linger_s=settings.payload_linger_s,
+            detector_max_body_bytes=settings.detector_max_body_bytes,
         )
         if settings.detector_url
         else None

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from winequality.settings import Settings
+    from winequality.settings import ServingSettings
 
 
 app = typer.Typer()
@@ -40,7 +40,7 @@ def serve(
     import contextlib
     import logging
 
-    from winequality.settings import Settings
+    from winequality.settings import ServingSettings
 
     overrides: dict[str, object] = {}
     if model_dir is not None:
@@ -53,7 +53,7 @@ def serve(
         raise typer.BadParameter("must be onnx, remote or triton", param_hint="--backend")
     if backend in ("onnx", "remote"):
         overrides["backend"] = backend
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = ServingSettings(**overrides)  # type: ignore[arg-type]
     from winequality.summary import bundle_notice
 
     typer.echo(bundle_notice(settings.model_dir), err=True)
@@ -66,7 +66,7 @@ def serve(
         run(settings, log_level)
 
 
-def run(settings: Settings, log_level: str) -> None:
+def run(settings: ServingSettings, log_level: str) -> None:
     """The app for ``settings`` under uvicorn (uvloop + httptools, no access log)."""
     import uvicorn
 

@@ -30,7 +30,7 @@ from winequality.inference.predictor import (
 
 __all__ = ["LoadedModel", "Loader", "ModelManager", "default_loader", "example_matrix"]
 from winequality.serving.metrics import ServingMetrics
-from winequality.settings import Settings
+from winequality.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ CLOSE_GRACE_S: Final = 5.0
 """How long a replaced predictor stays open for requests that started before the swap."""
 
 
-def default_loader(settings: Settings) -> Loader:
+def default_loader(settings: ServingSettings) -> Loader:
     """The predictor the settings ask for: in-process ONNX or the remote V2 server."""
     if settings.backend == "onnx":
         return lambda bundle: OnnxPredictor(bundle, threads=settings.onnx_threads)
@@ -74,7 +74,7 @@ class ReloadInProgressError(RuntimeError):
 class ModelManager:
     """Holds the served model; ``reload`` swaps it only for one that passed the checks."""
 
-    def __init__(self, settings: Settings, loader: Loader, metrics: ServingMetrics) -> None:
+    def __init__(self, settings: ServingSettings, loader: Loader, metrics: ServingMetrics) -> None:
         self.settings = settings
         self.current: LoadedModel | None = None
         self.last_error: str | None = None

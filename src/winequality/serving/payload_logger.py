@@ -49,7 +49,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from winequality.contract.features import Matrix
-from winequality.settings import DEFAULT_MAX_BODY_BYTES
+from winequality.settings import DEFAULT_DETECTOR_MAX_BODY_BYTES
 
 if TYPE_CHECKING:
     import aiohttp
@@ -73,9 +73,16 @@ STREAM_SLICE: Final = 128
 """Exchanges written per step of a batched POST (one send). Each step pauses the loop briefly;
 fewer, longer steps delay fewer requests than many short ones, and smaller slices showed in the
 p99 (``benchmarks/payload_logging.py`` compares slice sizes)."""
-BATCH_MAX_BYTES: Final = DEFAULT_MAX_BODY_BYTES - DEFAULT_MAX_BODY_BYTES // 8
-"""Largest body of a batched POST: under the detector's default ``max_body_bytes``, with room for
-the separators and an event past the count; an exchange bigger than that goes alone."""
+
+
+def batch_max_bytes(detector_max_body_bytes: int) -> int:
+    """Largest body of a batched POST: an eighth under the detector's body limit, room for the
+    separators and an event past the count; an exchange bigger than that goes alone."""
+    return detector_max_body_bytes - detector_max_body_bytes // 8
+
+
+BATCH_MAX_BYTES: Final = batch_max_bytes(DEFAULT_DETECTOR_MAX_BODY_BYTES)
+"""``batch_max_bytes`` of the detector's default limit."""
 
 
 class Exchange(NamedTuple):
@@ -225,24 +232,32 @@ class BatchStream:
     """The body of one batched POST, handed to the connection a slice at a time.
 
     From ``events[start]`` on (each item the encoded events of one exchange), until the POST
-    holds ``max_exchanges`` exchanges or ``BATCH_MAX_BYTES``; ``taken`` says how many went in.
+    holds ``max_exchanges`` exchanges or ``max_bytes``; ``taken`` says how many went in.
     Between two slices the event loop serves predictions: a megabyte body written in one piece
     held it for milliseconds, and the requests that arrived meanwhile waited.
     """
 
-    def __init__(self, events: Sequence[bytes], start: int, max_exchanges: int) -> None:
+    def __init__(
+        self,
+        events: Sequence[bytes],
+        start: int,
+        max_exchanges: int,
+        max_bytes: int = BATCH_MAX_BYTES,
+    ) -> None:
         self.events = events
         self.start = start
+        self.max_bytes = max_bytes
         self.end = min(len(events), start + max_exchanges)
         self.taken = 0
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         events, position, size, separator = self.events, self.start, 0, b"["
+        max_bytes = self.max_bytes
         while position < self.end:
             step_end = min(position + STREAM_SLICE, self.end)
             for k in range(position, step_end):
                 # Up to the bound, not past it; but the first exchange goes, however big.
-                if k > self.start and size + len(events[k]) > BATCH_MAX_BYTES:
+                if k > self.start and size + len(events[k]) > max_bytes:
                     step_end = k
                     break
                 size += len(events[k])
@@ -278,6 +293,7 @@ class PayloadLogger:
         linger_s: float = DEFAULT_LINGER_S,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         source: str | None = None,
+        detector_max_body_bytes: int = DEFAULT_DETECTOR_MAX_BODY_BYTES,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"payload_queue_size must be >= 1, got {queue_size}")
@@ -288,6 +304,7 @@ class PayloadLogger:
         self.url = detector_url.rstrip("/")
         self.queue_size = queue_size
         self.batch_max = batch_max
+        self.batch_max_bytes = batch_max_bytes(detector_max_body_bytes)
         self.batched = batch_max > 1
         self.linger_s = linger_s
         self.timeout_s = timeout_s
@@ -425,7 +442,7 @@ class PayloadLogger:
         headers = {"content-type": BATCH_CONTENT_TYPE}
         start = 0
         while start < len(events):
-            body = BatchStream(events, start, max(1, self.batch_max // 2))
+            body = BatchStream(events, start, max(1, self.batch_max // 2), self.batch_max_bytes)
             reason = await self._post(body, headers, "a batch of events")
             if reason is not None:
                 # Everything not yet sent is lost with this POST: count each of its events.

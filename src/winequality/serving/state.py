@@ -12,12 +12,12 @@ from winequality.serving.metrics import ServingMetrics
 from winequality.serving.model import ModelManager
 from winequality.serving.payload_logger import PayloadLogger
 from winequality.serving.recent import RecentRequests
-from winequality.settings import Settings
+from winequality.settings import ServingSettings
 
 
 @dataclass(frozen=True, slots=True)
 class ServingState:
-    settings: Settings
+    settings: ServingSettings
     manager: ModelManager
     metrics: ServingMetrics
     recent: RecentRequests

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from winequality.commands import fail, settings_and_params, stage_errors, working
+from winequality.commands import fail, project_params, settings_and_params, stage_errors, working
 from winequality.files import write_json
 from winequality.stages import PATHS
 
@@ -44,7 +44,7 @@ def train(
         from winequality.training.dataset import read_split
         from winequality.training.train import save_model, train_model
 
-        _, params = settings_and_params()
+        params = project_params()
         with working(f"Tuning {params.train.family} by {params.train.cv_folds}-fold CV ..."):
             result = train_model(read_split(train_path), params.train, n_jobs=n_jobs)
         save_model(result.model, out)
@@ -128,10 +128,11 @@ def register_model(
 ) -> None:
     """Log one MLflow run (params, metrics, data, models, plots) and register the model."""
     with stage_errors():
+        from winequality.settings import TrackingSettings
         from winequality.training.registry import headline_metrics
         from winequality.training.registry import register as do_register
 
-        settings, params = settings_and_params()
+        settings, params = settings_and_params(TrackingSettings)
         paths = replace(
             PATHS,
             model=model,
@@ -180,9 +181,10 @@ def promote(
     and the command exits 0 unless --strict is given.
     """
     with stage_errors():
+        from winequality.settings import TrackingSettings
         from winequality.training.registry import promote as do_promote
 
-        settings, params = settings_and_params()
+        settings, params = settings_and_params(TrackingSettings)
         with working("Re-scoring challenger and champion on the test split ..."):
             decision = do_promote(settings, params.promote, test, train_path, metric)
         write_json(out, decision.as_dict())
@@ -206,10 +208,12 @@ def pull(
     if (alias is None) == (run_id is None):
         raise fail("give exactly one of --alias or --run-id")
     with stage_errors():
+        from winequality.settings import ServingSettings, TrackingSettings
         from winequality.training.registry import pull as do_pull
 
-        settings, _ = settings_and_params()
-        target = dest or settings.model_dir
+        settings = TrackingSettings()
+        # The app's bundle folder: what ``winequality serve`` then loads.
+        target = dest or ServingSettings().model_dir
         with working(f"Downloading {alias or run_id} from {settings.tracking_uri()} ..."):
             metadata = do_pull(settings, target, alias=alias, run_id=run_id)
     typer.echo(f"pulled {metadata.name} v{metadata.version} (run {metadata.run_id}) -> {target}")

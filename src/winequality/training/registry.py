@@ -24,7 +24,7 @@ from winequality.artifacts import ModelMetadata
 from winequality.contract import schema
 from winequality.contract.features import postprocess
 from winequality.params import Params, PromoteParams
-from winequality.settings import Settings
+from winequality.settings import TrackingSettings
 from winequality.stages import PATHS, StageError, StagePaths
 from winequality.training import tracking
 from winequality.training.dataset import read_split, to_xy
@@ -143,7 +143,7 @@ def run_params(params: Params, train_summary: dict[str, Any]) -> dict[str, str]:
 
 def register(
     inputs: StagePaths,
-    settings: Settings,
+    settings: TrackingSettings,
     params: Params,
     alias: str = CHALLENGER,
     extra_tags: dict[str, str] | None = None,
@@ -311,7 +311,7 @@ def score_onnx(onnx_model: bytes, test: Any, metric: str, where: str = "ONNX mod
 
 
 def promote(
-    settings: Settings,
+    settings: TrackingSettings,
     gate: PromoteParams,
     test_path: Path = PATHS.test,
     train_path: Path = PATHS.train,
@@ -381,7 +381,7 @@ def _check_onnx(onnx_model: bytes, where: str) -> InferenceSession:
 
 
 def pull(
-    settings: Settings, dest: Path, alias: str | None = None, run_id: str | None = None
+    settings: TrackingSettings, dest: Path, alias: str | None = None, run_id: str | None = None
 ) -> ModelMetadata:
     """Download a model version (by alias) or a run (by id) and write it as a serving bundle."""
     if (alias is None) == (run_id is None):

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from winequality.settings import Settings
+from winequality.settings import TrackingSettings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -94,13 +94,13 @@ def is_embedded(uri: str) -> bool:
     return uri.startswith("sqlite:")
 
 
-def artifacts_dir(settings: Settings) -> Path:
+def artifacts_dir(settings: TrackingSettings) -> Path:
     """The embedded store's artifact folder, resolved against the project directory."""
     folder = settings.mlflow_artifacts_dir
     return (folder if folder.is_absolute() else settings.project_dir / folder).resolve()
 
 
-def connect(settings: Settings) -> MlflowClient:
+def connect(settings: TrackingSettings) -> MlflowClient:
     """Point MLflow (tracking and registry) at the configured store and return a client."""
     import mlflow
 
@@ -110,7 +110,7 @@ def connect(settings: Settings) -> MlflowClient:
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def ensure_experiment(client: MlflowClient, settings: Settings) -> str:
+def ensure_experiment(client: MlflowClient, settings: TrackingSettings) -> str:
     """The experiment's id, creating it on first use.
 
     In embedded mode the artifact location is set explicitly: MLflow's default for a SQLite

@@ -19,7 +19,7 @@ from tests.unit.deploy.kustomize import Manifest, containers
 from typer._click.exceptions import ClickException, NoSuchOption, UsageError
 
 from winequality.cli import app
-from winequality.settings import Settings
+from winequality.settings import PORTS, WebhookSettings
 
 DOCKER = ROOT / "deploy" / "docker"
 _SHELL_SEPARATORS = {"&&", "||", ";", "{", "}", "|"}
@@ -119,8 +119,8 @@ def test_webhook_retrain_command_parses_from_its_environment(
 ) -> None:
     webhook = next(c for d in base for c in containers(d) if c["name"] == "webhook")
     env = {e["name"]: e["value"] for e in webhook["env"] if "value" in e}
-    monkeypatch.setenv("WINEQ_RETRAIN_COMMAND", env["WINEQ_RETRAIN_COMMAND"])
-    command = Settings().retrain_command
+    monkeypatch.setenv("WINEQ_WEBHOOK_COMMAND", env["WINEQ_WEBHOOK_COMMAND"])
+    command = WebhookSettings().command
     assert command[0] == "winequality"
     assert parse(list(command[1:])).params["notify"] is False
 
@@ -134,7 +134,7 @@ def test_detector_image_entrypoint_parses() -> None:
     argv = entrypoint("detector.Dockerfile")
     assert argv[0] == "winequality"
     ctx = parse(argv[1:])
-    assert ctx.params["port"] == 8010
+    assert ctx.params["port"] == PORTS.detector
     assert ctx.params["host"] == "0.0.0.0"
 
 

@@ -25,7 +25,7 @@ from winequality.inference.remote import (
     parse_v2_response,
 )
 from winequality.process import free_port
-from winequality.settings import Settings
+from winequality.settings import ServingSettings
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -234,7 +234,7 @@ def test_malformed_binary_outputs_are_bad_responses(
 
 
 def test_settings_configure_url_timeout_retries_and_chunk_size() -> None:
-    settings = Settings(
+    settings = ServingSettings(
         remote_url="http://127.0.0.1:9/",
         remote_model="m",
         remote_timeout_s=0.5,
@@ -246,7 +246,9 @@ def test_settings_configure_url_timeout_retries_and_chunk_size() -> None:
     assert (predictor.timeout_s, predictor.max_batch_rows) == (0.5, 10)
     assert predictor.metadata.name == "m"
     assert predictor.binary_data is True
-    assert not RemoteV2Predictor.from_settings(Settings(remote_binary_data=False)).binary_data
+    assert not RemoteV2Predictor.from_settings(
+        ServingSettings(remote_binary_data=False)
+    ).binary_data
 
 
 def test_invalid_limits_are_rejected() -> None:

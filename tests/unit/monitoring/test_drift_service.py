@@ -16,7 +16,7 @@ from drift_data import RedSplit
 from winequality.contract import schema
 from winequality.monitoring.service import CE_REQUEST, CE_RESPONSE, create_app
 from winequality.params import DriftParams
-from winequality.settings import Settings
+from winequality.settings import DetectorSettings
 
 with warnings.catch_warnings():
     # Starlette asks for httpx2 at import; the project pins httpx, which works.
@@ -46,7 +46,7 @@ def wines(frame: pd.DataFrame) -> dict[str, Any]:
 
 def make_client(reference: Path, **settings: Any) -> TestClient:
     app = create_app(
-        Settings(admin_token=TOKEN, **settings), DriftParams(window_size=WINDOW), reference
+        DetectorSettings(admin_token=TOKEN, **settings), DriftParams(window_size=WINDOW), reference
     )
     return TestClient(app)
 
@@ -164,11 +164,11 @@ def test_reload_requires_the_admin_token(client: TestClient) -> None:
 
 
 def test_reload_is_disabled_without_an_admin_token(reference_parquet: Path) -> None:
-    app = create_app(Settings(admin_token=None), DriftParams(), reference_parquet)
+    app = create_app(DetectorSettings(admin_token=None), DriftParams(), reference_parquet)
     with TestClient(app) as c:
         resp = c.post("/reference/reload", headers={"Authorization": "Bearer x"})
     assert resp.status_code == 401
-    assert "WINEQ_ADMIN_TOKEN" in resp.json()["detail"]["message"]
+    assert "WINEQ_DRIFT_ADMIN_TOKEN" in resp.json()["detail"]["message"]
 
 
 def test_failed_reload_keeps_the_previous_reference(

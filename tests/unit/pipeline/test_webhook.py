@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from winequality.pipeline.webhook import MAX_ALERT_BODY, Retrainer, create_app
-from winequality.settings import Settings
+from winequality.settings import WebhookSettings
 
 with warnings.catch_warnings():
     # Starlette asks for httpx2 at import; the project pins httpx, which works.
@@ -22,7 +22,7 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def client(tmp_path: Path) -> TestClient:
-    settings = Settings(webhook_token=TOKEN, _env_file=None)  # type: ignore[call-arg]
+    settings = WebhookSettings(token=TOKEN, _env_file=None)  # type: ignore[call-arg]
     retrainer = Retrainer([sys.executable, "-c", "pass"], 0.0, tmp_path / "logs")
     return TestClient(create_app(settings, retrainer))
 

@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 from tests.support.bundles import train_model, write_model_bundle
 
 from winequality.serving.app import create_app
-from winequality.settings import Settings
+from winequality.settings import ServingSettings
 
 with warnings.catch_warnings():
     # Starlette asks for httpx2 at import; the project pins httpx, which works.
@@ -40,8 +40,8 @@ def model_dir(tmp_path: Path, bundle_v1: Path) -> Path:
 
 
 @pytest.fixture
-def settings(model_dir: Path) -> Settings:
-    return Settings(
+def settings(model_dir: Path) -> ServingSettings:
+    return ServingSettings(
         model_dir=model_dir,
         admin_token=ADMIN_TOKEN,
         max_batch_rows=50,
@@ -51,6 +51,6 @@ def settings(model_dir: Path) -> Settings:
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
+def client(settings: ServingSettings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as c:
         yield c

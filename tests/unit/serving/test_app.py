@@ -27,7 +27,7 @@ from winequality.contract import schema
 from winequality.contract.parsers import frame_to_matrix
 from winequality.serving.app import create_app
 from winequality.serving.schemas import example_wine
-from winequality.settings import Settings
+from winequality.settings import ServingSettings
 
 AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -108,20 +108,20 @@ def test_empty_list_is_a_422(client: TestClient) -> None:
     assert response.json()["detail"][0]["loc"] == ["body", "wines"]
 
 
-def test_too_many_rows_is_a_422(client: TestClient, settings: Settings) -> None:
+def test_too_many_rows_is_a_422(client: TestClient, settings: ServingSettings) -> None:
     response = predict(client, {"wines": [example_wine()] * (settings.max_batch_rows + 1)})
     assert response.status_code == 422
     assert f"at most {settings.max_batch_rows} wines" in response.json()["error"]
 
 
-def test_body_over_limit_is_a_413(client: TestClient, settings: Settings) -> None:
+def test_body_over_limit_is_a_413(client: TestClient, settings: ServingSettings) -> None:
     raw = b'{"wines": [' + b" " * settings.max_body_bytes + b"]}"
     response = client.post("/predict", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 413
     assert str(settings.max_body_bytes) in response.json()["error"]
 
 
-def test_chunked_body_over_limit_is_a_413(client: TestClient, settings: Settings) -> None:
+def test_chunked_body_over_limit_is_a_413(client: TestClient, settings: ServingSettings) -> None:
     def chunks() -> Iterator[bytes]:
         yield b'{"wines": ['
         for _ in range(settings.max_body_bytes // 1000 + 1):
@@ -161,7 +161,7 @@ def test_health_and_readiness(client: TestClient) -> None:
 
 
 def test_no_model_means_not_ready_and_503(tmp_path: Path) -> None:
-    settings = Settings(model_dir=tmp_path / "absent", _env_file=None)  # type: ignore[call-arg]
+    settings = ServingSettings(model_dir=tmp_path / "absent", _env_file=None)  # type: ignore[call-arg]
     with TestClient(create_app(settings)) as client:
         ready = client.get("/health/ready")
         assert ready.status_code == 503
@@ -310,7 +310,7 @@ def test_reload_without_valid_token_is_a_401(
 
 
 def test_reload_is_disabled_without_configured_token(model_dir: Path, bundle_v2: Path) -> None:
-    settings = Settings(model_dir=model_dir, _env_file=None)  # type: ignore[call-arg]
+    settings = ServingSettings(model_dir=model_dir, _env_file=None)  # type: ignore[call-arg]
     with TestClient(create_app(settings)) as client:
         response = reload(client, bundle_v2, authorization="Bearer ")
         assert response.status_code == 401
@@ -381,7 +381,7 @@ def test_broken_bundles_are_refused_and_the_old_model_keeps_serving(
 def test_watcher_reloads_when_metadata_changes(
     model_dir: Path, bundle_v2: Path, wine_model: Pipeline
 ) -> None:
-    settings = Settings(model_dir=model_dir, reload_watch_s=0.05, _env_file=None)  # type: ignore[call-arg]
+    settings = ServingSettings(model_dir=model_dir, reload_watch_s=0.05, _env_file=None)  # type: ignore[call-arg]
     with TestClient(create_app(settings)) as client:
         assert predict(client, {"wines": [example_wine()]}).json()["model_version"] == "1"
         write_model_bundle(model_dir, wine_model, "3")

@@ -14,7 +14,7 @@ from winequality.contract import schema
 from winequality.feedback_store import FeedbackStore
 from winequality.serving.app import create_app
 from winequality.serving.schemas import example_wine
-from winequality.settings import Settings
+from winequality.settings import ServingSettings
 
 V2_INFER = f"/v2/models/{schema.MODEL_NAME}/infer"
 
@@ -26,7 +26,7 @@ def feedback_db(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fb_client(model_dir: Path, feedback_db: Path) -> Iterator[TestClient]:
-    settings = Settings(
+    settings = ServingSettings(
         model_dir=model_dir,
         feedback_db=feedback_db,
         recent_requests=3,
@@ -193,7 +193,7 @@ def test_unusable_bodies_are_422_not_500(fb_client: TestClient, raw: bytes) -> N
 def test_unwritable_store_is_503_not_500(model_dir: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    settings = Settings(
+    settings = ServingSettings(
         model_dir=model_dir,
         feedback_db=blocker / "feedback.sqlite",
         _env_file=None,  # type: ignore[call-arg]
@@ -205,7 +205,7 @@ def test_unwritable_store_is_503_not_500(model_dir: Path, tmp_path: Path) -> Non
 
 
 def test_openapi_references_of_the_feedback_body_all_resolve(model_dir: Path) -> None:
-    app = create_app(Settings(model_dir=model_dir, _env_file=None))  # type: ignore[call-arg]
+    app = create_app(ServingSettings(model_dir=model_dir, _env_file=None))  # type: ignore[call-arg]
     document = app.openapi()
     refs: list[str] = []
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from winequality.settings import Settings
+from winequality.settings import TrackingSettings
 from winequality.training.tracking import (
     artifacts_dir,
     data_hashes,
@@ -85,7 +85,7 @@ def test_data_source_reads_the_ingest_provenance(tmp_path: Path) -> None:
 
 
 def test_embedded_store_is_sqlite_under_the_project(tmp_path: Path) -> None:
-    settings = Settings(project_dir=tmp_path, mlflow_tracking_uri=None)
+    settings = TrackingSettings(project_dir=tmp_path, mlflow_tracking_uri=None)
     assert is_embedded(settings.tracking_uri())
     assert artifacts_dir(settings) == (tmp_path / "mlartifacts").resolve()
     assert not is_embedded("http://127.0.0.1:5000")
