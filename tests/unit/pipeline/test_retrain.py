@@ -1,4 +1,4 @@
-"""Pure parts of the retraining job: feedback split, new reference, data refresh."""
+"""The retraining job: feedback split, new reference, data refresh, trigger and evidence."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from winequality.pipeline.retrain import (
     production_reference,
     refresh_data,
     split_feedback,
+    training_reference,
 )
 
 
@@ -82,9 +83,25 @@ def test_refresh_adds_feedback_to_both_train_and_holdout(
     assert (data.train[schema.WINE_TYPE] == "white").sum() == 300
     assert (data.holdout[schema.WINE_TYPE] == "white").sum() == 100
     assert list(data.train.columns) == list(schema.DATA_COLUMNS)
-    # The new drift reference is production (white), not the red training data.
-    assert len(data.reference) == 400
-    assert set(data.reference[schema.WINE_TYPE]) == {"white"}
+    # The new drift reference is a sample of the new training set: red base and white feedback.
+    assert len(data.reference) == 1000
+    assert data.reference.merge(data.train.drop_duplicates(), how="inner").shape[0] == 1000
+    assert (data.reference[schema.WINE_TYPE] == "white").sum() == pytest.approx(
+        1000 * 300 / 1100, abs=40
+    )
+
+
+def test_training_reference_is_a_seeded_sample_of_all_training_rows(
+    red: pd.DataFrame, white: pd.DataFrame
+) -> None:
+    train = pd.concat([red.iloc[:700], white.iloc[:300]], ignore_index=True)
+    reference = training_reference(train, 500, seed=3)
+    pd.testing.assert_frame_equal(reference, training_reference(train, 500, seed=3))
+    assert len(reference) == 500
+    assert set(reference[schema.WINE_TYPE]) == {"red", "white"}
+    assert len(training_reference(train.iloc[:80], 500, seed=3)) == 80
+    with pytest.raises(ValueError, match="positive"):
+        training_reference(train, 0, seed=3)
 
 
 def test_new_bundle_dirs_are_fresh_siblings_of_the_pointer(tmp_path: Path) -> None:
