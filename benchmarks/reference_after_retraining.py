@@ -26,7 +26,7 @@ from winequality.data.ingest import read_uci_dir
 from winequality.data.prepare import prepare
 from winequality.monitoring.detector import detect, reference_from_frame
 from winequality.params import load_params
-from winequality.pipeline.retrain import production_reference, refresh_data, training_reference
+from winequality.pipeline.retrain import refresh_data, training_reference
 from winequality.simulate import traffic
 
 
@@ -64,7 +64,8 @@ def main() -> None:
     size = params.retrain.reference_size
     candidates = {
         "original (prepare: training split)": original,
-        "recent production (600 white feedback)": production_reference(feedback, size),
+        # What the loop loaded before: the newest labelled production rows.
+        "recent production (600 white feedback)": feedback.iloc[-size:],
         "new training data (base + feedback)": training_reference(data.train, size, p.seed),
     }
     streams = {

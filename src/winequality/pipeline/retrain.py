@@ -118,13 +118,6 @@ def split_feedback(
     return train.reset_index(drop=True), holdout.reset_index(drop=True)
 
 
-def production_reference(feedback: pd.DataFrame, size: int) -> pd.DataFrame:
-    """The newest ``size`` labelled production rows (feedback is stored oldest first)."""
-    if size <= 0:
-        raise ValueError(f"reference size must be positive, got {size}")
-    return feedback.iloc[-size:].reset_index(drop=True)
-
-
 def training_reference(train: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
     """A seeded sample of ``size`` rows of the (refreshed) training set, as ``prepare`` draws."""
     from winequality.data.prepare import reference_sample

@@ -12,7 +12,6 @@ from winequality.params import RetrainParams
 from winequality.pipeline.retrain import (
     RetrainResult,
     new_bundle_dir,
-    production_reference,
     refresh_data,
     split_feedback,
     training_reference,
@@ -57,19 +56,6 @@ def test_split_feedback_refuses_a_fraction_outside_0_1(
 ) -> None:
     with pytest.raises(ValueError, match="holdout_fraction"):
         split_feedback(white.iloc[:10], fraction, seed=0)
-
-
-def test_reference_is_the_most_recent_production_rows(
-    red: pd.DataFrame, white: pd.DataFrame
-) -> None:
-    # Feedback is oldest first: some red traffic, then the white wines that caused the drift.
-    feedback = pd.concat([red.iloc[:300], white.iloc[:500]], ignore_index=True)
-    reference = production_reference(feedback, 400)
-    assert len(reference) == 400
-    assert (reference[schema.WINE_TYPE] == "white").all()
-    assert len(production_reference(feedback.iloc[:50], 400)) == 50
-    with pytest.raises(ValueError, match="positive"):
-        production_reference(feedback, 0)
 
 
 def test_refresh_adds_feedback_to_both_train_and_holdout(
