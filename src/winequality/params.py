@@ -88,7 +88,7 @@ class RetrainParams(_Block):
     min_feedback_rows: int = Field(50, ge=2)
     """Fewer labelled production rows than this: no retraining (nothing new to learn from)."""
     reference_size: int = Field(1000, gt=0)
-    """Rows of the new drift reference, the most recent labelled production rows."""
+    """Rows of the new drift reference, a seeded sample of the new training set."""
 
 
 class Params(_Block):

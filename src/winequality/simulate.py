@@ -7,10 +7,12 @@ webhook, the promotion decision, and the model version the app serves. The last 
 a JSON summary with the time of each milestone, counted from the first request.
 
 Scenarios:
-  * ``drift``: white wines (the real ones when ``--data`` names the UCI folder, else the
-    synthetic generator's) sent to a model whose reference is red wines; ``--drift-kind shift``
-    instead raises the alcohol and sulphates of held-out reference-like rows.
-  * ``stable``: held-out rows of the champion's own distribution (the prepared test split).
+  * ``drift``: only white wines (the real ones when ``--data`` names the UCI folder, else the
+    synthetic generator's) sent to a model whose reference is mixed red and white;
+    ``--drift-kind shift`` instead raises the alcohol and sulphates of held-out rows.
+  * ``stable``: held-out mixed rows of the champion's own distribution (the prepared test
+    split, also with ``--data DIR``). After a drift retraining they are still in distribution:
+    the new reference is a sample of the new training set, which keeps the mixed base data.
 """
 
 from __future__ import annotations
@@ -93,8 +95,6 @@ def traffic(
                 f"{path}: no held-out split (run the pipeline first, or pass --data FILE)"
             )
         source = _read_rows(path)
-        if data is not None and data.is_dir():
-            source = source[source[schema.WINE_TYPE] == "red"]
         if scenario == "drift":
             source = shift_rows(source)
     shuffled = source.sample(frac=1.0, random_state=seed).reset_index(drop=True)

@@ -1,9 +1,10 @@
 """The whole loop, for real: `winequality up` (MLflow, app, detector, webhook, Prometheus,
-Alertmanager on loopback, 1 s intervals) around a champion trained on red wines only by the real
-DVC pipeline, driven by `winequality simulate` with the real UCI white wines.
+Alertmanager on loopback, 1 s intervals) around a champion built by the real DVC pipeline, driven
+by `winequality simulate` with the real UCI wines: a champion trained on red wines only (white
+traffic is far outside it), and one trained on both (the README's demo, in its order).
 
-Each test copies the same pipeline project (built once per module) so the drift test's new
-champion never leaks into the stable test.
+Each test copies a pipeline project (built once per module) so one test's new champion never
+leaks into another.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 from tests.support.project import make_pipeline_repo, pipeline_env, run
 
 from winequality.process import ManagedProcess, free_port
+from winequality.settings import TrackingSettings
+from winequality.training import tracking
 
 pytestmark = pytest.mark.e2e
 
@@ -42,6 +46,16 @@ PIPELINE_PARAMS = {
 def red_champion(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> Path:
     """`dvc repro` on the red UCI file only: champion v1 knows no white wine."""
     source = {"data": {"source": str(shared_data_dir / "winequality-red.csv")}}
+    repo = make_pipeline_repo(tmp_path_factory.mktemp("e2e") / "project", PIPELINE_PARAMS | source)
+    run(["dvc", "repro"], repo, pipeline_env(repo))
+    assert json.loads((repo / "reports/promotion.json").read_text())["promoted"] is True
+    return repo
+
+
+@pytest.fixture(scope="module")
+def mixed_champion(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> Path:
+    """`dvc repro` on both UCI files, as `make run` with the real data: a mixed champion v1."""
+    source = {"data": {"source": str(shared_data_dir)}}
     repo = make_pipeline_repo(tmp_path_factory.mktemp("e2e") / "project", PIPELINE_PARAMS | source)
     run(["dvc", "repro"], repo, pipeline_env(repo))
     assert json.loads((repo / "reports/promotion.json").read_text())["promoted"] is True
@@ -88,8 +102,18 @@ class RunningStack:
 
 @pytest.fixture
 def stack(tmp_path: Path, red_champion: Path) -> Iterator[RunningStack]:
+    yield from start_stack(tmp_path, red_champion, cooldown_s=60)
+
+
+@pytest.fixture
+def mixed_stack(tmp_path: Path, mixed_champion: Path) -> Iterator[RunningStack]:
+    # A short cool-down: an alarm after the loop closed would start a second retraining.
+    yield from start_stack(tmp_path, mixed_champion, cooldown_s=5)
+
+
+def start_stack(tmp_path: Path, template: Path, cooldown_s: float) -> Iterator[RunningStack]:
     project = tmp_path / "project"
-    shutil.copytree(red_champion, project, symlinks=True)
+    shutil.copytree(template, project, symlinks=True)
     run_dir = tmp_path / "stack"
     env = pipeline_env(project)
     ports = {
@@ -103,7 +127,8 @@ def stack(tmp_path: Path, red_champion: Path) -> Iterator[RunningStack]:
     cmd = [sys.executable, "-m", "winequality.cli", "up", "--run-dir", str(run_dir),
            *[str(x) for kv in ports.items() for x in kv],
            "--scrape-interval", "1s", "--evaluation-interval", "1s", "--drift-for", "1s",
-           "--group-wait", "1s", "--group-interval", "1s", "--cooldown", "60"]  # fmt: skip
+           "--group-wait", "1s", "--group-interval", "1s",
+           "--cooldown", str(cooldown_s)]  # fmt: skip
     up = ManagedProcess("up", cmd, tmp_path / "up.log", env=env, cwd=project)
     t0 = time.monotonic()
     up.start()
@@ -151,16 +176,10 @@ def test_drifted_traffic_retrains_once_and_the_new_model_stops_the_alarm(
     # reports the directory it loaded, ``.v2-<stamp>.v-<suffix>``.
     assert Path(meta["source"]).name.lstrip(".").startswith("v2-")
 
-    # The new champion's reference is recent production (white): more white wines are normal.
-    more = stack.simulate(
-        "--scenario", "drift", "--rows", "300", "--skip", "400", "--batch", "50",
-        "--data", str(shared_data_dir), "--follow", "4", "--no-until-loop-closed",
-    )  # fmt: skip
-    detector = stack.get("detector", "/drift")
-    assert detector["windows_tested"] >= 3, detector
-    assert detector["drift_found"] is False, detector["latest"]
-    assert more["first_drift"] is None, more
-    assert not more["alert_seen"], more
+    # The new reference is a sample of the new training set: red base and the white feedback.
+    reference = pd.read_parquet(Path(meta["source"]) / "reference.parquet")
+    white = (reference["wine_type"] == "white").mean()
+    assert 0.05 < white < 0.5, white
     status = stack.get("webhook", "/status")
     assert len(status["runs"]) == 1, status
 
@@ -183,5 +202,70 @@ def test_stable_traffic_raises_no_alert_and_starts_no_retraining(stack: RunningS
     assert stable["retraining_runs"] == 0
     assert stack.get("webhook", "/status")["runs"] == []
     assert stack.get("app", "/metadata")["model"]["version"] == "1"
+
+    stack.stop_and_check()
+
+
+def retraining_run(project: Path, version: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """Tags and ``trigger/`` artifacts of the MLflow run behind model ``version``."""
+    settings = TrackingSettings(project_dir=project, mlflow_tracking_uri=None, _env_file=None)  # type: ignore[call-arg]
+    client = tracking.connect(settings)
+    run_id = client.get_model_version(settings.registered_model_name, version).run_id
+    assert run_id is not None
+    dest = project / "downloaded"
+    dest.mkdir()
+    folder = Path(client.download_artifacts(run_id, "trigger", str(dest)))
+    docs = {p.name: json.loads(p.read_text()) for p in folder.glob("*.json")}
+    return client.get_run(run_id).data.tags, docs
+
+
+def test_readme_demo_in_order_retrains_once_and_records_why(
+    mixed_stack: RunningStack, shared_data_dir: Path
+) -> None:
+    """`simulate --scenario drift`, then `--scenario stable`: exactly one retraining."""
+    stack = mixed_stack
+    assert stack.get("app", "/metadata")["model"]["version"] == "1"
+    drift = stack.simulate(
+        "--scenario", "drift", "--rows", "400", "--batch", "50",
+        "--data", str(shared_data_dir), "--follow", "180",
+    )  # fmt: skip
+    assert drift["alert_seen"], drift
+    assert drift["retraining_runs"] == 1, drift
+    result = drift["results"][0]
+    assert result["promoted"] is True, result
+    assert (result["version"], result["trigger"], result["evidence"]) == (
+        "2",
+        "WineQualityDrift",
+        "recorded",
+    ), result
+    assert drift["served_version"] == "2"
+
+    # Held-out mixed rows are what v2 was trained and validated for: no drift, no retraining.
+    stable = stack.simulate(
+        "--scenario", "stable", "--rows", "400", "--batch", "50", "--follow", "10",
+        "--no-until-loop-closed",
+    )  # fmt: skip
+    detector = stack.get("detector", "/drift")
+    assert detector["windows_tested"] == 8, detector  # 4 drifted, 4 stable (not reset by reload)
+    assert detector["drift_found"] is False, detector["latest"]
+    assert stable["first_drift"] is None, stable
+    assert not stable["alert_seen"], stable
+    assert stable["retraining_runs"] == 0, stable
+    assert len(stack.get("webhook", "/status")["runs"]) == 1
+    assert stack.get("app", "/metadata")["model"]["version"] == "2"
+
+    # The retraining's MLflow run says what started it, with the detector's evidence.
+    tags, docs = retraining_run(stack.project, "2")
+    assert tags["trigger"] == "WineQualityDrift", tags
+    assert tags["trigger.evidence"] == "recorded", tags
+    assert tags["trigger.starts_at"], tags
+    alerts = docs["alerts.json"]["alerts"]
+    assert [a["name"] for a in alerts] == ["WineQualityDrift"]
+    assert alerts[0]["labels"]["alertname"] == "WineQualityDrift"
+    evidence = docs["evidence.json"]
+    assert evidence["unavailable"] is None, evidence
+    assert evidence["drift"]["drift_found"] is True, evidence
+    assert evidence["drift"]["windows_tested"] >= 1, evidence
+    assert "wine_type" in json.dumps(evidence["drift"]), evidence
 
     stack.stop_and_check()

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from winequality import simulate, stack
+from winequality.pipeline.trigger import TRIGGER_FILE_ENV
 from winequality.stages import PATHS
 
 app = typer.Typer()
@@ -66,9 +67,17 @@ def retrain(
             help="Where this run's data, model and reports go (default: data/retrain/<time>)."
         ),
     ] = None,
-    trigger: Annotated[str, typer.Option(help="Value of the run's `trigger` tag.")] = (
-        "drift-retraining"
-    ),
+    trigger: Annotated[
+        str, typer.Option(help="The run's `trigger` tag when no trigger file names the alert.")
+    ] = "manual",
+    trigger_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=TRIGGER_FILE_ENV,
+            help="The alerts that started this run (JSON written by the webhook); their names "
+            "become the `trigger` tag, the file an artifact of the run.",
+        ),
+    ] = None,
     notify: Annotated[
         bool,
         typer.Option(
@@ -91,6 +100,7 @@ def retrain(
     from winequality.commands import settings_and_params
     from winequality.pipeline.retrain import RetrainResult
     from winequality.pipeline.retrain import retrain as do_retrain
+    from winequality.pipeline.trigger import read_trigger
     from winequality.settings import RetrainSettings
     from winequality.stages import StageError
 
@@ -98,13 +108,15 @@ def retrain(
     root = settings.project_dir
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     try:
+        alerts = read_trigger(trigger_file) if trigger_file is not None else None
         result = do_retrain(
             settings,
             params,
             base_train=train_path or root / PATHS.train,
             base_test=test or root / PATHS.test,
             work_dir=work_dir or root / "data" / "retrain" / stamp,
-            trigger=trigger,
+            trigger=alerts,
+            fallback_trigger=trigger,
             notify=notify,
             n_jobs=n_jobs,
         )

@@ -21,15 +21,22 @@ One retraining (``winequality retrain``, started by the Alertmanager webhook on 
    (``settings.model_dir``, a symlink in the local stack) move to the new bundle, and the detector
    reloads its reference from there (which also resets ``drift_found``).
 
-**The new reference sample** is the most recent labelled production rows (at most
-``retrain.reference_size``), not a sample of the refreshed training data. The retraining happened
-because production stopped looking like the old reference; the question the detector must answer
-from now on is "has production changed again since this model was trained?", so its reference is
-what production looked like at training time. Mixing old rows back in would make the detector flag
-the very population the model was just retrained for (e.g. after white-wine traffic against a red
-reference, a red+white reference would flag every all-white window on ``wine_type`` alone).
-``retrain.min_feedback_rows`` guards both uses: with fewer labels there is nothing new to learn
-and too little to describe production, so no retraining runs.
+**The new reference sample** is a seeded sample (``retrain.reference_size`` rows, drawn as
+``prepare`` draws the first one) of the refreshed training set: base training split + the
+training part of the feedback. The reference states what the model was trained and validated
+for, so the detector's question stays "is production outside what this model was fitted on?"
+and the rows that made the retraining (now part of the training set) count in the same proportion
+as in training. Recent production alone (the feedback) would be the wrong reference: after a spell
+of white-only traffic it is all white, so ordinary mixed traffic then flags on ``wine_type`` in
+every window and retrains again (``benchmarks/reference_after_retraining.py`` measures each
+candidate against mixed and white-only windows; the README quotes the figures).
+``retrain.min_feedback_rows`` guards the retraining: with fewer labels there is nothing new to
+learn, so no retraining runs.
+
+**What started it** (``pipeline.trigger``): the webhook hands the firing alerts to the job in a
+file named by ``WINEQ_RETRAIN_TRIGGER_FILE``; the job fetches the detector's ``/drift`` (the
+window and statistics behind the alarm) before anything reloads, and records both on the run:
+tag ``trigger`` = the alert name, artifacts ``trigger/alerts.json`` and ``trigger/evidence.json``.
 """
 
 from __future__ import annotations
@@ -47,12 +54,14 @@ import pandas as pd
 from winequality import artifacts
 from winequality.contract import schema
 from winequality.params import Params, RetrainParams
+from winequality.pipeline.trigger import Trigger, fetch_evidence, log_trigger, trigger_tags
 from winequality.settings import RetrainSettings
 from winequality.stages import PATHS, StagePaths
 
 TRIGGER_TAG: Final = "trigger"
 FEEDBACK_TAG: Final = "feedback_rows"
-DEFAULT_TRIGGER: Final = "drift-retraining"
+DEFAULT_TRIGGER: Final = "manual"
+"""The ``trigger`` tag of a run started without a trigger file (by hand, not by an alert)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,10 @@ class RetrainResult:
     reason: str
     feedback_rows: int | None
     previous_version: str | None = None
+    trigger: str | None = None
+    """The ``trigger`` tag: the alert name(s) that started the run, or ``manual``."""
+    evidence: str | None = None
+    """``recorded`` or ``unavailable: <why>`` (the detector's ``/drift`` at the start)."""
     outcome: str = "skipped"
     """``promoted``, ``refused`` (gate), ``rolled_back`` (app refused it) or ``skipped``."""
     model_dir: str | None = None
@@ -105,11 +118,13 @@ def split_feedback(
     return train.reset_index(drop=True), holdout.reset_index(drop=True)
 
 
-def production_reference(feedback: pd.DataFrame, size: int) -> pd.DataFrame:
-    """The newest ``size`` labelled production rows (feedback is stored oldest first)."""
+def training_reference(train: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
+    """A seeded sample of ``size`` rows of the (refreshed) training set, as ``prepare`` draws."""
+    from winequality.data.prepare import reference_sample
+
     if size <= 0:
         raise ValueError(f"reference size must be positive, got {size}")
-    return feedback.iloc[-size:].reset_index(drop=True)
+    return reference_sample(train, size, seed)
 
 
 def refresh_data(
@@ -118,7 +133,7 @@ def refresh_data(
     feedback: pd.DataFrame,
     params: RetrainParams,
 ) -> RefreshedData:
-    """Base splits + feedback split by seed; the reference describes recent production."""
+    """Base splits + feedback split by seed; the reference is a sample of the new training set."""
     columns = list(schema.DATA_COLUMNS)
     fb_train, fb_holdout = split_feedback(
         feedback.loc[:, columns], params.holdout_fraction, params.seed
@@ -128,7 +143,7 @@ def refresh_data(
     return RefreshedData(
         train=train,
         holdout=holdout,
-        reference=production_reference(feedback.loc[:, columns], params.reference_size),
+        reference=training_reference(train, params.reference_size, params.seed),
         feedback_train_rows=len(fb_train),
         feedback_holdout_rows=len(fb_holdout),
     )
@@ -229,11 +244,16 @@ def retrain(
     base_train: Path,
     base_test: Path,
     work_dir: Path,
-    trigger: str = DEFAULT_TRIGGER,
+    trigger: Trigger | None = None,
+    fallback_trigger: str = DEFAULT_TRIGGER,
     notify: bool = True,
     n_jobs: int = 1,
 ) -> RetrainResult:
-    """One retraining: refresh, train, register, gate, and deploy a promoted model."""
+    """One retraining: refresh, train, register, gate, and deploy a promoted model.
+
+    ``trigger`` is what the webhook received (None for a run started by hand, tagged
+    ``fallback_trigger``).
+    """
     from winequality.feedback_store import FeedbackStore
     from winequality.training import tracking
     from winequality.training.dataset import read_split
@@ -244,6 +264,11 @@ def retrain(
 
     def lap(name: str) -> None:
         clock[name] = round(time.perf_counter() - t0 - sum(clock.values()), 3)
+
+    # First, while the detector still holds the alarm that started this run.
+    evidence = fetch_evidence(settings.detector_url)
+    tags = trigger_tags(trigger, evidence, fallback_trigger)
+    evidence_note = evidence.note
 
     if not settings.feedback_db.is_file():
         feedback = pd.DataFrame(columns=list(schema.DATA_COLUMNS))
@@ -264,6 +289,8 @@ def retrain(
                 "(retrain.min_feedback_rows)"
             ),
             feedback_rows=n_feedback,
+            trigger=tags[TRIGGER_TAG],
+            evidence=evidence_note,
         )
     data = refresh_data(read_split(base_train), read_split(base_test), feedback, params.retrain)
     lap("refresh")
@@ -273,7 +300,7 @@ def retrain(
     paths.source.write_text(
         json.dumps(
             {
-                "kind": trigger,
+                "kind": "retraining",
                 "source": f"{base_train.name}+{base_test.name}+feedback:{settings.feedback_db}",
                 "feedback_rows": n_feedback,
             }
@@ -283,7 +310,7 @@ def retrain(
     lap("train_evaluate_export")
 
     extra_tags = {
-        TRIGGER_TAG: trigger,
+        **tags,
         FEEDBACK_TAG: str(n_feedback),
         "feedback_train_rows": str(data.feedback_train_rows),
         "feedback_holdout_rows": str(data.feedback_holdout_rows),
@@ -292,6 +319,7 @@ def retrain(
         "base_test_md5": tracking.file_md5(base_test),
     }
     registered = register(paths, settings, params, alias="challenger", extra_tags=extra_tags)
+    log_trigger(tracking.connect(settings), registered.run_id, trigger, evidence)
     lap("register")
     decision = promote(settings, params.promote, paths.test, paths.train)
     lap("gate")
@@ -302,6 +330,8 @@ def retrain(
         reason=decision.reason,
         feedback_rows=n_feedback,
         previous_version=previous,
+        trigger=tags[TRIGGER_TAG],
+        evidence=evidence_note,
         outcome=decision.outcome,
         scores={
             "challenger": decision.challenger.score,

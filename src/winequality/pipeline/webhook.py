@@ -6,7 +6,9 @@ repeats acknowledged (200) but not queued, and a cool-down after each run so a d
 still firing while the new model settles does not start a second run.
 
 The job runs as a child process (``WebhookSettings.command``): the webhook stays small and never
-imports the training stack, and a crashing job cannot take the receiver down.
+imports the training stack, and a crashing job cannot take the receiver down. The alerts that
+started it (name, labels, annotations, ``startsAt``) go to the job in a JSON file beside its log,
+named by ``WINEQ_RETRAIN_TRIGGER_FILE`` (``pipeline.trigger``), so its MLflow run records them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from winequality.http_common import BodyError, TokenDep, read_request_body, set_token
+from winequality.pipeline.trigger import (
+    TRIGGER_FILE_ENV,
+    Trigger,
+    TriggerAlert,
+    now,
+    write_trigger,
+)
 from winequality.settings import WebhookSettings
 
 Action = Literal["started", "already_running", "cooling_down", "ignored"]
@@ -42,6 +51,7 @@ class Alert(BaseModel):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = {}
+    startsAt: str | None = None  # noqa: N815 (Alertmanager's field name)
     fingerprint: str | None = None
 
 
@@ -61,6 +71,8 @@ class RunRecord:
     started_at: str
     reason: str
     pid: int
+    trigger_file: str | None = None
+    """The alerts handed to the job (``pipeline.trigger``), if any."""
     finished_at: str | None = None
     exit_code: int | None = None
     result: dict[str, Any] | None = None
@@ -91,8 +103,11 @@ class Retrainer:
             return "cooling_down"
         return "idle"
 
-    def trigger(self, reason: str) -> Action:
-        """Start the job unless one runs or the cool-down is on; never blocks on the job."""
+    def trigger(self, reason: str, alerts: Trigger | None = None) -> Action:
+        """Start the job unless one runs or the cool-down is on; never blocks on the job.
+
+        ``alerts`` (what Alertmanager sent) is written beside the run's log for the job to read.
+        """
         with self._lock:
             current = self._state_locked()
             if current == "running":
@@ -102,16 +117,26 @@ class Retrainer:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
             log_path = self.log_dir / f"retrain-{stamp}.log"
+            env = dict(self.env if self.env is not None else os.environ)
+            trigger_file = None
+            if alerts is not None:
+                trigger_file = write_trigger(self.log_dir / f"retrain-{stamp}.trigger.json", alerts)
+                env[TRIGGER_FILE_ENV] = str(trigger_file.absolute())
             with log_path.open("wb") as log:
                 self._proc = subprocess.Popen(
                     list(self.command),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
-                    env=self.env if self.env is not None else dict(os.environ),
+                    env=env,
                     start_new_session=True,
                 )
-            record = RunRecord(datetime.now(UTC).isoformat(), reason, self._proc.pid)
+            record = RunRecord(
+                datetime.now(UTC).isoformat(),
+                reason,
+                self._proc.pid,
+                str(trigger_file) if trigger_file else None,
+            )
             self.runs.append(record)
             threading.Thread(
                 target=self._wait, args=(self._proc, record, log_path), daemon=True
@@ -200,8 +225,23 @@ def create_app(settings: WebhookSettings, retrainer: Retrainer) -> FastAPI:
         if not firing:
             return {"action": "ignored", "reason": "no firing alert that triggers retraining"}
         names = sorted({a.labels["alertname"] for a in firing})
+        handed = Trigger(
+            alerts=[
+                TriggerAlert(
+                    name=a.labels["alertname"],
+                    labels=a.labels,
+                    annotations=a.annotations,
+                    starts_at=a.startsAt,
+                    fingerprint=a.fingerprint,
+                )
+                for a in firing
+            ],
+            received_at=now(),
+            receiver=payload.receiver,
+            group_key=payload.groupKey,
+        )
         # trigger starts a process: off the event loop.
-        action = await run_in_threadpool(retrainer.trigger, ",".join(names))
+        action = await run_in_threadpool(retrainer.trigger, ",".join(names), handed)
         return {"action": action, "alerts": names, "state": retrainer.state()}
 
     @app.get("/status")

@@ -1,4 +1,4 @@
-"""Pure parts of the retraining job: feedback split, new reference, data refresh."""
+"""The retraining job: feedback split, new reference, data refresh, trigger and evidence."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from winequality.params import RetrainParams
 from winequality.pipeline.retrain import (
     RetrainResult,
     new_bundle_dir,
-    production_reference,
     refresh_data,
     split_feedback,
+    training_reference,
 )
 
 
@@ -58,19 +58,6 @@ def test_split_feedback_refuses_a_fraction_outside_0_1(
         split_feedback(white.iloc[:10], fraction, seed=0)
 
 
-def test_reference_is_the_most_recent_production_rows(
-    red: pd.DataFrame, white: pd.DataFrame
-) -> None:
-    # Feedback is oldest first: some red traffic, then the white wines that caused the drift.
-    feedback = pd.concat([red.iloc[:300], white.iloc[:500]], ignore_index=True)
-    reference = production_reference(feedback, 400)
-    assert len(reference) == 400
-    assert (reference[schema.WINE_TYPE] == "white").all()
-    assert len(production_reference(feedback.iloc[:50], 400)) == 50
-    with pytest.raises(ValueError, match="positive"):
-        production_reference(feedback, 0)
-
-
 def test_refresh_adds_feedback_to_both_train_and_holdout(
     red: pd.DataFrame, white: pd.DataFrame
 ) -> None:
@@ -82,9 +69,25 @@ def test_refresh_adds_feedback_to_both_train_and_holdout(
     assert (data.train[schema.WINE_TYPE] == "white").sum() == 300
     assert (data.holdout[schema.WINE_TYPE] == "white").sum() == 100
     assert list(data.train.columns) == list(schema.DATA_COLUMNS)
-    # The new drift reference is production (white), not the red training data.
-    assert len(data.reference) == 400
-    assert set(data.reference[schema.WINE_TYPE]) == {"white"}
+    # The new drift reference is a sample of the new training set: red base and white feedback.
+    assert len(data.reference) == 1000
+    assert data.reference.merge(data.train.drop_duplicates(), how="inner").shape[0] == 1000
+    assert (data.reference[schema.WINE_TYPE] == "white").sum() == pytest.approx(
+        1000 * 300 / 1100, abs=40
+    )
+
+
+def test_training_reference_is_a_seeded_sample_of_all_training_rows(
+    red: pd.DataFrame, white: pd.DataFrame
+) -> None:
+    train = pd.concat([red.iloc[:700], white.iloc[:300]], ignore_index=True)
+    reference = training_reference(train, 500, seed=3)
+    pd.testing.assert_frame_equal(reference, training_reference(train, 500, seed=3))
+    assert len(reference) == 500
+    assert set(reference[schema.WINE_TYPE]) == {"red", "white"}
+    assert len(training_reference(train.iloc[:80], 500, seed=3)) == 80
+    with pytest.raises(ValueError, match="positive"):
+        training_reference(train, 0, seed=3)
 
 
 def test_new_bundle_dirs_are_fresh_siblings_of_the_pointer(tmp_path: Path) -> None:

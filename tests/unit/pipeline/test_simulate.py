@@ -47,6 +47,16 @@ def test_stable_traffic_is_the_held_out_split(test_split: Path) -> None:
     assert rows.merge(held_out.drop_duplicates(), how="inner").shape[0] == 100
 
 
+def test_stable_traffic_with_the_uci_folder_is_still_the_mixed_held_out_split(
+    tmp_path: Path, real_wines: pd.DataFrame, shared_data_dir: Path
+) -> None:
+    mixed = tmp_path / "mixed.parquet"
+    real_wines.drop_duplicates().sample(500, random_state=4).to_parquet(mixed)
+    rows = traffic("stable", 400, data=shared_data_dir, test_split=mixed)
+    assert set(rows[schema.WINE_TYPE]) == {"red", "white"}
+    assert rows.merge(pd.read_parquet(mixed), how="inner").shape[0] == 400
+
+
 def test_shifted_drift_raises_alcohol_within_physical_range(test_split: Path) -> None:
     base = pd.read_parquet(test_split)
     rows = traffic("drift", 100, data=None, test_split=test_split, drift_kind="shift")

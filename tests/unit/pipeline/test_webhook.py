@@ -1,13 +1,15 @@
-"""The retraining webhook's HTTP rules: the shared bearer check and a limited, validated body."""
+"""The retraining webhook's HTTP rules (bearer check, limited validated body) and hand-over."""
 
 from __future__ import annotations
 
 import sys
+import time
 import warnings
 from pathlib import Path
 
 import pytest
 
+from winequality.pipeline.trigger import TRIGGER_FILE_ENV, read_trigger
 from winequality.pipeline.webhook import MAX_ALERT_BODY, Retrainer, create_app
 from winequality.settings import WebhookSettings
 
@@ -56,3 +58,32 @@ def test_a_payload_that_is_not_alertmanager_s_is_a_422_naming_the_field(
 def test_a_resolved_alert_is_acknowledged_and_ignored(client: TestClient) -> None:
     doc = {"version": "4", "status": "resolved", "alerts": []}
     assert client.post("/alerts", json=doc, headers=AUTH).json()["action"] == "ignored"
+
+
+def test_the_firing_alerts_reach_the_job_in_its_trigger_file(tmp_path: Path) -> None:
+    settings = WebhookSettings(token=TOKEN, _env_file=None)  # type: ignore[call-arg]
+    copy = tmp_path / "seen.json"
+    job = f"import os, shutil; shutil.copy(os.environ['{TRIGGER_FILE_ENV}'], {str(copy)!r})"
+    retrainer = Retrainer([sys.executable, "-c", job], 0.0, tmp_path / "logs")
+    client = TestClient(create_app(settings, retrainer))
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "WineQualityDrift", "severity": "warning"},
+        "annotations": {"summary": "drift"},
+        "startsAt": "2026-12-01T21:00:00Z",
+        "fingerprint": "f1",
+    }
+    other = {**alert, "labels": {"alertname": "DriftDetectorDown"}}
+    doc = {"version": "4", "status": "firing", "receiver": "retrain", "alerts": [alert, other]}
+    assert client.post("/alerts", json=doc, headers=AUTH).json()["action"] == "started"
+    deadline = time.monotonic() + 20
+    while retrainer.state() == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    trigger = read_trigger(copy)
+    assert trigger.name == "WineQualityDrift"
+    assert trigger.receiver == "retrain"
+    (only,) = trigger.alerts
+    assert only.starts_at == "2026-12-01T21:00:00Z"
+    assert only.annotations == {"summary": "drift"}
+    assert retrainer.status()["runs"][0]["trigger_file"].endswith(".trigger.json")
