@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     """Interface the app binds to."""
     port: int = 8000
     """Port the app binds to."""
+    quality_window: int = 5_000
+    """Labelled rows of the served model version over which realized quality is computed (the
+    latest ones, joined to the scores served for them)."""
+    quality_min_labels: int = 200
+    """Fewest labelled rows before ``WineQualityDegraded`` may fire."""
+    quality_alpha: float = 1e-3
+    """Significance level of the one-sided test "realized MSE > the champion's test MSE"
+    (evaluated at every scrape; ``benchmarks/quality_alarms.py`` measures its false-fire rate)."""
 
     # --- monitoring --------------------------------------------------------------------------
     detector_url: str | None = None
@@ -102,7 +110,7 @@ class Settings(BaseSettings):
     """Bearer token Alertmanager must present to the retraining webhook; unset refuses all."""
     webhook_port: int = 8082
     """Port of the retraining webhook."""
-    retrain_alerts: tuple[str, ...] = ("WineQualityDrift",)
+    retrain_alerts: tuple[str, ...] = ("WineQualityDrift", "WineQualityDegraded")
     """Alert names that start a retraining."""
     retrain_cooldown_s: float = 300.0
     """Quiet period after a retraining during which new alerts are acknowledged, not acted on."""
