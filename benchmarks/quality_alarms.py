@@ -1,15 +1,16 @@
 """Realized-quality alarms: does ``WineQualityDegraded`` fire on degraded labels only?
 
     uv run python -m benchmarks.quality_alarms [--data-dir DIR] [--seeds 200]
-        [--alpha A] [--min-labels N]
+        [--alpha A] [--min-labels N] [--every K]
 
 Real data (the two UCI CSVs), deduplicated and split as ``params.yaml`` ``prepare`` does; a real
 model (the serving tests' ElasticNet, exported to ONNX and scored by the app's ``OnnxPredictor``,
 so the scores are the float32 ones the app serves) trained on the training split; its test RMSE
 is what a bundle's ``metadata.metrics["rmse"]`` states. Labelled rows are drawn from the test split
 with replacement, one stream per seed, and the app's decision (``quality.degradation_test`` with
-the serving defaults unless overridden) is evaluated after every label, the strictest reading of
-a rule that Prometheus evaluates once per scrape:
+the serving defaults unless overridden) is evaluated after every ``--every`` labels (default 1,
+the strictest reading of a rule that Prometheus evaluates once per scrape; at 10 labels/s and a
+15 s scrape it sees every 150th):
 
 - ``stable``: 5,000 labelled rows as they are; a fire anywhere in the stream is a false fire;
 - ``shift +0.5``: 500 rows whose true quality is 0.5 higher (concept drift: same wines, other
@@ -72,10 +73,16 @@ def scored_test_split(data_dir: Path) -> tuple[FloatArray, FloatArray, float]:
 
 
 def first_fire(
-    labels: FloatArray, served: FloatArray, test_rmse: float, alpha: float, min_labels: int
+    labels: FloatArray,
+    served: FloatArray,
+    test_rmse: float,
+    alpha: float,
+    min_labels: int,
+    every: int = 1,
 ) -> int | None:
     """Label count at which the decision first says degraded, or None."""
-    for n in range(max(min_labels, 2), len(labels) + 1):
+    looks = [*range(every, len(labels), every), len(labels)]
+    for n in (n for n in looks if n >= max(min_labels, 2)):
         if degradation_test(
             labels[:n], served[:n], test_rmse, alpha=alpha, min_labels=min_labels
         ).degraded:
@@ -91,6 +98,7 @@ def run(
     seeds: int,
     alpha: float,
     min_labels: int,
+    every: int,
 ) -> list[int | None]:
     labels, served, test_rmse = data
     fires: list[int | None] = []
@@ -100,7 +108,7 @@ def run(
         pick = rng.integers(0, len(labels), rows)
         y = relabel(labels[pick], rng)
         rmses.append(realized_quality(y, served[pick]).rmse)
-        fires.append(first_fire(y, served[pick], test_rmse, alpha, min_labels))
+        fires.append(first_fire(y, served[pick], test_rmse, alpha, min_labels, every))
     hit = [f for f in fires if f is not None]
     median = f"{int(np.median(hit))}" if hit else "-"
     p90 = f"{int(np.percentile(hit, 90))}" if hit else "-"
@@ -118,20 +126,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--alpha", type=float, default=defaults.quality_alpha)
     parser.add_argument("--min-labels", type=int, default=defaults.quality_min_labels)
+    parser.add_argument("--every", type=int, default=1, help="labels between evaluations")
     args = parser.parse_args(argv)
 
     data = scored_test_split(args.data_dir)
     labels, _, test_rmse = data
     print(
         f"test split: {len(labels)} rows, test RMSE {test_rmse:.4f}; alpha {args.alpha:g},"
-        f" min labels {args.min_labels}; decision evaluated after every label"
+        f" min labels {args.min_labels}; decision evaluated every {args.every} label(s)"
     )
     print(
         f"{'stream':<20} {'rows':>6} {'seeds':>6} {'fired':>8} {'median n':>9} {'p90 n':>7}"
         f" {'med RMSE':>10}"
     )
     stable = run(
-        "stable", STABLE_ROWS, lambda y, _: y, data, args.seeds, args.alpha, args.min_labels
+        "stable",
+        STABLE_ROWS,
+        lambda y, _: y,
+        data,
+        args.seeds,
+        args.alpha,
+        args.min_labels,
+        args.every,
     )
     shifted = run(
         "shift +0.5",
@@ -141,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds,
         args.alpha,
         args.min_labels,
+        args.every,
     )
     half = run(
         "shift +1 on half",
@@ -150,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds,
         args.alpha,
         args.min_labels,
+        args.every,
     )
     false_rate = sum(f is not None for f in stable) / len(stable)
     bars = {
