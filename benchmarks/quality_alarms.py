@@ -1,7 +1,7 @@
 """Realized-quality alarms: does ``WineQualityDegraded`` fire on degraded labels only?
 
     uv run python -m benchmarks.quality_alarms [--data-dir DIR] [--seeds 200]
-        [--alpha A] [--min-labels N] [--every K]
+        [--alpha A] [--min-labels N] [--mixture-labels R] [--every K] [--fixed]
 
 Real data (the two UCI CSVs), deduplicated and split as ``params.yaml`` ``prepare`` does; a real
 model (the serving tests' ElasticNet, exported to ONNX and scored by the app's ``OnnxPredictor``,
@@ -39,7 +39,7 @@ from winequality.data.ingest import read_uci_dir
 from winequality.data.prepare import drop_duplicates, split
 from winequality.inference.predictor import OnnxPredictor
 from winequality.params import load_params
-from winequality.serving.quality import degradation_test, realized_quality
+from winequality.serving.quality import MIXTURE_LABELS, degradation_test, realized_quality
 from winequality.settings import Settings
 
 FloatArray = npt.NDArray[np.float64]
@@ -72,20 +72,36 @@ def scored_test_split(data_dir: Path) -> tuple[FloatArray, FloatArray, float]:
     return labels, served, realized_quality(labels, served).rmse
 
 
+Rule = Callable[[FloatArray, FloatArray], bool]
+"""(labels so far, served scores so far) -> degraded?"""
+
+
+def rule_for(args: argparse.Namespace, test_rmse: float) -> Rule:
+    """The app's sequential decision, or (``--fixed``) a fixed-sample p < alpha at every look."""
+
+    def decide(y: FloatArray, served: FloatArray) -> bool:
+        test = degradation_test(
+            y,
+            served,
+            test_rmse,
+            alpha=args.alpha,
+            min_labels=args.min_labels,
+            mixture_labels=args.mixture_labels,
+        )
+        if args.fixed:
+            return test.labels >= args.min_labels and test.p_value < args.alpha
+        return test.degraded
+
+    return decide
+
+
 def first_fire(
-    labels: FloatArray,
-    served: FloatArray,
-    test_rmse: float,
-    alpha: float,
-    min_labels: int,
-    every: int = 1,
+    labels: FloatArray, served: FloatArray, rule: Rule, start: int, every: int
 ) -> int | None:
-    """Label count at which the decision first says degraded, or None."""
+    """Label count at which the rule first says degraded, or None."""
     looks = [*range(every, len(labels), every), len(labels)]
-    for n in (n for n in looks if n >= max(min_labels, 2)):
-        if degradation_test(
-            labels[:n], served[:n], test_rmse, alpha=alpha, min_labels=min_labels
-        ).degraded:
+    for n in (n for n in looks if n >= max(start, 2)):
+        if rule(labels[:n], served[:n]):
             return n
     return None
 
@@ -95,12 +111,11 @@ def run(
     rows: int,
     relabel: Callable[[FloatArray, np.random.Generator], FloatArray],
     data: tuple[FloatArray, FloatArray, float],
-    seeds: int,
-    alpha: float,
-    min_labels: int,
-    every: int,
+    args: argparse.Namespace,
 ) -> list[int | None]:
-    labels, served, test_rmse = data
+    seeds = args.seeds
+    rule = rule_for(args, data[2])
+    labels, served, _ = data
     fires: list[int | None] = []
     rmses = []
     for seed in range(seeds):
@@ -108,7 +123,7 @@ def run(
         pick = rng.integers(0, len(labels), rows)
         y = relabel(labels[pick], rng)
         rmses.append(realized_quality(y, served[pick]).rmse)
-        fires.append(first_fire(y, served[pick], test_rmse, alpha, min_labels, every))
+        fires.append(first_fire(y, served[pick], rule, args.min_labels, args.every))
     hit = [f for f in fires if f is not None]
     median = f"{int(np.median(hit))}" if hit else "-"
     p90 = f"{int(np.percentile(hit, 90))}" if hit else "-"
@@ -126,14 +141,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--alpha", type=float, default=defaults.quality_alpha)
     parser.add_argument("--min-labels", type=int, default=defaults.quality_min_labels)
+    parser.add_argument("--mixture-labels", type=float, default=MIXTURE_LABELS)
+    parser.add_argument(
+        "--fixed", action="store_true", help="baseline: fixed-sample p < alpha at every look"
+    )
     parser.add_argument("--every", type=int, default=1, help="labels between evaluations")
     args = parser.parse_args(argv)
 
     data = scored_test_split(args.data_dir)
     labels, _, test_rmse = data
     print(
-        f"test split: {len(labels)} rows, test RMSE {test_rmse:.4f}; alpha {args.alpha:g},"
-        f" min labels {args.min_labels}; decision evaluated every {args.every} label(s)"
+        f"test split: {len(labels)} rows, test RMSE {test_rmse:.4f};"
+        f" {'fixed-sample p < alpha' if args.fixed else 'sequential boundary'}, alpha"
+        f" {args.alpha:g}, mixture labels {args.mixture_labels:g}, min labels {args.min_labels};"
+        f" decision evaluated every {args.every} label(s)"
     )
     print(
         f"{'stream':<20} {'rows':>6} {'seeds':>6} {'fired':>8} {'median n':>9} {'p90 n':>7}"
@@ -144,30 +165,21 @@ def main(argv: list[str] | None = None) -> int:
         STABLE_ROWS,
         lambda y, _: y,
         data,
-        args.seeds,
-        args.alpha,
-        args.min_labels,
-        args.every,
+        args,
     )
     shifted = run(
         "shift +0.5",
         SHIFTED_ROWS,
         lambda y, _: y + 0.5,
         data,
-        args.seeds,
-        args.alpha,
-        args.min_labels,
-        args.every,
+        args,
     )
     half = run(
         "shift +1 on half",
         SHIFTED_ROWS,
         lambda y, rng: y + rng.integers(0, 2, len(y)),
         data,
-        args.seeds,
-        args.alpha,
-        args.min_labels,
-        args.every,
+        args,
     )
     false_rate = sum(f is not None for f in stable) / len(stable)
     bars = {

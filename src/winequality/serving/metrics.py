@@ -17,9 +17,10 @@ Realized quality of the served model version, over its latest ``quality_window``
 - ``realized_rmse`` / ``realized_mae{model_version}``   errors of the served scores (NaN: none)
 - ``realized_within_0_5`` / ``realized_within_1_0{model_version}``  share of rows that close
 - ``champion_test_rmse{model_version}``            the test RMSE the bundle states
-- ``realized_rmse_z`` / ``realized_rmse_pvalue{model_version}``  one-sided test of the realized
-  MSE against the test MSE
-- ``realized_degraded{model_version}``             1 when that test is significant with enough
+- ``realized_rmse_z{model_version}``               z of the realized MSE against the test MSE;
+  ``realized_rmse_z_threshold`` the sequential boundary it must cross, ``realized_rmse_pvalue``
+  its fixed-sample one-sided p-value
+- ``realized_degraded{model_version}``             1 when z crossed the boundary with enough
   labels (the ``WineQualityDegraded`` alert)
 - ``prediction_ks{model_version}``                 KS distance of the remembered served scores
   from the model's scores on its reference sample; ``prediction_ks_rows`` their count
@@ -140,6 +141,11 @@ class RealizedQualityCollector(Collector):
                 "realized_rmse_z",
                 "z of the realized squared errors against the test MSE (one-sided).",
                 snap.test.z,
+            )
+            yield gauge(
+                "realized_rmse_z_threshold",
+                "Sequential boundary realized_rmse_z must reach for realized_degraded.",
+                snap.test.z_threshold,
             )
             yield gauge(
                 "realized_rmse_pvalue",

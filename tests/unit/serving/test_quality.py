@@ -12,6 +12,7 @@ from winequality.serving.quality import (
     degradation_test,
     prediction_ks,
     realized_quality,
+    z_boundary,
 )
 
 
@@ -50,7 +51,7 @@ def test_clearly_larger_errors_are_significant_with_enough_labels() -> None:
     y, served = _errors(np.random.default_rng(2), 500, 0.9)
     test = degradation_test(y, served, 0.7, alpha=1e-3, min_labels=200)
     assert test.degraded
-    assert test.z > 3.09
+    assert test.z >= test.z_threshold
     assert test.p_value == pytest.approx(0.5 * math.erfc(test.z / math.sqrt(2)))
 
 
@@ -116,3 +117,28 @@ def test_a_new_version_starts_its_own_window() -> None:
     snap = monitor.snapshot()
     assert snap is not None
     assert snap.quality.labels == 0
+
+
+def test_the_sequential_boundary_grows_with_many_labels_and_a_smaller_alpha() -> None:
+    bounds = [z_boundary(n, 0.02) for n in (1_000, 5_000, 50_000, 500_000)]
+    assert bounds == sorted(bounds)
+    assert z_boundary(500, 1e-3) > z_boundary(500, 0.02)
+    # Stricter than a fixed-sample test at the same level, which re-testing would overspend.
+    assert z_boundary(500, 0.02) > 2.054  # the one-sided 2 % normal quantile
+
+
+def test_the_boundary_is_robbins_normal_mixture() -> None:
+    n, alpha, rho = 400, 0.02, 30.0
+    expected = math.sqrt((1 + rho / n) * (math.log(1 + n / rho) + 2 * math.log(1 / alpha)))
+    assert z_boundary(n, alpha, rho) == pytest.approx(expected)
+
+
+def test_a_z_under_the_boundary_is_not_degraded_even_when_its_fixed_p_is_small() -> None:
+    rng = np.random.default_rng(6)
+    for _ in range(200):
+        y, served = _errors(rng, 400, 0.75)
+        test = degradation_test(y, served, 0.7, alpha=0.02, min_labels=200)
+        if 2.33 < test.z < test.z_threshold:  # p < 1 %, yet not past the boundary
+            assert not test.degraded
+            return
+    pytest.fail("no stream landed between the fixed and the sequential threshold")
