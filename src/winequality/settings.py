@@ -82,9 +82,10 @@ class Settings(BaseSettings):
     latest ones, joined to the scores served for them)."""
     quality_min_labels: int = 200
     """Fewest labelled rows before ``WineQualityDegraded`` may fire."""
-    quality_alpha: float = 1e-3
-    """Significance level of the one-sided test "realized MSE > the champion's test MSE"
-    (evaluated at every scrape; ``benchmarks/quality_alarms.py`` measures its false-fire rate)."""
+    quality_alpha: float = 0.02
+    """Time-uniform false-alarm level of the sequential test "realized MSE > the champion's test
+    MSE": the most a version's labels as good as its test set may ever fire, however often it is
+    evaluated (``serving.quality``; ``benchmarks/quality_alarms.py`` measures it)."""
 
     # --- monitoring --------------------------------------------------------------------------
     detector_url: str | None = None

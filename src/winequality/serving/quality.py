@@ -40,7 +40,7 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 
-MIXTURE_LABELS: Final = 100.0
+MIXTURE_LABELS: Final = 30.0
 """Label count at which the sequential boundary is tightest relative to a fixed-sample test
 (the mixture's prior scale): near the few hundred labels a degradation should be caught at."""
 MIN_KS_ROWS: Final = 50

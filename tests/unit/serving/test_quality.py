@@ -30,7 +30,7 @@ def test_no_labels_give_nan_quality_and_no_decision() -> None:
     q = realized_quality([], [])
     assert q.labels == 0
     assert math.isnan(q.rmse)
-    test = degradation_test([], [], 0.7, alpha=1e-3, min_labels=10)
+    test = degradation_test([], [], 0.7, alpha=0.02, min_labels=10)
     assert not test.degraded
     assert math.isnan(test.p_value)
 
@@ -42,14 +42,14 @@ def _errors(rng: np.random.Generator, n: int, sd: float) -> tuple[np.ndarray, np
 
 def test_errors_as_large_as_the_test_rmse_are_not_significant() -> None:
     y, served = _errors(np.random.default_rng(1), 5_000, 0.7)
-    test = degradation_test(y, served, 0.7, alpha=1e-3, min_labels=200)
+    test = degradation_test(y, served, 0.7, alpha=0.02, min_labels=200)
     assert not test.degraded
-    assert test.p_value > 1e-3
+    assert test.p_value > 0.02
 
 
 def test_clearly_larger_errors_are_significant_with_enough_labels() -> None:
     y, served = _errors(np.random.default_rng(2), 500, 0.9)
-    test = degradation_test(y, served, 0.7, alpha=1e-3, min_labels=200)
+    test = degradation_test(y, served, 0.7, alpha=0.02, min_labels=200)
     assert test.degraded
     assert test.z >= test.z_threshold
     assert test.p_value == pytest.approx(0.5 * math.erfc(test.z / math.sqrt(2)))
@@ -57,8 +57,8 @@ def test_clearly_larger_errors_are_significant_with_enough_labels() -> None:
 
 def test_few_labels_never_fire_however_bad() -> None:
     y, served = _errors(np.random.default_rng(3), 50, 3.0)
-    test = degradation_test(y, served, 0.7, alpha=1e-3, min_labels=200)
-    assert test.p_value < 1e-3
+    test = degradation_test(y, served, 0.7, alpha=0.02, min_labels=200)
+    assert test.p_value < 0.02
     assert not test.degraded
 
 
@@ -71,8 +71,8 @@ def test_the_test_statistic_is_the_standardized_excess_of_the_squared_errors() -
 
 
 def test_constant_errors_decide_on_the_excess_alone() -> None:
-    worse = degradation_test([6, 6, 6], [5, 5, 5], 0.5, alpha=1e-3, min_labels=2)
-    better = degradation_test([6, 6, 6], [5, 5, 5], 2.0, alpha=1e-3, min_labels=2)
+    worse = degradation_test([6, 6, 6], [5, 5, 5], 0.5, alpha=0.02, min_labels=2)
+    better = degradation_test([6, 6, 6], [5, 5, 5], 2.0, alpha=0.02, min_labels=2)
     assert worse.z == math.inf
     assert worse.degraded
     assert better.z == -math.inf
@@ -87,7 +87,7 @@ def test_ks_is_zero_for_the_same_scores_and_large_for_shifted_ones() -> None:
 
 
 def test_monitor_window_keeps_the_latest_labels_of_the_served_version_only() -> None:
-    monitor = QualityMonitor(3, alpha=1e-3, min_labels=2)
+    monitor = QualityMonitor(3, alpha=0.02, min_labels=2)
     assert monitor.snapshot() is None
     monitor.use_model("1", 0.7, labelled=[(5.0, 5.0), (6.0, 5.0)])
     monitor.observe("1", [7.0, 7.0], [7.0, 6.0])
@@ -102,7 +102,7 @@ def test_monitor_window_keeps_the_latest_labels_of_the_served_version_only() -> 
 
 
 def test_monitor_of_a_bundle_without_test_rmse_exports_no_test() -> None:
-    monitor = QualityMonitor(10, alpha=1e-3, min_labels=2)
+    monitor = QualityMonitor(10, alpha=0.02, min_labels=2)
     monitor.use_model("local", None)
     snap = monitor.snapshot()
     assert snap is not None
@@ -110,7 +110,7 @@ def test_monitor_of_a_bundle_without_test_rmse_exports_no_test() -> None:
 
 
 def test_a_new_version_starts_its_own_window() -> None:
-    monitor = QualityMonitor(10, alpha=1e-3, min_labels=2)
+    monitor = QualityMonitor(10, alpha=0.02, min_labels=2)
     monitor.use_model("1", 0.7)
     monitor.observe("1", [9.0, 9.0], [5.0, 5.0])
     monitor.use_model("2", 0.7)
