@@ -142,6 +142,15 @@ class ServingSettings(ProjectSettings, AppDataSettings):
     """Interface the app binds to."""
     port: int = PORTS.app
     """Port the app binds to."""
+    quality_window: int = 5_000
+    """Labelled rows of the served model version over which realized quality is computed (the
+    latest ones, joined to the scores served for them)."""
+    quality_min_labels: int = 200
+    """Fewest labelled rows before ``WineQualityDegraded`` may fire."""
+    quality_alpha: float = 0.02
+    """Time-uniform false-alarm level of the sequential test "realized MSE > the champion's test
+    MSE": the most a version's labels as good as its test set may ever fire, however often it is
+    evaluated (``serving.quality``; ``benchmarks/quality_alarms.py`` measures it)."""
     detector_url: str | None = None
     """Drift detector base URL that receives CloudEvents; unset disables payload logging."""
     detector_max_body_bytes: int = DEFAULT_DETECTOR_MAX_BODY_BYTES
@@ -193,7 +202,7 @@ class WebhookSettings(BaseSettings):
     """Interface the webhook binds to."""
     port: int = PORTS.webhook
     """Port the webhook binds to."""
-    alerts: tuple[str, ...] = ("WineQualityDrift",)
+    alerts: tuple[str, ...] = ("WineQualityDrift", "WineQualityDegraded")
     """Alert names that start a retraining."""
     cooldown_s: float = 300.0
     """Quiet period after a retraining during which new alerts are acknowledged, not acted on."""

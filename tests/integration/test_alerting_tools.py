@@ -31,7 +31,7 @@ def run(*cmd: str | Path) -> str:
 
 
 def test_promtool_checks_the_rules() -> None:
-    assert "SUCCESS: 3 rules found" in run("promtool", "check", "rules", PROM / ac.RULES_NAME)
+    assert "SUCCESS: 4 rules found" in run("promtool", "check", "rules", PROM / ac.RULES_NAME)
 
 
 def test_promtool_rule_unit_tests_pass() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 import pandas as pd
@@ -59,3 +61,41 @@ def test_bad_feedback_is_rejected_with_field_and_reason_and_nothing_is_stored(
         store.add([row], [quality])  # type: ignore[list-item]
     assert any(p.field == field and reason in p.reason for p in info.value.problems), info.value
     assert store.count() == 0
+
+
+def test_labels_are_stored_with_the_served_score_and_read_back_per_version(
+    tmp_path: Path,
+) -> None:
+    store = FeedbackStore(tmp_path / "fb.sqlite")
+    store.add([example_row()] * 2, [5, 6], "r1", [0, 1], served=[5.25, 5.5], model_version="1")
+    store.add([example_row()], [7], "r2", [0], served=[6.0], model_version="2")
+    store.add([example_row()], [4])  # labelled rows without a served score
+    assert store.labelled("1", 10) == [(5.0, 5.25), (6.0, 5.5)]
+    assert store.labelled("2", 10) == [(7.0, 6.0)]
+    assert store.labelled("1", 1) == [(6.0, 5.5)]  # the latest ones
+    assert store.count() == 4
+
+
+def test_a_database_from_before_the_join_gains_the_columns_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL,"
+        " request_id TEXT, row_index INTEGER, quality INTEGER NOT NULL, features TEXT NOT NULL)"
+    )
+    conn.execute(
+        "INSERT INTO feedback (received_at, request_id, row_index, quality, features)"
+        " VALUES ('2026-01-01', 'old', 0, 6, ?)",
+        (json.dumps(example_row()),),
+    )
+    conn.commit()
+    conn.close()
+    store = FeedbackStore(path)
+    store.add([example_row()], [5], "new", [0], served=[5.5], model_version="3")
+    assert store.frame()[schema.TARGET].tolist() == [6, 5]
+    assert store.labelled("3", 10) == [(5.0, 5.5)]
+    store.close()
+    columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(feedback)")}
+    assert {"served_quality", "model_version"} <= columns

@@ -26,6 +26,10 @@ RULES_NAME: Final = "wine-quality.rules.yml"
 APP_JOB: Final = "wine-quality-app"
 DETECTOR_JOB: Final = "drift-detector"
 DRIFT_ALERT: Final = "WineQualityDrift"
+DEGRADED_ALERT: Final = "WineQualityDegraded"
+RETRAIN_ALERTS: Final = (DRIFT_ALERT, DEGRADED_ALERT)
+"""Alerts routed to the retraining webhook (its ``retrain_alerts`` setting acts on the same)."""
+RETRAIN_MATCHER: Final = f'alertname=~"{"|".join(RETRAIN_ALERTS)}"'
 WEBHOOK_RECEIVER: Final = "retrain-webhook"
 TOKEN_FILE_NAME: Final = "webhook-token"  # noqa: S105 (a file name, not a secret)
 
@@ -87,7 +91,8 @@ def alertmanager_config(
     group_interval: str = "5m",
     repeat_interval: str = "4h",
 ) -> dict[str, Any]:
-    """Route WineQualityDrift to the retraining webhook (bearer token from a file)."""
+    """Route WineQualityDrift and WineQualityDegraded to the retraining webhook (bearer token
+    from a file); ``group_by: alertname`` keeps their notifications apart."""
     return {
         "route": {
             "receiver": "default",
@@ -98,7 +103,7 @@ def alertmanager_config(
             "routes": [
                 {
                     "receiver": WEBHOOK_RECEIVER,
-                    "matchers": [f'alertname="{DRIFT_ALERT}"'],
+                    "matchers": [RETRAIN_MATCHER],
                     "group_wait": group_wait,
                     "group_interval": group_interval,
                     "repeat_interval": repeat_interval,
@@ -199,6 +204,7 @@ def write_alerting_configs(
     webhook_token: str,
     host: str = "127.0.0.1",
     drift_for: str | None = None,
+    degraded_for: str | None = None,
     scrape_interval: str = "15s",
     evaluation_interval: str = "15s",
     group_wait: str = "30s",
@@ -211,8 +217,12 @@ def write_alerting_configs(
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     rules = out_dir / RULES_NAME
-    overrides = {DRIFT_ALERT: drift_for} if drift_for is not None else None
-    rules.write_text(dump(rules_config(RULES_FILE, overrides)))
+    overrides = {
+        name: value
+        for name, value in ((DRIFT_ALERT, drift_for), (DEGRADED_ALERT, degraded_for))
+        if value is not None
+    }
+    rules.write_text(dump(rules_config(RULES_FILE, overrides or None)))
     token = out_dir / TOKEN_FILE_NAME
     # The token is a secret: create it owner-only before writing it.
     fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -18,27 +18,72 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from importlib.metadata import version
+from pathlib import Path
 from time import perf_counter
 
+import anyio.to_thread
+import numpy as np
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from winequality.api_docs import add_docs
+from winequality.artifacts import REFERENCE_FILE
+from winequality.contract.features import Matrix
+from winequality.contract.parsers import frame_to_matrix
+from winequality.contract.problems import FeatureError
 from winequality.feedback_store import FeedbackSink
 from winequality.http_common import set_token
-from winequality.inference.predictor import BundleError
+from winequality.inference.predictor import BundleError, PredictorError
 from winequality.serving.metrics import ServingMetrics
-from winequality.serving.model import Loader, ModelManager, default_loader
+from winequality.serving.model import LoadedModel, Loader, ModelManager, default_loader
 from winequality.serving.payload_logger import PayloadLogger
+from winequality.serving.quality import QualityMonitor
 from winequality.serving.recent import RecentRequests
 from winequality.serving.routes import admin, feedback, health, metadata, predict, v2
 from winequality.serving.state import ServingState
 from winequality.settings import ServingSettings
 
 log = logging.getLogger(__name__)
+
+
+def _reference_matrix(bundle: Path) -> Matrix | None:
+    path = bundle / REFERENCE_FILE
+    if not path.is_file():
+        return None
+    import pandas as pd
+
+    return frame_to_matrix(pd.read_parquet(path))
+
+
+async def start_quality_window(
+    monitor: QualityMonitor, feedback: FeedbackSink, model: LoadedModel
+) -> None:
+    """Point the realized-quality window at a newly served model.
+
+    The window starts from the labels already stored for its version (a restart keeps them),
+    and the model's scores on its bundle's reference sample become the baseline of the
+    prediction-distribution statistic. Neither may fail a swap: without them the app exports
+    fewer statistics, and says why in the log.
+    """
+    md = model.metadata
+    labelled: list[tuple[float, float]] = []
+    try:
+        labelled = await feedback.labelled(md.version, monitor.window)
+    except (sqlite3.Error, OSError) as exc:
+        log.error("labels of version %s not read from %s: %s", md.version, feedback.path, exc)
+    reference = None
+    try:
+        matrix = await anyio.to_thread.run_sync(_reference_matrix, model.source)
+        if matrix is not None:
+            reference = (await model.predictor.predict(matrix)).quality.astype(np.float64)
+    except (OSError, ValueError, FeatureError, PredictorError) as exc:
+        log.error("no reference scores for version %s: %s", md.version, exc)
+    rmse = md.metrics.get("rmse")
+    monitor.use_model(md.version, rmse, labelled, reference)
 
 
 class ServingApp(FastAPI):
@@ -101,7 +146,19 @@ def create_app(
     """
     settings = settings or ServingSettings()
     metrics = ServingMetrics()
-    manager = ModelManager(settings, loader or default_loader(settings), metrics)
+    quality = QualityMonitor(
+        settings.quality_window,
+        alpha=settings.quality_alpha,
+        min_labels=settings.quality_min_labels,
+    )
+    recent = RecentRequests(settings.recent_requests)
+    feedback_sink = FeedbackSink(settings.feedback_db)
+    metrics.watch_quality(quality, recent.scores)
+
+    async def follow_model(model: LoadedModel) -> None:
+        await start_quality_window(quality, feedback_sink, model)
+
+    manager = ModelManager(settings, loader or default_loader(settings), metrics, follow_model)
     payloads = (
         PayloadLogger(
             settings.detector_url,
@@ -118,8 +175,9 @@ def create_app(
         settings,
         manager,
         metrics,
-        RecentRequests(settings.recent_requests),
-        FeedbackSink(settings.feedback_db),
+        recent,
+        feedback_sink,
+        quality,
         payloads,
     )
 

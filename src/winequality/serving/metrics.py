@@ -9,21 +9,39 @@ Names (all prefixed ``winequality_``):
 - ``predicted_rows_total{route}``                  wines predicted
 - ``model_info{name, version, run_id, backend}``   1 for the model being served
 - ``model_reloads_total{result}``                  hot swaps (``ok`` / ``refused``)
+
+Realized quality of the served model version, over its latest ``quality_window`` labelled rows
+(``serving.quality``; computed at scrape time, never on a request):
+
+- ``realized_labels{model_version}``               labelled rows in the window
+- ``realized_rmse`` / ``realized_mae{model_version}``   errors of the served scores (NaN: none)
+- ``realized_within_0_5`` / ``realized_within_1_0{model_version}``  share of rows that close
+- ``champion_test_rmse{model_version}``            the test RMSE the bundle states
+- ``realized_rmse_z{model_version}``               z of the realized MSE against the test MSE;
+  ``realized_rmse_z_threshold`` the sequential boundary it must cross, ``realized_rmse_pvalue``
+  its fixed-sample one-sided p-value
+- ``realized_degraded{model_version}``             1 when z crossed the boundary with enough
+  labels (the ``WineQualityDegraded`` alert)
+- ``prediction_ks{model_version}``                 KS distance of the remembered served scores
+  from the model's scores on its reference sample; ``prediction_ks_rows`` their count
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
-from typing import Final
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from winequality.contract import schema
+
+if TYPE_CHECKING:
+    from winequality.serving.quality import QualityMonitor
 
 PREFIX: Final = "winequality"
 LATENCY_BUCKETS: Final = (
@@ -81,6 +99,74 @@ class QualityHistogram(Collector):
 
     def describe(self) -> Iterator[Metric]:
         yield HistogramMetricFamily(self._name, self._documentation)
+
+
+class RealizedQualityCollector(Collector):
+    """Exports ``QualityMonitor``'s window and test, computed when Prometheus scrapes."""
+
+    def __init__(
+        self,
+        monitor: QualityMonitor,
+        served_scores: Callable[[str], npt.NDArray[np.float64]],
+    ) -> None:
+        self._monitor = monitor
+        self._served_scores = served_scores
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._monitor.snapshot()
+        if snap is None:
+            return
+        version = [snap.model_version]
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=["model_version"])
+            family.add_metric(version, value)
+            return family
+
+        q = snap.quality
+        yield gauge("realized_labels", "Labelled rows in the realized-quality window.", q.labels)
+        yield gauge("realized_rmse", "RMSE of the served scores against the labels.", q.rmse)
+        yield gauge("realized_mae", "MAE of the served scores against the labels.", q.mae)
+        yield gauge(
+            "realized_within_0_5", "Share of labelled rows scored within 0.5.", q.within_0_5
+        )
+        yield gauge(
+            "realized_within_1_0", "Share of labelled rows scored within 1.0.", q.within_1_0
+        )
+        if snap.test is not None and snap.test_rmse is not None:
+            yield gauge(
+                "champion_test_rmse", "Test RMSE stated by the served bundle.", snap.test_rmse
+            )
+            yield gauge(
+                "realized_rmse_z",
+                "z of the realized squared errors against the test MSE (one-sided).",
+                snap.test.z,
+            )
+            yield gauge(
+                "realized_rmse_z_threshold",
+                "Sequential boundary realized_rmse_z must reach for realized_degraded.",
+                snap.test.z_threshold,
+            )
+            yield gauge(
+                "realized_rmse_pvalue",
+                "p-value of 'realized MSE > test MSE' (one-sided z test).",
+                snap.test.p_value,
+            )
+            yield gauge(
+                "realized_degraded",
+                "1 when the realized RMSE is significantly worse than the test RMSE.",
+                float(snap.test.degraded),
+            )
+        served = self._served_scores(snap.model_version)
+        yield gauge(
+            "prediction_ks",
+            "KS distance of recently served scores from the reference-sample scores.",
+            self._monitor.distribution_shift(served),
+        )
+        yield gauge("prediction_ks_rows", "Served scores in the KS statistic.", served.size)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
 
 
 class ServingMetrics:
@@ -152,6 +238,15 @@ class ServingMetrics:
             self.model_info.remove(*self._model_labels)
         self.model_info.labels(*labels).set(1)
         self._model_labels = labels
+
+    def watch_quality(
+        self,
+        monitor: QualityMonitor,
+        served_scores: Callable[[str], npt.NDArray[np.float64]],
+    ) -> None:
+        """Export ``monitor``'s realized quality (``served_scores``: remembered scores by
+        version, for the distribution statistic)."""
+        self.registry.register(RealizedQualityCollector(monitor, served_scores))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -71,11 +71,22 @@ class ReloadInProgressError(RuntimeError):
     """Another reload is running; the caller should retry later (409)."""
 
 
+SwapHook = Callable[["LoadedModel"], Awaitable[None]]
+"""Runs after each swap with the new model (it must not raise: the swap has happened)."""
+
+
 class ModelManager:
     """Holds the served model; ``reload`` swaps it only for one that passed the checks."""
 
-    def __init__(self, settings: ServingSettings, loader: Loader, metrics: ServingMetrics) -> None:
+    def __init__(
+        self,
+        settings: ServingSettings,
+        loader: Loader,
+        metrics: ServingMetrics,
+        on_swap: SwapHook | None = None,
+    ) -> None:
         self.settings = settings
+        self._on_swap = on_swap
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
         self._loader = loader
@@ -121,6 +132,8 @@ class ModelManager:
             )
             if old is not None and old.predictor is not new.predictor:
                 self._close_later(old.predictor)
+            if self._on_swap is not None:
+                await self._on_swap(new)
             log.info(
                 "serving %s version %s from %s",
                 new.metadata.name,

@@ -1,7 +1,9 @@
 """The rows of the last N answered requests, by request id, so feedback can name them.
 
-Cheap on the request path: one ordered-dict insert of a reference to the model matrix the request
-was already parsed into, and once full, one eviction of the oldest. The matrix (48 bytes a wine)
+Each request keeps what was served for it too (the scores and the model version), so a label is
+joined to the prediction it judges. Cheap on the request path: one ordered-dict insert of
+references to the model matrix the request was already parsed into and to the score array the
+model returned, and once full, one eviction of the oldest. The matrix (48 bytes a wine)
 rather than the parsed JSON objects (about 1 kB a wine): 10,000 remembered 100-wine requests
 would otherwise hold a gigabyte. Its float32 values are turned back into their shortest decimal
 form, which gives back the submitted numbers for measurements of up to 7 significant digits
@@ -11,9 +13,10 @@ form, which gives back the submitted numbers for measurements of up to 7 signifi
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from winequality.contract import schema
 from winequality.contract.features import Matrix
@@ -34,6 +37,14 @@ ROWS_PER_REQUEST: Final = 10
 ``capacity * max_batch_rows`` wines (10,000 x 100-wine requests: +48 MB of resident memory)."""
 
 
+class Served(NamedTuple):
+    """One remembered request: its rows, the scores answered and the model that answered."""
+
+    rows: Matrix
+    quality: npt.NDArray[np.float32] | None
+    model_version: str | None
+
+
 class RecentRequests:
     """A bounded mapping request id -> rows; the oldest request is forgotten first.
 
@@ -44,33 +55,60 @@ class RecentRequests:
     def __init__(self, capacity: int, max_rows: int | None = None) -> None:
         self.capacity = capacity
         self.max_rows = capacity * ROWS_PER_REQUEST if max_rows is None else max_rows
-        self._rows: OrderedDict[str, Matrix] = OrderedDict()
+        self._requests: OrderedDict[str, Served] = OrderedDict()
         self._total = 0
 
-    def remember(self, request_id: str, rows: Matrix) -> None:
+    def remember(
+        self,
+        request_id: str,
+        rows: Matrix,
+        quality: npt.NDArray[np.float32] | None = None,
+        model_version: str | None = None,
+    ) -> None:
         if self.capacity <= 0:
             return
-        entries = self._rows
+        entries = self._requests
         previous = entries.pop(request_id, None)  # a reused id refers to its latest request
         if previous is not None:
-            self._total -= len(previous)
-        entries[request_id] = rows
+            self._total -= len(previous.rows)
+        entries[request_id] = Served(rows, quality, model_version)
         self._total += len(rows)
         while len(entries) > self.capacity or (self._total > self.max_rows and len(entries) > 1):
-            self._total -= len(entries.popitem(last=False)[1])
+            self._total -= len(entries.popitem(last=False)[1].rows)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._requests)
 
     def __contains__(self, request_id: object) -> bool:
-        return request_id in self._rows
+        return request_id in self._requests
 
     def rows(self, request_id: str) -> Matrix | None:
-        return self._rows.get(request_id)
+        served = self._requests.get(request_id)
+        return None if served is None else served.rows
 
     def row(self, request_id: str, index: int) -> dict[str, Any]:
         """Row ``index`` of a remembered request; ``KeyError`` / ``IndexError`` otherwise."""
-        rows = self._rows[request_id]
+        rows = self._requests[request_id].rows
         if not 0 <= index < len(rows):
             raise IndexError(index)
         return matrix_row(rows, index)
+
+    def served(self, request_id: str, index: int) -> tuple[float, str] | None:
+        """(score, model version) answered for row ``index``; None if not remembered."""
+        served = self._requests.get(request_id)
+        if served is None or served.quality is None or served.model_version is None:
+            return None
+        if not 0 <= index < len(served.quality):
+            raise IndexError(index)
+        return float(served.quality[index]), served.model_version
+
+    def scores(self, model_version: str) -> npt.NDArray[np.float64]:
+        """All remembered scores answered by ``model_version`` (for the distribution check)."""
+        arrays = [
+            s.quality
+            for s in list(self._requests.values())
+            if s.model_version == model_version and s.quality is not None
+        ]
+        if not arrays:
+            return np.empty(0)
+        return np.concatenate(arrays).astype(np.float64)

@@ -1,4 +1,5 @@
-"""What the endpoints share: settings, model manager, metrics, recent rows, feedback, logger."""
+"""What the endpoints share: settings, model manager, metrics, recent rows, feedback, realized
+quality, logger."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from winequality.feedback_store import FeedbackSink
 from winequality.serving.metrics import ServingMetrics
 from winequality.serving.model import ModelManager
 from winequality.serving.payload_logger import PayloadLogger
+from winequality.serving.quality import QualityMonitor
 from winequality.serving.recent import RecentRequests
 from winequality.settings import ServingSettings
 
@@ -22,6 +24,8 @@ class ServingState:
     metrics: ServingMetrics
     recent: RecentRequests
     feedback: FeedbackSink
+    quality: QualityMonitor
+    """Realized quality of the served version, from the labels joined to its scores."""
     payloads: PayloadLogger | None = None
     """Forwards answered requests to the drift detector; None when no detector is set."""
 

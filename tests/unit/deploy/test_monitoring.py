@@ -65,9 +65,9 @@ def test_alertmanager_config_routes_drift_to_the_webhook_like_the_plain_config(
 
     cr = one(base, "AlertmanagerConfig", "wine-quality-retrain")["spec"]
     assert cr["route"]["matchers"] == [
-        {"name": "alertname", "matchType": "=", "value": "WineQualityDrift"}
+        {"name": "alertname", "matchType": "=~", "value": "WineQualityDrift|WineQualityDegraded"}
     ]
-    assert route["matchers"] == ['alertname="WineQualityDrift"']
+    assert route["matchers"] == ['alertname=~"WineQualityDrift|WineQualityDegraded"']
     for plain_key, cr_key in (
         ("group_wait", "groupWait"),
         ("group_interval", "groupInterval"),

@@ -23,10 +23,10 @@ def test_checked_in_configs_match_their_generator(path: str, name: str, generato
     assert (ac.DEPLOY_DIR / path).read_text() == ac.dump(generator(), name)
 
 
-def test_drift_alert_routes_to_the_webhook_with_a_bearer_token_file() -> None:
+def test_drift_and_degraded_alerts_route_to_the_webhook_with_a_bearer_token_file() -> None:
     config = ac.alertmanager_config(webhook_url="http://x:1/alerts", credentials_file="/t")
     route = config["route"]["routes"][0]
-    assert route["matchers"] == ['alertname="WineQualityDrift"']
+    assert route["matchers"] == ['alertname=~"WineQualityDrift|WineQualityDegraded"']
     receiver = next(r for r in config["receivers"] if r["name"] == route["receiver"])
     hook = receiver["webhook_configs"][0]
     assert hook["url"] == "http://x:1/alerts"
@@ -41,7 +41,12 @@ def test_rules_for_override_changes_only_the_named_alert() -> None:
     assert fast_rules["WineQualityDrift"]["for"] == "1s"
     assert base_rules["WineQualityDrift"]["for"] == "2m"
     assert fast_rules["DriftDetectorDown"] == base_rules["DriftDetectorDown"]
-    assert set(fast_rules) == {"WineQualityDrift", "DriftDetectorDown", "ServingHighErrorRate"}
+    assert set(fast_rules) == {
+        "WineQualityDrift",
+        "WineQualityDegraded",
+        "DriftDetectorDown",
+        "ServingHighErrorRate",
+    }
 
 
 def test_rules_override_of_an_unknown_alert_is_refused() -> None:

@@ -434,3 +434,15 @@ def test_a_failed_batch_drops_each_of_its_events_with_its_reason(
     assert sent == {"request": 0, "response": 0}
     assert dropped == {r: (6.0 if r == reason else 0.0) for r in DROP_REASONS}
     assert len(seen) == posts_seen
+
+
+def test_recent_requests_remember_what_was_served_for_each_row() -> None:
+    recent = RecentRequests(4)
+    scores = np.array([5.5, 6.25], dtype=np.float32)
+    recent.remember("a", example_matrix(), scores, "3")
+    recent.remember("b", example_matrix())  # remembered without scores (nothing to join)
+    assert recent.served("a", 1) == (6.25, "3")
+    assert recent.served("b", 0) is None
+    assert recent.served("gone", 0) is None
+    assert recent.scores("3").tolist() == [5.5, 6.25]
+    assert recent.scores("4").size == 0

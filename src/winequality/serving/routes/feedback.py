@@ -1,7 +1,8 @@
 """``POST /feedback``: the true quality of wines, by request id + index or as labelled rows.
 
 Either ``{"request_id": "...", "index": 0, "quality": 6}`` (a wine the app scored recently: its
-rows are remembered for the last ``recent_requests`` requests) or
+rows are remembered for the last ``recent_requests`` requests; the label is stored with the score
+served for it and the model version, and enters that version's realized quality) or
 ``{"wines": [{...}], "quality": [6, ...]}``. Refusals use the prediction endpoints' error body
 (each problem names the index, field and reason): 404 for an unknown or forgotten request id,
 422 for anything invalid, 503 when the store cannot be written.
@@ -94,7 +95,18 @@ async def _by_request(state: ServingState, doc: dict[str, Any]) -> tuple[int, st
                 )
             ],
         )
-    stored = await state.feedback.add([state.recent.row(rid, index)], [body.quality], rid, [index])
+    served = state.recent.served(rid, index)
+    score, version = served if served is not None else (None, None)
+    stored = await state.feedback.add(
+        [state.recent.row(rid, index)],
+        [body.quality],
+        rid,
+        [index],
+        served=None if score is None else [score],
+        model_version=version,
+    )
+    if score is not None and version is not None:
+        state.quality.observe(version, [float(body.quality)], [score])
     return stored, rid
 
 

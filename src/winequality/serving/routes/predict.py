@@ -24,7 +24,7 @@ class PredictEndpoint(HotEndpoint):
     ) -> tuple[bytes, bytes | Matrix]:
         matrix = parse_predict(body, self._max_rows)
         prediction = await model.predictor.predict(matrix)
-        self._recent.remember(rid, matrix)
+        self._recent.remember(rid, matrix, prediction.quality, model.metadata.version)
         self._rows.inc(len(matrix))
         self.state.metrics.quality.observe_many(prediction.quality)
         quality = np.round(prediction.quality.astype(np.float64), 4).tolist()

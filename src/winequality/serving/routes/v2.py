@@ -63,7 +63,7 @@ class V2InferEndpoint(HotEndpoint):
             body, self._max_rows, int(json_length) if json_length is not None else None
         )
         prediction = await model.predictor.predict(request.matrix)
-        self._recent.remember(rid, request.matrix)
+        self._recent.remember(rid, request.matrix, prediction.quality, model.metadata.version)
         n = len(request.matrix)
         self._rows.inc(n)
         self.state.metrics.quality.observe_many(prediction.quality)
