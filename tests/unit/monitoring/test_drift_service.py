@@ -48,7 +48,9 @@ def wines(frame: pd.DataFrame) -> dict[str, Any]:
 def make_client(reference: Path, params: DriftParams | None = None, **settings: Any) -> TestClient:
     settings.setdefault("drift_state_file", reference.parent.parent / "drift-state.json")
     app = create_app(
-        Settings(admin_token=TOKEN, **settings), params or DriftParams(window_size=WINDOW), reference
+        Settings(admin_token=TOKEN, **settings),
+        params or DriftParams(window_size=WINDOW),
+        reference,
     )
     return TestClient(app)
 
