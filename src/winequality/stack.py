@@ -236,6 +236,7 @@ def service_env(
         "WINEQ_PARAMS_FILE": str(paths.params.resolve()),
         "WINEQ_MODEL_DIR": str(paths.current.absolute()),
         "WINEQ_FEEDBACK_DB": str(feedback.absolute()),
+        "WINEQ_DRIFT_STATE_FILE": str((paths.run_dir / "drift-state.json").absolute()),
         "WINEQ_ADMIN_TOKEN": admin_token,
         "WINEQ_WEBHOOK_TOKEN": webhook_token,
         "WINEQ_APP_URL": u["app"],
