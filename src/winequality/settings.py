@@ -96,9 +96,10 @@ class Settings(BaseSettings):
     """SQLite database with labelled production feedback."""
     recent_requests: int = 10_000
     """Requests whose rows the app remembers so feedback can name them by request id."""
-    drift_state_file: Path | None = Path("data/drift-state.json")
+    drift_state_file: Path | None = None
     """The drift detector's sequential state and decision history (rewritten after every
-    window), so a restart resumes its charts; None keeps them in memory only."""
+    window), so a restart resumes its charts; unset: ``drift-state.json`` beside the reference
+    file (in the bundle: a newly pulled bundle starts without one, as its reference does)."""
 
     # --- continuous training -----------------------------------------------------------------
     webhook_token: str | None = None

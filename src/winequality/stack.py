@@ -104,7 +104,8 @@ class StackConfig:
     scrape_interval: str = "5s"
     evaluation_interval: str = "5s"
     drift_for: str = "10s"
-    """``for:`` of WineQualityDrift; the drift metric latches, so a short value is safe."""
+    """``for:`` of WineQualityDrift; the drift metric is already a sequential decision with a
+    false-alarm budget, so a short value is safe."""
     group_wait: str = "5s"
     group_interval: str = "1m"
     repeat_interval: str = "1h"

@@ -89,6 +89,8 @@ REQUIRED_CE_HEADERS: Final = ("ce-id", "ce-specversion", "ce-source", "ce-type")
 REQUIRED_ATTRIBUTES: Final = ("id", "source", "specversion", "type")
 BATCH_MEDIA_TYPE: Final = "application/cloudevents-batch+json"
 STRUCTURED_MEDIA_TYPE: Final = "application/cloudevents+json"
+STATE_FILE: Final = "drift-state.json"
+"""The persisted state's name beside the reference unless ``settings.drift_state_file`` says."""
 MAX_LISTED_ERRORS: Final = 20
 """A refused batch names at most this many bad elements (the count says how many there were)."""
 
@@ -837,9 +839,8 @@ def create_app(
     of parsed events no longer make every collection walk it too (``benchmarks/drift.py``
     measures the gain).
     """
-    state = DetectorState(
-        params=params, reference_path=reference_path, state_file=settings.drift_state_file
-    )
+    state_file = settings.drift_state_file or reference_path.with_name(STATE_FILE)
+    state = DetectorState(params=params, reference_path=reference_path, state_file=state_file)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
