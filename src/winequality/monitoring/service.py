@@ -766,7 +766,9 @@ async def ready(st: StateDep) -> Response:
     if st.reference is None:
         return _problem(503, f"no reference loaded: {st.load_error}")
     if st.calibration is None:
-        return _problem(503, "calibrating the sequential drift threshold for the reference")
+        return _problem(
+            503, st.load_error or "calibrating the sequential drift threshold for the reference"
+        )
     return JSONResponse({"status": "ready", "reference_rows": st.reference.size})
 
 
