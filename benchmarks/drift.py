@@ -9,7 +9,8 @@ implementation gets) and with ``method="asymp"`` (same p-values as ours).
 
 "service ingestion" is what the detector service does per POST from the app, minus HTTP: parse a
 CloudEvents batch of one-wine requests (built by the app's own ``EventEncoder``, responses
-included), read the rows, fill the window and test every full one.
+included), read the rows, fill the window, test every full one, step the sequential charts and
+hand the state to its writer thread (persisted to a file, as the service does).
 Target: >= 50,000 rows/s with a 1000-row reference and 200-row windows.
 """
 
@@ -120,14 +121,19 @@ def ingestion(reference: pd.DataFrame, live: pd.DataFrame, params: DriftParams) 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "reference.parquet"
         reference.to_parquet(path)
-        state = DetectorState(params=params, reference_path=path)
-        state.load()
+        state = DetectorState(
+            params=params, reference_path=path, state_file=Path(tmp) / "drift-state.json"
+        )
+        state.load()  # calibrates the sequential threshold (not timed: once per reference)
         gc.collect()
         gc.freeze()  # as the service does once started
         start = time.perf_counter()
         for batch in batches:
             apply_events(state, batch, batched=True)
         elapsed = time.perf_counter() - start
+        assert state.writer is not None
+        state.writer.close()
+        assert (Path(tmp) / "drift-state.json").is_file()
     assert state.metrics.registry.get_sample_value("wineq_drift_rows_total") == len(live)
     return len(live) / elapsed
 

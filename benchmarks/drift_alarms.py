@@ -22,25 +22,35 @@ alcohol. Alarms raised during the prefix are false alarms (counted, the rule res
 
 The rules are driven through a ``Monitor`` (``feed(rows) -> decision per rule``, ``reset``):
 ``InProcessMonitor`` runs the detector's own per-window computation (``detector.detect``) in
-process; ``main(extra_monitors=...)`` runs more monitors on the same streams, e.g. a
-``FunctionMonitor`` whose ``feed`` posts a CloudEvents batch to a running detector and reads
-``seldon_metric_drift_found`` (the service-path figure, once the rule is wired in).
+process; ``main(extra_monitors=...)`` runs more monitors on the same streams. ``--service`` adds
+one: the real detector service (``winequality drift serve``, a child process on loopback, the
+same reference and parameters), fed each batch of rows as one CloudEvents batch of one-wine
+requests and their responses (the app's own ``EventEncoder``), its decision read from
+``seldon_metric_drift_found`` on ``/metrics``, reset by ``POST /reference/reload``.
+``--service-stable-rows`` caps the stable rows it is fed (HTTP costs far more per row than the
+in-process rules; the rows/s are printed).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+import httpx
 import numpy as np
+import orjson
+import pandas as pd
+import yaml
 
 from winequality.contract import schema
 from winequality.contract.features import BoolArray, FloatArray
@@ -54,6 +64,8 @@ from winequality.monitoring.detector import (
     detect,
 )
 from winequality.params import DriftParams
+from winequality.process import ManagedProcess, free_port
+from winequality.serving.payload_logger import EventEncoder, Exchange
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wine-quality"
 ALCOHOL: Final = schema.FEATURE_NAMES.index("alcohol")
@@ -73,6 +85,8 @@ class Split:
     ref_white: BoolArray
     pool_x: FloatArray
     pool_white: BoolArray
+    reference_frame: pd.DataFrame | None = None
+    """The reference rows as read (what the service loads from a parquet file)."""
 
 
 def load_split(data_dir: Path, reference_rows: int, seed: int) -> Split:
@@ -80,7 +94,14 @@ def load_split(data_dir: Path, reference_rows: int, seed: int) -> Split:
     x, white = frame_rows(wines)
     order = np.random.default_rng(seed).permutation(x.shape[0])
     ref, pool = order[:reference_rows], order[reference_rows:]
-    return Split(build_reference(x[ref], white[ref]), x[ref], white[ref], x[pool], white[pool])
+    return Split(
+        build_reference(x[ref], white[ref]),
+        x[ref],
+        white[ref],
+        x[pool],
+        white[pool],
+        wines.iloc[ref].reset_index(drop=True),
+    )
 
 
 @dataclass(frozen=True)
@@ -187,7 +208,7 @@ class FunctionMonitor:
         feed: Callable[[FloatArray, BoolArray], bool],
         reset: Callable[[], None],
     ) -> None:
-        self.names = (name,)
+        self.names: tuple[str, ...] = (name,)
         self._feed, self._reset = feed, reset
 
     def feed(self, x: FloatArray, white: BoolArray) -> Mapping[str, bool]:
@@ -195,6 +216,90 @@ class FunctionMonitor:
 
     def reset(self, name: str | None = None) -> None:
         self._reset()
+
+
+SERVICE_TOKEN: Final = "bench-admin"
+
+
+class ServiceClient:
+    """The real detector service on loopback: rows in as CloudEvents batches, decision out."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = httpx.Client(timeout=120.0)
+        self.encoder = EventEncoder("winequality-app/bench")
+        self.response = b'{"predictions":[{"quality":5.0,"quality_class":5}]}'
+        self.rows = 0
+        self.seconds = 0.0
+        self._count = 0
+
+    def body(self, x: FloatArray, white: BoolArray) -> bytes:
+        events = []
+        for row, is_white in zip(x.tolist(), white.tolist(), strict=True):
+            wine: dict[str, Any] = dict(zip(schema.FEATURE_NAMES, row, strict=True))
+            wine[schema.WINE_TYPE] = "white" if is_white else "red"
+            self._count += 1
+            request = orjson.dumps({"wines": [wine]})
+            events.append(
+                self.encoder.encode(
+                    Exchange(f"r{self._count}", "wine-quality", time.time(), request, self.response)
+                )
+            )
+        return b"[" + b",".join(events) + b"]"
+
+    def feed(self, x: FloatArray, white: BoolArray) -> bool:
+        body = self.body(x, white)
+        t0 = time.perf_counter()
+        resp = self.http.post(
+            f"{self.url}/",
+            content=body,
+            headers={"Content-Type": "application/cloudevents-batch+json"},
+        )
+        resp.raise_for_status()
+        found = self.drift_found()
+        self.seconds += time.perf_counter() - t0
+        self.rows += x.shape[0]
+        return found
+
+    def drift_found(self) -> bool:
+        for line in self.http.get(f"{self.url}/metrics").text.splitlines():
+            if line.startswith("seldon_metric_drift_found "):
+                return float(line.rsplit(" ", 1)[1]) == 1.0
+        raise RuntimeError("seldon_metric_drift_found not exported")
+
+    def reset(self) -> None:
+        resp = self.http.post(
+            f"{self.url}/reference/reload", headers={"Authorization": f"Bearer {SERVICE_TOKEN}"}
+        )
+        resp.raise_for_status()
+
+
+@contextlib.contextmanager
+def detector_service(split: Split, params: DriftParams, workdir: Path) -> Iterator[ServiceClient]:
+    """``winequality drift serve`` on a free loopback port with this split's reference."""
+    assert split.reference_frame is not None
+    reference = workdir / "bundle" / "reference.parquet"
+    reference.parent.mkdir(parents=True)
+    split.reference_frame.to_parquet(reference)
+    params_file = workdir / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"drift": params.model_dump(exclude_none=True)}))
+    port = free_port()
+    service = ManagedProcess(
+        "detector",
+        [sys.executable, "-m", "winequality.cli", "drift", "serve", "--reference", str(reference),
+         "--params", str(params_file), "--port", str(port)],
+        workdir / "detector.log",
+        env={**os.environ, "WINEQ_ADMIN_TOKEN": SERVICE_TOKEN,
+             "WINEQ_DRIFT_STATE_FILE": str(workdir / "drift-state.json")},
+        own_session=False,
+    )  # fmt: skip
+    with service:
+        service.wait_ready(f"http://127.0.0.1:{port}/health/ready", timeout=300)
+        client = ServiceClient(f"http://127.0.0.1:{port}")
+        try:
+            yield client
+        finally:
+            client.http.close()
 
 
 def run_stable(monitor: Monitor, stream: Stream, batch: int) -> dict[str, int]:
@@ -395,6 +500,13 @@ def main(argv: Sequence[str] | None = None, extra_monitors: MonitorFactory | Non
         default=[20_000, 100_000],
         help="extra budgets run on the stable stream only, to check the calibration",
     )
+    parser.add_argument(
+        "--service", action="store_true", help="also run the real detector service over HTTP"
+    )
+    parser.add_argument(
+        "--service-stable-rows", type=int, default=None, help="default: all --stable-rows"
+    )
+    parser.add_argument("--service-repeats", type=int, default=None, help="default: all --repeats")
     parser.add_argument("--no-alibi", action="store_true")
     parser.add_argument(
         "--alibi-ert", type=int, default=2000, help="rows (needs bootstraps >= 12 x ert)"
@@ -447,7 +559,6 @@ def main(argv: Sequence[str] | None = None, extra_monitors: MonitorFactory | Non
         f"per window: detect {1e3 * stable_monitor.detect_seconds / n_windows:.2f} ms, "
         f"sequential step {1e6 * stable_monitor.step_seconds / n_windows / n_rules:.0f} us"
     )
-    per_million = 1e6 / args.stable_rows
     print(
         "\ncalibration check (stable stream): stated budget vs measured rows between false alarms"
     )
@@ -483,10 +594,41 @@ def main(argv: Sequence[str] | None = None, extra_monitors: MonitorFactory | Non
                     delays[rule][scenario].append(d[rule])
                     early[rule] += e[rule]
 
+    stable_rows = dict.fromkeys(delays, args.stable_rows)
+    service_note = ""
+    if args.service:
+        name = f"service @{args.budget:,} (HTTP)"
+        n_stable = args.service_stable_rows or args.stable_rows
+        n_repeats = args.service_repeats or args.repeats
+        with (
+            tempfile.TemporaryDirectory(prefix="wineq-drift-service-") as tmp,
+            detector_service(split, params, Path(tmp)) as svc,
+        ):
+            service_monitor = FunctionMonitor(name, svc.feed, svc.reset)
+            t0 = time.perf_counter()
+            part = Stream(stable.x[:n_stable], stable.white[:n_stable], n_stable)
+            raises[name] = run_stable(service_monitor, part, args.batch)[name]
+            stable_s, stable_fed = time.perf_counter() - t0, svc.rows
+            stable_rows[name] = n_stable
+            delays[name] = {s: [] for s in SCENARIOS}
+            early[name] = 0
+            for scenario, streams in scenarios.items():
+                for stream in streams[:n_repeats]:
+                    d, e = run_scenario(service_monitor, stream, args.batch)
+                    delays[name][scenario].append(d[name])
+                    early[name] += e[name]
+            service_note = (
+                f"service: {n_stable:,} stable rows in {stable_s:.0f} s "
+                f"({stable_fed / stable_s:,.0f} rows/s end to end, "
+                f"{svc.rows / svc.seconds:,.0f} rows/s in POST + GET /metrics), {n_repeats} "
+                f"streams per scenario; {svc.rows:,} rows posted in all, batches of {args.batch} "
+                "one-wine request events + their responses"
+            )
+
     table: dict[str, dict[str, str]] = {}
     for rule in delays:
         table[rule] = {
-            "false alarms": f"{raises[rule] * per_million:8.1f}",
+            "false alarms": f"{raises[rule] * 1e6 / stable_rows[rule]:8.1f}",
             **{s: fmt_delay(*quantiles(delays[rule][s])) for s in SCENARIOS},
         }
     alibi_note = ""
@@ -546,6 +688,8 @@ def main(argv: Sequence[str] | None = None, extra_monitors: MonitorFactory | Non
     )
     if alibi_note:
         print(alibi_note)
+    if service_note:
+        print(service_note)
 
 
 if __name__ == "__main__":

@@ -189,6 +189,10 @@ class DetectorSettings(BaseSettings):
     """Model bundle whose ``reference.parquet`` is the reference sample."""
     params_file: Path = Path("params.yaml")
     """params.yaml whose ``drift`` block configures the test (relative to the working dir)."""
+    state_file: Path | None = None
+    """The drift detector's sequential state and decision history (rewritten after every
+    window), so a restart resumes its charts; unset: ``drift-state.json`` beside the reference
+    file (in the bundle: a newly pulled bundle starts without one, as its reference does)."""
 
 
 class WebhookSettings(BaseSettings):

@@ -98,7 +98,8 @@ class StackConfig:
     scrape_interval: str = "5s"
     evaluation_interval: str = "5s"
     drift_for: str = "10s"
-    """``for:`` of WineQualityDrift; the drift metric latches, so a short value is safe."""
+    """``for:`` of WineQualityDrift; the drift metric is already a sequential decision with a
+    false-alarm budget, so a short value is safe."""
     group_wait: str = "5s"
     group_interval: str = "1m"
     repeat_interval: str = "1h"
@@ -230,6 +231,7 @@ def service_env(
         "WINEQ_PARAMS_FILE": str(paths.params.resolve()),
         "WINEQ_MODEL_DIR": str(paths.current.absolute()),
         "WINEQ_FEEDBACK_DB": str(feedback.absolute()),
+        "WINEQ_DRIFT_STATE_FILE": str((paths.run_dir / "drift-state.json").absolute()),
         "WINEQ_ADMIN_TOKEN": admin_token,
         "WINEQ_DRIFT_ADMIN_TOKEN": admin_token,
         "WINEQ_WEBHOOK_TOKEN": webhook_token,

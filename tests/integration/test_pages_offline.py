@@ -137,9 +137,12 @@ def test_drift_report_renders_its_plots_offline(
         "figure svg",
         "svgs => svgs.map(s => [s.clientWidth, s.clientHeight])",
     )
-    assert len(sizes) == len(schema.FEATURE_NAMES) + 1
+    # The sequential decision's charts, then one plot per feature and the type mix.
+    assert len(sizes) == 1 + len(schema.FEATURE_NAMES) + 1
     assert all(w > 100 and h > 100 for w, h in sizes)
-    assert "DRIFT" in load.page.locator("body").inner_text()
+    text = load.page.locator("body").inner_text()
+    assert "DRIFT CONFIRMED" in text
+    assert "raised by" in text
 
 
 @pytest.fixture(scope="module")

@@ -126,8 +126,22 @@ def test_dashboard_covers_serving_payload_logging_and_drift(dashboard: dict[str,
         "seldon_metric_drift_found",
         "seldon_metric_drift_p_val",
         "seldon_metric_drift_distance",
+        "winequality_drift_cusum{",
+        "winequality_drift_cusum_threshold",
     ):
         assert needed in exprs, needed
+
+
+def test_the_sequential_statistic_is_drawn_against_its_threshold(
+    dashboard: dict[str, Any],
+) -> None:
+    (panel,) = [
+        p
+        for p in panels(dashboard)
+        if any("winequality_drift_cusum{" in t["expr"] for t in p.get("targets", []))
+    ]
+    exprs = [t["expr"] for t in panel["targets"]]
+    assert any("winequality_drift_cusum_threshold" in e for e in exprs), exprs
 
 
 def test_every_queried_metric_is_exported_by_the_app_or_the_detector(

@@ -1,4 +1,10 @@
-"""HTML drift report: per-feature reference-vs-live distributions with the test results.
+"""HTML drift report: the sequential decision's history, then per-feature reference-vs-live
+distributions with the latest window's test results.
+
+The decision part shows every CUSUM chart per window against its threshold (the reference's
+reloads marked), the alarms with when and why they were raised (the tests whose chart crossed,
+the windows that built them up) and how they ended; it is the detector's bounded history, kept
+across reloads (``monitoring.decisions``).
 
 Rendered on request (never on the event path) with matplotlib's object-oriented API and the Agg
 canvas: no pyplot global state, so concurrent requests in the server's thread pool are safe.
@@ -10,7 +16,9 @@ from __future__ import annotations
 
 import html
 import io
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -18,7 +26,8 @@ from matplotlib.figure import Figure
 
 from winequality.contract import schema
 from winequality.contract.features import BoolArray, FloatArray
-from winequality.monitoring.detector import DriftResult, Reference, type_counts
+from winequality.monitoring.decisions import AlarmRecord, DecisionLog
+from winequality.monitoring.detector import TEST_NAMES, DriftResult, Reference, type_counts
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
@@ -27,7 +36,93 @@ td,th{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:right}
 th:first-child,td:first-child{text-align:left}.drift{color:#b00020;font-weight:600}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:1rem}
 figure{margin:0}figcaption{font-size:.85rem}
+.wide{max-width:900px}
 """
+
+
+def _time(ts: float | None) -> str:
+    return "" if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _decision_plot(history: DecisionLog) -> str:
+    """Every test's chart per window against the threshold; dashed lines mark reloads."""
+    windows = history.windows
+    fig = Figure(figsize=(9.0, 3.2))
+    ax = fig.add_subplot()
+    x = np.arange(len(windows))
+    top = max(TEST_NAMES, key=lambda t: max(w.statistics[t] for w in windows))
+    for name in TEST_NAMES:
+        values = [w.statistics[name] for w in windows]
+        if max(values) == 0.0:
+            continue
+        emphasis = {"lw": 1.8} if name == top else {"lw": 0.8, "alpha": 0.6}
+        ax.plot(x, values, label=name, **emphasis)  # type: ignore[arg-type]
+    ax.step(x, [w.threshold for w in windows], where="mid", color="k", ls="--", label="threshold")
+    alarm = np.asarray([w.alarm for w in windows])
+    if alarm.any():
+        ax.fill_between(x, 0, 1, where=alarm, color="#b00020", alpha=0.12, step="mid",
+                        transform=ax.get_xaxis_transform(), label="drift_found = 1")  # fmt: skip
+    for i in range(1, len(windows)):
+        if windows[i].reference != windows[i - 1].reference:
+            ax.axvline(i - 0.5, color="grey", ls=":", lw=1)
+    ax.set_xlabel("window (oldest kept to latest)")
+    ax.set_ylabel("CUSUM")
+    ax.legend(fontsize=6, ncol=4, loc="upper left")
+    return _svg(fig)
+
+
+def _alarm_rows(alarm: AlarmRecord) -> str:
+    esc = html.escape
+    if alarm.cleared_at is None:
+        ended = "<b class='drift'>open</b>"
+    else:
+        how = "traffic back to the reference" if alarm.cleared_by == "traffic" else "reload"
+        ended = f"{_time(alarm.cleared_at)} at window {alarm.cleared_window} ({how})"
+    evidence = "; ".join(
+        f"w{w.window}: " + ", ".join(f"{t} {w.statistics[t]:.1f}" for t in alarm.raised_by)
+        for w in alarm.evidence
+    )
+    return (
+        f"<tr><td>{_time(alarm.raised_at)}</td><td>{alarm.window}</td><td>{alarm.row}</td>"
+        f"<td class='drift'>{esc(', '.join(alarm.raised_by))}</td><td>{alarm.threshold:.2f}</td>"
+        f"<td>{esc(alarm.reference)}</td><td>{ended}</td></tr>"
+        f"<tr><td colspan='7' style='text-align:left;font-size:.8rem'>evidence "
+        f"({len(alarm.evidence)} windows): {esc(evidence)}</td></tr>"
+    )
+
+
+def _decision_section(history: DecisionLog, decision: Mapping[str, Any]) -> list[str]:
+    parts = ["<h2>Sequential decision</h2>"]
+    if not decision.get("calibrated"):
+        parts.append("<p>The threshold is being calibrated for this reference.</p>")
+    else:
+        state = "<b class='drift'>DRIFT CONFIRMED</b>" if decision["alarm"] else "<b>no drift</b>"
+        raised = ""
+        if decision["alarm"]:
+            raised = (
+                f", raised at row {decision['raised_at_row']} by "
+                f"{html.escape(', '.join(decision['raised_by']))}"
+            )
+        parts.append(
+            f"<p>seldon_metric_drift_found: {state}{raised}. One CUSUM chart per test, threshold "
+            f"{decision['threshold']:.2f} (k = {decision['k']:g}), calibrated for "
+            f"{decision['budget_rows']:,} stable rows between false alarms; "
+            f"{decision['windows']} windows ({decision['rows']:,} rows) since the reference "
+            "was loaded.</p>"
+        )
+    if history.windows:
+        parts.append(f"<figure class='wide'>{_decision_plot(history)}<figcaption>Charts of the "
+                     f"last {len(history.windows)} windows.</figcaption></figure>")  # fmt: skip
+    if history.alarms:
+        parts.append(
+            "<h3>Alarms</h3><table><tr><th>raised</th><th>window</th><th>row</th>"
+            "<th>raised by</th><th>threshold</th><th>reference</th><th>ended</th></tr>"
+        )
+        parts.extend(_alarm_rows(a) for a in reversed(history.alarms))
+        parts.append("</table>")
+    else:
+        parts.append("<p>No alarm raised yet.</p>")
+    return parts
 
 
 def _svg(fig: Figure) -> str:
@@ -71,8 +166,15 @@ def render_report(
     live_is_white: BoolArray,
     result: DriftResult | None,
     title: str = "Wine-quality drift report",
+    *,
+    history: DecisionLog | None = None,
+    decision: Mapping[str, Any] | None = None,
 ) -> str:
-    """A self-contained HTML page; ``result`` is None while no window has been tested yet."""
+    """A self-contained HTML page; ``result`` is None while no window has been tested yet.
+
+    ``history`` and ``decision`` (``DetectorState.decision()``): the sequential decision's
+    section, left out when not given (a one-off check of a file has none).
+    """
     esc = html.escape
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
@@ -83,6 +185,9 @@ def render_report(
         f"{esc(reference.source or 'in memory')} ({reference.size} rows). Live rows shown: "
         f"{live_features.shape[0]}.</p>",
     ]
+    if decision is not None:
+        parts.extend(_decision_section(history or DecisionLog(), decision))
+    parts.append("<h2>Latest window</h2>")
     if result is None:
         parts.append("<p>No window has been tested yet.</p>")
     else:

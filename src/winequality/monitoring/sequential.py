@@ -608,5 +608,9 @@ class WindowBuffer:
         late = self.tick(now)
         return closed if late is None else [*closed, late]
 
+    def rows(self) -> Window:
+        """A copy of the rows of the window being filled."""
+        return self._x[: self.fill].copy(), self._white[: self.fill].copy()
+
     def reset(self) -> None:
         self.fill, self.opened_at = 0, None

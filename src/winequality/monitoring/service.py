@@ -6,20 +6,29 @@ Receives inference payloads as CloudEvents over HTTP in any content mode of the 
 array of structured events: what our app's payload logger sends by default). So both our app and
 a SeldonDeployment ``logger`` can point at it. A batch is all or nothing: every element is
 validated before any row is applied, and a bad element refuses the batch with a 4xx naming its
-index and reason. Rows accumulate in a tumbling window; every full window is tested against the
-reference sample.
+index and reason. Rows accumulate in a tumbling window (closed by row count, or also by time with
+``drift.window_seconds``); every closed window is tested against the reference sample.
 
-``seldon_metric_drift_found`` latches to 1 on the first drifted window and stays there until the
-reference is reloaded (``POST /reference/reload``, done after a retraining), so the alert does not
-flap between windows and clears exactly when the model and its reference have been replaced.
+Each window's result stays visible (``seldon_metric_drift_is_drift``, p-values, distances), but
+``seldon_metric_drift_found`` is the sequential decision of ``monitoring.sequential``: one CUSUM
+chart per test over the windows' scores (``winequality_drift_cusum{test}``), 1 while a chart is
+above its threshold (``winequality_drift_cusum_threshold``, calibrated for the false-alarm budget
+``drift.false_alarm_rows``), back to 0 when traffic looks like the reference again or the
+reference is reloaded (``POST /reference/reload``, done after a retraining). The charts and the
+decision history persist in ``settings.state_file`` (``monitoring.decisions``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
+import functools
 import gc
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -43,6 +52,13 @@ from winequality.api_docs import add_docs
 from winequality.contract.features import BoolArray, FloatArray
 from winequality.contract.problems import FeatureError
 from winequality.http_common import BodyTooLargeError, TokenDep, read_request_body, set_token
+from winequality.monitoring import sequential
+from winequality.monitoring.decisions import (
+    DecisionLog,
+    SnapshotWriter,
+    read_snapshot,
+    snapshot_document,
+)
 from winequality.monitoring.detector import (
     TEST_NAMES,
     DriftResult,
@@ -56,6 +72,12 @@ from winequality.monitoring.payloads import (
     rows_from_app_payloads,
     rows_from_payload,
 )
+from winequality.monitoring.sequential import (
+    Calibration,
+    SequentialState,
+    WindowBuffer,
+    WindowPolicy,
+)
 from winequality.params import DriftParams
 from winequality.settings import DetectorSettings
 
@@ -67,6 +89,8 @@ REQUIRED_CE_HEADERS: Final = ("ce-id", "ce-specversion", "ce-source", "ce-type")
 REQUIRED_ATTRIBUTES: Final = ("id", "source", "specversion", "type")
 BATCH_MEDIA_TYPE: Final = "application/cloudevents-batch+json"
 STRUCTURED_MEDIA_TYPE: Final = "application/cloudevents+json"
+STATE_FILE: Final = "drift-state.json"
+"""The persisted state's name beside the reference unless ``settings.state_file`` says."""
 MAX_LISTED_ERRORS: Final = 20
 """A refused batch names at most this many bad elements (the count says how many there were)."""
 
@@ -79,7 +103,8 @@ class DriftMetrics:
         r = self.registry
         self.drift_found = Gauge(
             "seldon_metric_drift_found",
-            "1 once a window drifted, until the reference is reloaded (the alert metric).",
+            "The sequential decision (the alert metric): 1 while drift is confirmed by a CUSUM "
+            "chart above its threshold, 0 once the charts fall back or the reference is reloaded.",
             registry=r,
         )
         self.is_drift = Gauge(
@@ -102,6 +127,20 @@ class DriftMetrics:
             "Per-test threshold after the multiple-testing correction, latest window.",
             ["feature"],
             registry=r,
+        )
+        self.cusum = Gauge(
+            "winequality_drift_cusum",
+            "CUSUM chart of each test's window scores (the sequential statistic).",
+            ["test"],
+            registry=r,
+        )
+        self.cusum_threshold = Gauge(
+            "winequality_drift_cusum_threshold",
+            "Threshold of the CUSUM charts, calibrated for drift.false_alarm_rows.",
+            registry=r,
+        )
+        self.alarms = Counter(
+            "winequality_drift_alarms", "Alarms raised by the sequential decision.", registry=r
         )
         self.rows = Counter("wineq_drift_rows", "Rows received from request events.", registry=r)
         self.windows = Counter("wineq_drift_windows", "Windows tested.", registry=r)
@@ -130,83 +169,226 @@ class DriftMetrics:
         self.is_drift.set(0)
 
 
+_CALIBRATIONS: dict[str, Calibration] = {}
+"""Calibrations by fingerprint: deterministic, so reloading the same reference (or a second
+app in one process) reuses one instead of recomputing it (seconds)."""
+_MAX_CALIBRATIONS: Final = 8
+
+
+def calibration_for(reference: Reference, params: DriftParams) -> Calibration:
+    """The threshold for this reference and parameters (cached; slow when computed)."""
+    key = sequential.fingerprint(reference, params)
+    cached = _CALIBRATIONS.get(key)
+    if cached is None:
+        cached = sequential.calibrate(reference, params)
+        if len(_CALIBRATIONS) >= _MAX_CALIBRATIONS:
+            _CALIBRATIONS.pop(next(iter(_CALIBRATIONS)))
+        _CALIBRATIONS[key] = cached
+    return cached
+
+
 @dataclass
 class DetectorState:
-    """Window buffer, latest result and metrics; mutated only from the event loop thread."""
+    """Window buffer, latest result, sequential decision and metrics; mutated only from the
+    event loop thread (calibration runs in a worker thread and is applied on the loop)."""
 
     params: DriftParams
     reference_path: Path
+    state_file: Path | None = None
+    """Where the sequential state and the decision history persist (None: not persisted)."""
     metrics: DriftMetrics = field(default_factory=DriftMetrics)
     reference: Reference | None = None
     load_error: str | None = None
-    buffer: FloatArray = field(init=False)
-    buffer_white: BoolArray = field(init=False)
-    fill: int = 0
+    window: WindowBuffer = field(init=False)
     last_window: tuple[FloatArray, BoolArray] | None = None
     latest: DriftResult | None = None
-    drift_found: bool = False
     windows: int = 0
+    calibration: Calibration | None = None
+    """None while the threshold of the loaded reference is being calibrated."""
+    sequential: SequentialState | None = None
+    history: DecisionLog = field(default_factory=DecisionLog)
+    pending: list[tuple[DriftResult, int, float]] = field(default_factory=list)
+    """Windows closed before the calibration was ready, stepped once it is."""
+    writer: SnapshotWriter | None = None
 
     def __post_init__(self) -> None:
-        n = self.params.window_size
-        self.buffer = np.empty((n, len(TEST_NAMES) - 1), dtype=np.float64)
-        self.buffer_white = np.empty(n, dtype=np.bool_)
+        self.window = WindowBuffer(WindowPolicy.from_params(self.params), len(TEST_NAMES) - 1)
+        if self.state_file is not None:
+            self.writer = SnapshotWriter(self.state_file)
+
+    @property
+    def fill(self) -> int:
+        return self.window.fill
+
+    @property
+    def drift_found(self) -> bool:
+        return self.sequential is not None and self.sequential.alarm
 
     def load(self) -> Reference:
-        """(Re)load the reference; on success the window and the drift latch start over."""
+        """(Re)load the reference and calibrate in this thread (benchmarks, scripts): the
+        service uses ``read_reference`` + ``calibration_for`` in a worker + ``activate``."""
         reference = load_reference(self.reference_path)
+        self.activate(reference, calibration_for(reference, self.params))
+        return reference
+
+    def begin(self, reference: Reference) -> None:
+        """Start on ``reference`` before its calibration is ready (windows wait in pending)."""
+        self._install(reference)
+        self.calibration, self.sequential = None, None
+
+    def activate(
+        self,
+        reference: Reference,
+        calibration: Calibration,
+        saved: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Put ``reference`` in force with its calibration: the window and the charts start
+        over (a reload), or continue from ``saved`` when it was computed under the same one
+        (a restart). Windows that closed while calibrating are stepped now."""
+        if self.reference is not reference:
+            self._install(reference)
+        if self.sequential is not None and self.sequential.alarm:
+            self.history.reloaded(time.time(), self.sequential.windows)
+        state = sequential.initial_state(calibration)
+        if saved is not None and saved.get("calibration", {}).get("fingerprint") == (
+            calibration.fingerprint
+        ):
+            try:
+                state = sequential.restore(saved.get("state"), calibration)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("saved sequential state is unusable, starting over: %s", exc)
+        self.calibration, self.sequential = calibration, state
+        m = self.metrics
+        m.cusum_threshold.set(calibration.threshold)
+        m.drift_found.set(int(state.alarm))
+        for name, value in zip(TEST_NAMES, state.statistics, strict=True):
+            m.cusum.labels(test=name).set(value)
+        pending, self.pending = self.pending, []
+        for result, rows, closed_at in pending:
+            self._step(result, rows, closed_at)
+        self.save()
+
+    def _install(self, reference: Reference) -> None:
         self.reference, self.load_error = reference, None
-        self.fill, self.last_window, self.latest, self.drift_found = 0, None, None, False
+        self.window.reset()
+        self.last_window, self.latest, self.pending = None, None, []
         m = self.metrics
         m.drift_found.set(0)
         m.is_drift.set(0)
         m.window_fill.set(0)
         m.reference_rows.set(reference.size)
-        for gauge in (m.p_val, m.distance, m.threshold):
+        for gauge in (m.p_val, m.distance, m.threshold, m.cusum):
             gauge.clear()
-        return reference
 
     def add_rows(self, features: FloatArray, is_white: BoolArray) -> list[DriftResult]:
-        """Append rows; test every window that becomes full (a big batch may fill several)."""
+        """Append rows; test every window that closes (a big batch may close several)."""
         if self.reference is None:
             raise ReferenceSampleError("no reference loaded")
-        results = []
-        size, start = self.params.window_size, 0
-        while start < features.shape[0]:
-            take = min(size - self.fill, features.shape[0] - start)
-            self.buffer[self.fill : self.fill + take] = features[start : start + take]
-            self.buffer_white[self.fill : self.fill + take] = is_white[start : start + take]
-            self.fill += take
-            start += take
-            if self.fill == size:
-                window = (self.buffer.copy(), self.buffer_white.copy())
-                results.append(self._record(detect(self.reference, *window, self.params)))
-                self.last_window, self.fill = window, 0
+        closed = self.window.add(features, is_white, time.monotonic())
+        results = [self._close(window) for window in closed]
         self.metrics.rows.inc(features.shape[0])
-        self.metrics.window_fill.set(self.fill)
+        self.metrics.window_fill.set(self.window.fill)
+        if results:
+            self.save()
         return results
 
-    def _record(self, result: DriftResult) -> DriftResult:
+    def tick(self) -> DriftResult | None:
+        """Close the current window if it is due by time (``drift.window_seconds``)."""
+        if self.reference is None:
+            return None
+        window = self.window.tick(time.monotonic())
+        if window is None:
+            return None
+        result = self._close(window)
+        self.metrics.window_fill.set(self.window.fill)
+        self.save()
+        return result
+
+    def _close(self, window: tuple[FloatArray, BoolArray]) -> DriftResult:
+        assert self.reference is not None
+        result = detect(self.reference, *window, self.params)
+        self.last_window = window
         m = self.metrics
         self.latest, self.windows = result, self.windows + 1
         m.windows.inc()
         m.is_drift.set(int(result.is_drift))
         if result.is_drift:
             m.drifted_windows.inc()
-            self.drift_found = True
-            m.drift_found.set(1)
-            log.warning("drift detected in window %d: %s", self.windows, result.drifted)
         for name in TEST_NAMES:
             m.p_val.labels(feature=name).set(result.p_values[name])
             m.distance.labels(feature=name).set(result.distances[name])
             m.threshold.labels(feature=name).set(result.corrected_threshold)
+        rows = int(window[0].shape[0])
+        if self.calibration is None:
+            self.pending.append((result, rows, time.time()))
+        else:
+            self._step(result, rows, time.time())
         return result
+
+    def _step(self, result: DriftResult, rows: int, closed_at: float) -> None:
+        assert self.calibration is not None
+        assert self.sequential is not None
+        before = self.sequential
+        after = sequential.step(before, sequential.result_scores(result), rows, self.calibration)
+        self.sequential = after
+        m = self.metrics
+        for name, value in zip(TEST_NAMES, after.statistics, strict=True):
+            m.cusum.labels(test=name).set(value)
+        m.drift_found.set(int(after.alarm))
+        source = "" if self.reference is None else self.reference.source
+        self.history.observe(
+            result,
+            rows=rows,
+            before=before,
+            after=after,
+            calibration=self.calibration,
+            reference_source=source,
+            now=closed_at,
+        )
+        if after.alarm and not before.alarm:
+            m.alarms.inc()
+            log.warning(
+                "drift confirmed at window %d (row %d) by %s",
+                after.windows,
+                after.rows,
+                ", ".join(after.raised_by),
+            )
+        elif before.alarm and not after.alarm:
+            log.warning("drift cleared at window %d: traffic back to the reference", after.windows)
+
+    def save(self) -> None:
+        """Hand the current state to the writer thread (the newest document wins); nothing
+        before a calibration is in force (what is on disk stays the best there is)."""
+        if self.writer is not None and self.sequential is not None:
+            self.writer.submit(snapshot_document(self.calibration, self.sequential, self.history))
 
     def live_rows(self) -> tuple[FloatArray, BoolArray]:
         """Rows of the report: the last full window, else what the current window holds."""
         if self.last_window is not None:
             return self.last_window
-        return self.buffer[: self.fill].copy(), self.buffer_white[: self.fill].copy()
+        return self.window.rows()
+
+    def decision(self) -> dict[str, Any]:
+        """The sequential decision as ``/drift`` shows it."""
+        cal, st = self.calibration, self.sequential
+        return {
+            "calibrated": cal is not None,
+            "threshold": None if cal is None else cal.threshold,
+            "k": self.params.cusum_k,
+            "budget_rows": self.params.false_alarm_rows,
+            "expected_false_alarm_rows": (
+                None
+                if cal is None or not math.isfinite(cal.expected_false_alarm_rows)
+                else cal.expected_false_alarm_rows
+            ),
+            "statistics": None if st is None else dict(zip(TEST_NAMES, st.statistics, strict=True)),
+            "alarm": self.drift_found,
+            "raised_at_row": None if st is None else st.raised_at_row,
+            "raised_by": [] if st is None else list(st.raised_by),
+            "windows": 0 if st is None else st.windows,
+            "rows": 0 if st is None else st.rows,
+            "pending_windows": len(self.pending),
+        }
 
 
 class EventRejectedError(Exception):
@@ -520,47 +702,73 @@ async def metrics(st: StateDep) -> Response:
 
 @router.get("/drift")
 async def drift(st: StateDep) -> dict[str, Any]:
-    """The latest window result and the detector's state."""
+    """The latest window, the sequential decision and its history (windows and alarms)."""
     return {
         "drift_found": st.drift_found,
         "latest": None if st.latest is None else st.latest.model_dump(),
         "windows_tested": st.windows,
         "window_fill": st.fill,
         "window_size": st.params.window_size,
+        "window_seconds": st.params.window_seconds,
         "reference": None if st.reference is None else st.reference.source,
         "reference_rows": None if st.reference is None else st.reference.size,
+        "sequential": st.decision(),
+        "history": [w.model_dump() for w in st.history.recent()],
+        "alarms": [a.model_dump() for a in st.history.alarms],
     }
 
 
 @router.get("/report", response_class=HTMLResponse)
 async def report(st: StateDep) -> Response:
-    """HTML report: reference vs live distributions per feature (rendered on request)."""
+    """HTML report: the decision history, then reference vs live distributions per feature."""
     if st.reference is None:
         return _problem(503, f"no reference loaded: {st.load_error}")
     from winequality.monitoring.report import render_report
 
     # A snapshot taken on the event loop; the plotting (slow) runs in a worker thread.
     features, is_white = st.live_rows()
-    html = await run_in_threadpool(render_report, st.reference, features, is_white, st.latest)
+    history = DecisionLog(windows=st.history.recent(), alarms=list(st.history.alarms))
+    render = functools.partial(render_report, history=history, decision=st.decision())
+    html = await run_in_threadpool(render, st.reference, features, is_white, st.latest)
     return HTMLResponse(html)
 
 
 @router.post("/reference/reload")
-async def reload_reference(st: StateDep, _: TokenDep) -> Response:
-    """Reload the reference (after a retraining): resets the window and drift_found."""
-    try:
-        reference = st.load()
-    except ReferenceSampleError as exc:
-        return _problem(409, f"reload failed, previous reference kept: {exc}")
+async def reload_reference(request: Request, st: StateDep, _: TokenDep) -> Response:
+    """Reload the reference (after a retraining): resets the window and the sequential charts.
+
+    A new reference is calibrated first (in a worker thread, seconds); the previous one stays in
+    force meanwhile, so the answer comes once the new one is.
+    """
+    lock: asyncio.Lock = request.app.state.reload_lock
+    async with lock:
+        try:
+            reference = load_reference(st.reference_path)
+            calibration = await asyncio.to_thread(calibration_for, reference, st.params)
+        except ReferenceSampleError as exc:
+            return _problem(409, f"reload failed, previous reference kept: {exc}")
+        except ValueError as exc:
+            return _problem(409, f"reload failed, previous reference kept: calibration: {exc}")
+        st.activate(reference, calibration)
     st.metrics.reloads.inc()
-    return JSONResponse({"reloaded": reference.source, "reference_rows": reference.size})
+    return JSONResponse(
+        {
+            "reloaded": reference.source,
+            "reference_rows": reference.size,
+            "threshold": calibration.threshold,
+        }
+    )
 
 
 @router.get("/health/ready")
 async def ready(st: StateDep) -> Response:
-    """Ready once a reference is loaded."""
+    """Ready once a reference is loaded and its sequential threshold calibrated."""
     if st.reference is None:
         return _problem(503, f"no reference loaded: {st.load_error}")
+    if st.calibration is None:
+        return _problem(
+            503, st.load_error or "calibrating the sequential drift threshold for the reference"
+        )
     return JSONResponse({"status": "ready", "reference_rows": st.reference.size})
 
 
@@ -568,6 +776,53 @@ async def ready(st: StateDep) -> Response:
 async def live() -> dict[str, str]:
     """The process answers."""
     return {"status": "alive"}
+
+
+def _start(state: DetectorState) -> Reference | None:
+    """Read the persisted state and the reference; resume at once when the saved calibration
+    applies (the common restart). Returns the reference when it still needs calibrating."""
+    saved, state.history = read_snapshot(state.state_file)
+    try:
+        reference = load_reference(state.reference_path)
+        log.info("reference loaded from %s (%d rows)", state.reference_path, reference.size)
+    except ReferenceSampleError as exc:
+        # Stay up but not ready: the bundle may be pulled after the detector starts.
+        state.load_error = str(exc)
+        log.error("%s", exc)
+        return None
+    state.begin(reference)
+    calibration = _saved_calibration(saved, reference, state.params)
+    if calibration is None:
+        return reference
+    state.activate(reference, calibration, saved)
+    log.info("sequential state resumed from %s", state.state_file)
+    return None
+
+
+async def _calibrate(state: DetectorState, reference: Reference, lock: asyncio.Lock) -> None:
+    """Calibrate in a worker thread (the event loop keeps accepting events), then activate."""
+    async with lock:
+        try:
+            calibration = await asyncio.to_thread(calibration_for, reference, state.params)
+        except ValueError as exc:
+            state.load_error = f"calibration failed: {exc}"
+            log.error("%s", state.load_error)
+            return
+        log.info(
+            "sequential threshold %.2f calibrated in %.1f s for %d rows between false alarms",
+            calibration.threshold,
+            calibration.seconds,
+            calibration.budget_rows,
+        )
+        if state.reference is reference:  # not replaced by a reload meanwhile
+            state.activate(reference, calibration)
+
+
+async def _ticker(state: DetectorState, seconds: float) -> None:
+    """Close windows due by time when no rows arrive (``drift.window_seconds``)."""
+    while True:
+        await asyncio.sleep(seconds)
+        state.tick()
 
 
 def create_app(
@@ -579,32 +834,65 @@ def create_app(
 ) -> FastAPI:
     """The detector ASGI app; the reference is loaded in ``lifespan`` and on reload.
 
+    At start the persisted state (``settings.state_file``) is read: under the same
+    reference and parameters its calibration and charts are reused, so a restart neither hides
+    nor invents an alarm; otherwise the threshold is calibrated in a worker thread while events
+    are already accepted (their windows are stepped once it is ready) and ``/health/ready``
+    answers 503 until then.
+
     ``freeze_gc`` (the server entry point sets it): everything alive once started (imports, the
     reference) lives as long as the process; out of the collector's sight, a batch's thousands
     of parsed events no longer make every collection walk it too (``benchmarks/drift.py``
     measures the gain).
     """
-    state = DetectorState(params=params, reference_path=reference_path)
+    state_file = settings.state_file or reference_path.with_name(STATE_FILE)
+    state = DetectorState(params=params, reference_path=reference_path, state_file=state_file)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        try:
-            reference = state.load()
-            log.info("reference loaded from %s (%d rows)", reference_path, reference.size)
-        except ReferenceSampleError as exc:
-            # Stay up but not ready: the bundle may be pulled after the detector starts.
-            state.load_error = str(exc)
-            log.error("%s", exc)
+        to_calibrate = _start(state)
+        lock = app.state.reload_lock
+        tasks: list[asyncio.Task[None]] = []
+        if to_calibrate is not None:
+            tasks.append(asyncio.create_task(_calibrate(state, to_calibrate, lock)))
+        if params.window_seconds is not None:
+            tasks.append(asyncio.create_task(_ticker(state, min(1.0, params.window_seconds / 4))))
         if freeze_gc:
             gc.freeze()
-        yield
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            state.save()
+            if state.writer is not None:
+                state.writer.close()
 
     app = FastAPI(
         title="winequality drift detector", lifespan=lifespan, docs_url=None, redoc_url=None
     )
     app.state.detector = state
     app.state.settings = settings
+    app.state.reload_lock = asyncio.Lock()
     set_token(app, settings.admin_token, "set WINEQ_DRIFT_ADMIN_TOKEN on the detector")
     app.include_router(router)
     add_docs(app)
     return app
+
+
+def _saved_calibration(
+    saved: Mapping[str, Any] | None, reference: Reference, params: DriftParams
+) -> Calibration | None:
+    """The persisted calibration if it was computed for this reference and these parameters."""
+    if saved is None:
+        return None
+    try:
+        calibration = Calibration.from_dict(saved["calibration"])
+    except (KeyError, TypeError, ValueError) as exc:
+        log.error("saved calibration is unusable, recalibrating: %s", exc)
+        return None
+    if calibration.fingerprint != sequential.fingerprint(reference, params):
+        return None
+    return calibration

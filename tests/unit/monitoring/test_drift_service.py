@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,16 +45,28 @@ def wines(frame: pd.DataFrame) -> dict[str, Any]:
     return {"wines": frame.loc[:, cols].to_dict(orient="records")}
 
 
-def make_client(reference: Path, **settings: Any) -> TestClient:
+def make_client(reference: Path, params: DriftParams | None = None, **settings: Any) -> TestClient:
+    settings.setdefault("state_file", reference.parent.parent / "drift-state.json")
     app = create_app(
-        DetectorSettings(admin_token=TOKEN, **settings), DriftParams(window_size=WINDOW), reference
+        DetectorSettings(admin_token=TOKEN, **settings),
+        params or DriftParams(window_size=WINDOW),
+        reference,
     )
     return TestClient(app)
+
+
+def wait_ready(client: TestClient, timeout: float = 120.0) -> None:
+    """Until the threshold is calibrated (seconds, in a worker thread; cached per process)."""
+    deadline = time.monotonic() + timeout
+    while client.get("/health/ready").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/health/ready").text
+        time.sleep(0.05)
 
 
 @pytest.fixture
 def client(reference_parquet: Path) -> Iterator[TestClient]:
     with make_client(reference_parquet) as c:
+        wait_ready(c)
         yield c
 
 
@@ -88,7 +101,7 @@ def test_a_big_batch_fills_several_windows(client: TestClient, red_split: RedSpl
     assert body["drift"] == [True, True]
 
 
-def test_drift_latches_metrics_until_reference_reload(
+def test_one_drifted_window_raises_the_alarm_and_reference_traffic_clears_it(
     client: TestClient, red_split: RedSplit
 ) -> None:
     post(client, red_split.white.iloc[:WINDOW])
@@ -99,18 +112,102 @@ def test_drift_latches_metrics_until_reference_reload(
     assert metric(client, 'seldon_metric_drift_threshold{feature="alcohol"}') == pytest.approx(
         0.05 / 12
     )
-    # A clean window afterwards clears is_drift but not the latch the alert relies on.
-    post(client, red_split.reference_frame.iloc[:WINDOW])
-    assert metric(client, "seldon_metric_drift_is_drift") == 0
-    assert metric(client, "seldon_metric_drift_found") == 1
-    assert client.get("/drift").json()["drift_found"] is True
+    threshold = metric(client, "winequality_drift_cusum_threshold")
+    assert metric(client, 'winequality_drift_cusum{test="wine_type"}') > threshold
+    decision = client.get("/drift").json()["sequential"]
+    assert decision["alarm"] is True
+    assert "wine_type" in decision["raised_by"]
+    assert decision["raised_at_row"] == WINDOW
 
+    # Traffic like the reference: no single window latches the decision, the charts fall back.
+    held = red_split.held_out
+    cleared_after = None
+    for i in range(10):
+        post(client, held.iloc[i * WINDOW : (i + 1) * WINDOW])
+        assert metric(client, "seldon_metric_drift_is_drift") == 0
+        if metric(client, "seldon_metric_drift_found") == 0:
+            cleared_after = i + 1
+            break
+    assert cleared_after is not None
+    assert cleared_after >= 2  # the charts hold the evidence for a few windows
+    state = client.get("/drift").json()
+    assert state["drift_found"] is False
+    (alarm,) = state["alarms"]
+    assert (alarm["cleared_by"], alarm["window"]) == ("traffic", 1)
+    assert [w["alarm"] for w in state["history"]] == [True] * cleared_after + [False]
+
+
+def test_reload_clears_the_alarm_and_keeps_its_evidence(
+    client: TestClient, red_split: RedSplit
+) -> None:
+    post(client, red_split.white.iloc[:WINDOW])
+    post(client, red_split.white.iloc[WINDOW : 2 * WINDOW])
+    assert metric(client, "seldon_metric_drift_found") == 1
     ok = client.post("/reference/reload", headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 200, ok.text
     assert metric(client, "seldon_metric_drift_found") == 0
+    assert metric(client, 'winequality_drift_cusum{test="wine_type"}') == 0
     assert "seldon_metric_drift_p_val{" not in client.get("/metrics").text
     state = client.get("/drift").json()
     assert (state["drift_found"], state["window_fill"], state["latest"]) == (False, 0, None)
+    (alarm,) = state["alarms"]
+    assert alarm["cleared_by"] == "reload"
+    assert [w["window"] for w in alarm["evidence"]] == [1]
+    assert len(state["history"]) == 2
+    page = client.get("/report").text
+    assert "Sequential decision" in page
+    assert "reload" in page
+
+
+def test_a_restart_neither_hides_nor_invents_an_alarm(
+    reference_parquet: Path, red_split: RedSplit
+) -> None:
+    with make_client(reference_parquet) as first:
+        wait_ready(first)
+        post(first, red_split.white.iloc[:WINDOW])
+        before = first.get("/drift").json()["sequential"]
+        assert before["alarm"] is True
+    with make_client(reference_parquet) as second:
+        # The saved calibration applies: ready at once, the alarm and its charts as they were.
+        assert second.get("/health/ready").status_code == 200
+        assert metric(second, "seldon_metric_drift_found") == 1
+        assert second.get("/drift").json()["sequential"] == before
+        assert len(second.get("/drift").json()["alarms"]) == 1
+        held = red_split.held_out
+        for i in range(10):
+            post(second, held.iloc[i * WINDOW : (i + 1) * WINDOW])
+        after = second.get("/drift").json()["sequential"]
+        assert after["alarm"] is False
+    with make_client(reference_parquet) as third:
+        assert metric(third, "seldon_metric_drift_found") == 0
+        assert third.get("/drift").json()["sequential"] == after
+
+
+def test_a_corrupt_state_file_is_ignored(reference_parquet: Path, red_split: RedSplit) -> None:
+    (reference_parquet.parent.parent / "drift-state.json").write_text("{not json")
+    with make_client(reference_parquet) as c:
+        wait_ready(c)
+        assert metric(c, "seldon_metric_drift_found") == 0
+        assert post(c, red_split.white.iloc[:WINDOW]).status_code == 200
+        assert metric(c, "seldon_metric_drift_found") == 1
+
+
+def test_windows_close_by_time_with_window_seconds(
+    reference_parquet: Path, red_split: RedSplit
+) -> None:
+    params = DriftParams(window_size=WINDOW, window_seconds=0.3, min_window_rows=10)
+    with make_client(reference_parquet, params) as c:
+        wait_ready(c)
+        assert post(c, red_split.held_out.iloc[:5]).json()["windows_tested"] == 0
+        time.sleep(0.6)  # too few rows: the window waits for more
+        assert c.get("/drift").json()["windows_tested"] == 0
+        post(c, red_split.held_out.iloc[5:15])
+        deadline = time.monotonic() + 10
+        while c.get("/drift").json()["windows_tested"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        latest = c.get("/drift").json()["latest"]
+        assert latest["window_size"] == 15
 
 
 def test_response_events_are_counted_and_ignored(client: TestClient, red_split: RedSplit) -> None:
@@ -216,8 +313,10 @@ def test_report_shows_plots_and_the_latest_result(client: TestClient, red_split:
     post(client, red_split.white.iloc[:WINDOW])
     page = client.get("/report")
     assert page.headers["content-type"].startswith("text/html")
-    assert page.text.count("<svg") == len(schema.FEATURE_NAMES) + 1
-    assert "DRIFT" in page.text
+    # The decision's chart plot, then one plot per feature and the type mix.
+    assert page.text.count("<svg") == 1 + len(schema.FEATURE_NAMES) + 1
+    assert "DRIFT CONFIRMED" in page.text
+    assert page.text.index("Sequential decision") < page.text.index("Distributions")
     for name in schema.FEATURE_NAMES:
         assert f"<td>{name}</td>" in page.text
 
