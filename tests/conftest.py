@@ -134,3 +134,20 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         lines += [f"  - {item}" for item in downloads]
         lines.append("  (set WINEQ_CACHE_DIR to put the cache elsewhere)")
     return lines
+
+
+_MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uri_env_restored() -> Iterator[None]:
+    """``mlflow.set_tracking_uri`` (``tracking.connect``) also exports the URI to the process
+    environment; a test that connects in process must not point the next test's settings at its
+    own temporary store."""
+    saved = {name: os.environ.get(name) for name in _MLFLOW_URI_VARS}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
