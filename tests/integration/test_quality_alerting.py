@@ -105,7 +105,7 @@ def test_degraded_labels_fire_the_alert_and_the_webhook_retrains(
          "--log-dir", str(tmp_path / "hook-logs")],
         logs / "webhook.log",
         env={**env, "WINEQ_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
-             "WINEQ_RETRAIN_COMMAND": json.dumps([sys.executable, str(job)])},
+             "WINEQ_WEBHOOK_COMMAND": json.dumps([sys.executable, str(job)])},
         cwd=tmp_path,
     )  # fmt: skip
     alertmanager = ManagedProcess(
