@@ -7,8 +7,6 @@ build the same thing into each other.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,6 +16,7 @@ import pytest
 
 from winequality.data.ingest import extract_uci_zip, read_uci_dir, uci_archive
 from winequality.data.sources import UCI_FILES
+from winequality.files import file_lock
 from winequality.settings import ProjectSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,18 +26,6 @@ TEST_DATA_ENV = "WINEQ_TEST_DATA"
 # What the suite fetches into the cache on first use (approximate sizes on disk).
 ALIBI_TESTS = "tests/integration/test_detector_alibi.py"
 TRITON_TESTS = "tests/integration/test_triton*.py, test_serving_triton_backend.py"
-
-
-@contextlib.contextmanager
-def cache_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (created if needed), released on exit or process death."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _has_uci_files(folder: Path) -> bool:
@@ -63,7 +50,7 @@ def find_test_data(
     if _has_uci_files(SHARED_DATA):
         return SHARED_DATA
     archive = uci_archive(settings.uci_url, settings.cache_dir)
-    with cache_lock(archive.parent / ".extract.lock"):
+    with file_lock(archive.parent / ".extract.lock"):
         if not _has_uci_files(archive.parent) and archive.is_file():
             extract_uci_zip(archive, archive.parent)
     if _has_uci_files(archive.parent):
@@ -97,7 +84,7 @@ def alibi_venv() -> Path:
     from winequality.monitoring.alibi_backend import alibi_venv_dir, ensure_alibi_venv
 
     venv = alibi_venv_dir()
-    with cache_lock(venv.parent / ".alibi-venv.lock"):
+    with file_lock(venv.parent / ".alibi-venv.lock"):
         return ensure_alibi_venv(venv)
 
 

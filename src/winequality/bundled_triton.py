@@ -17,8 +17,6 @@ onnxruntime version (the same runtime as the in-process predictor).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 import secrets
@@ -29,7 +27,6 @@ import sysconfig
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -37,6 +34,7 @@ from types import TracebackType
 from typing import Final
 
 from winequality.artifacts import replaced_atomically
+from winequality.files import file_lock
 from winequality.process import ManagedProcess, free_port
 from winequality.settings import ServingSettings
 
@@ -129,18 +127,6 @@ def _python_tag() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive file lock: parallel test workers must not unpack into each other."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_tritonserver(cache_dir: Path, version: str = PYTRITON_VERSION) -> TritonDistribution:
     """Download and unpack the server once; later calls return the cached copy at once."""
     base = cache_dir.expanduser().resolve() / "tritonserver" / f"pytriton-{version}"
@@ -150,7 +136,7 @@ def ensure_tritonserver(cache_dir: Path, version: str = PYTRITON_VERSION) -> Tri
     # The Python backend runs the stub found in its own directory, and the stub is built per
     # Python minor version: one backends folder per interpreter version.
     backends = base / f"backends-py{tag}"
-    with _locked(base.parent / f".pytriton-{version}.lock"):
+    with file_lock(base.parent / f".pytriton-{version}.lock"):
         if not (server / "bin" / "tritonserver").is_file():
             wheel = download_wheel(cache_dir.expanduser().resolve() / "wheels", version)
             with replaced_atomically(root) as tmp:

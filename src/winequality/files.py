@@ -1,4 +1,4 @@
-"""Small file helpers shared by the stage commands: the one atomic file write.
+"""Small file helpers shared by the stage commands: the one atomic file write and the one file lock.
 
 Every file a stage, a download or a cache writes goes through ``atomic_path``: the content is
 written to a unique sibling, flushed to disk, then renamed over the destination in one step, so a
@@ -8,6 +8,7 @@ by ``artifacts.replaced_atomically``; this module and that one are the only plac
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -52,3 +53,16 @@ def write_text(path: Path, text: str, encoding: str = "utf-8") -> None:
 def write_json(path: Path, data: object, *, sort_keys: bool = True) -> None:
     """Write ``data`` as indented JSON, atomically (a reader never sees half a file)."""
     write_text(path, json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created if needed), released on exit or process death:
+    parallel processes (test workers, two commands) must not fill one cache folder at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
