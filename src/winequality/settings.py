@@ -9,7 +9,8 @@ of MLServer's ``Settings`` / ``ModelSettings``):
   with the retraining job);
 - ``DetectorSettings`` (``WINEQ_DRIFT_``): the drift detector;
 - ``WebhookSettings`` (``WINEQ_WEBHOOK_``): the retraining webhook;
-- ``RetrainSettings`` (``WINEQ_``, one ``WINEQ_DRIFT_`` field): the retraining job it starts.
+- ``RetrainSettings`` (``WINEQ_``, one ``WINEQ_DRIFT_`` field): the retraining job it starts;
+- ``ClusterSettings`` (``WINEQ_CLUSTER_``): where that job rolls a promotion out in Kubernetes.
 
 ``PORTS`` is the one table of default ports: the settings, ``winequality up``, the generated
 Prometheus/Alertmanager configs and the tests take theirs from it. Each field is documented where
@@ -212,6 +213,40 @@ class WebhookSettings(BaseSettings):
     """Quiet period after a retraining during which new alerts are acknowledged, not acted on."""
     command: tuple[str, ...] = ("winequality", "retrain")
     """The job the webhook runs (in a child process, so the webhook stays small)."""
+
+
+class ClusterSettings(BaseSettings):
+    """Where a promotion goes in Kubernetes (``pipeline.cluster``): the model ConfigMap and the
+    workloads restarted to serve it. The names are those of ``deploy/k8s``; the webhook's Role
+    grants exactly what the client does to them (a test derives one from the other)."""
+
+    model_config = _config("WINEQ_CLUSTER_")
+
+    namespace: str | None = None
+    """Namespace of the deployment (the manifests set it from the pod's own); unset means not
+    in a cluster: a promotion is deployed by reloading the local app and detector."""
+    api_url: str = "https://kubernetes.default.svc"
+    """The Kubernetes API server, as seen from the pod."""
+    service_account_dir: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+    """The mounted service account: ``token`` (bearer, re-read per rollout: it is rotated)
+    and ``ca.crt`` (the API server's CA)."""
+    model_configmap: str = "wine-quality-model"
+    """ConfigMap whose ``MODEL_RUN_ID`` every model puller (Triton, app, detector) reads."""
+    model_server_kind: Literal["SeldonDeployment", "InferenceService"] = "SeldonDeployment"
+    """Kind of the model server resource (Seldon Core v1 or KServe)."""
+    model_server_name: str = "wine-quality"
+    """Name of the SeldonDeployment / InferenceService."""
+    model_server_deployment: str = "wine-quality-default-0-wine-quality"
+    """The Deployment its operator makes (Seldon: ``<sdep>-<predictor>-<index>-<containers>``;
+    KServe standard mode: ``<isvc>-predictor``), whose status says when the rollout is done."""
+    deployments: tuple[str, ...] = ("wine-quality-app", "drift-detector")
+    """Deployments restarted after the model server (they pull the same run)."""
+    rollout_timeout_s: float = 600.0
+    """How long a rollout may take before the promotion is rolled back."""
+    poll_interval_s: float = 2.0
+    """Interval between reads of the Deployments' status while waiting."""
+    request_timeout_s: float = 10.0
+    """Timeout of one request to the API server."""
 
 
 class RetrainSettings(TrackingSettings, AppDataSettings):

@@ -55,7 +55,7 @@ from winequality import artifacts
 from winequality.contract import schema
 from winequality.params import Params, RetrainParams
 from winequality.pipeline.trigger import Trigger, fetch_evidence, log_trigger, trigger_tags
-from winequality.settings import RetrainSettings
+from winequality.settings import ClusterSettings, RetrainSettings
 from winequality.stages import PATHS, StagePaths
 
 TRIGGER_TAG: Final = "trigger"
@@ -352,14 +352,19 @@ def deploy(settings: RetrainSettings, result: RetrainResult, version: str, notif
 
     The app loads and checks the bundle before it swaps; if it refuses (or cannot be reached) the
     champion alias is rolled back and nothing else moves, so a broken artifact never replaces a
-    working one.
+    working one. In a cluster (``WINEQ_CLUSTER_NAMESPACE`` set) telling means rolling the new
+    run out through the Kubernetes API instead (``pipeline.cluster``), with the same rollback.
     """
     from winequality.training.registry import CHAMPION, pull
 
     previous = result.previous_version
     bundle = new_bundle_dir(settings.model_dir, version)
-    pull(settings, bundle, alias=CHAMPION)
+    pulled = pull(settings, bundle, alias=CHAMPION)
     result.model_dir = str(bundle)
+    cluster = ClusterSettings() if notify else None
+    if cluster is not None and cluster.namespace:
+        _deploy_to_cluster(settings, cluster, result, version, pulled.run_id)
+        return
     if notify:
         accepted, detail = ask_app_to_reload(settings, bundle)
         if not accepted:
@@ -374,3 +379,30 @@ def deploy(settings: RetrainSettings, result: RetrainResult, version: str, notif
         result.detector_reloaded, detail = ask_detector_to_reload(settings)
         if result.detector_reloaded is False:
             result.reason += f"; detector reference NOT reloaded: {detail}"
+
+
+def _deploy_to_cluster(
+    settings: RetrainSettings,
+    cluster: ClusterSettings,
+    result: RetrainResult,
+    version: str,
+    run_id: str | None,
+) -> None:
+    """The champion pulled and checked: roll it out in Kubernetes (``pipeline.cluster``); if it
+    never becomes ready there, the cluster is reverted and so is the alias."""
+    from winequality.pipeline.cluster import roll_out
+
+    if run_id is None:  # pull always records it; never roll out a bundle that does not say
+        detail = "the pulled bundle names no MLflow run id"
+    else:
+        rollout = roll_out(cluster, run_id, version)
+        if rollout.ready:
+            result.reason += f"; {rollout.detail}"
+            return
+        detail = rollout.detail
+    previous = result.previous_version
+    _roll_back(settings, version, previous, detail)
+    result.promoted, result.outcome = False, "rolled_back"
+    result.reason = (
+        f"promoted by the gate but not deployed, champion v{previous} restored: {detail}"
+    )
