@@ -1,4 +1,4 @@
-"""Fixtures of the offline deployment checks: rendered overlays and strict CRD schemas."""
+"""Fixtures of the offline deployment checks: rendered layers and overlays, strict CRD schemas."""
 
 from __future__ import annotations
 
@@ -13,11 +13,18 @@ ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "k8s"
 CRDS = ROOT.parent / "shared" / "k8s-crds"
 OVERLAYS = ("staging", "prod")
+"""The environments CD deploys (Seldon Core)."""
+KSERVE_OVERLAYS = ("kserve-staging", "kserve-prod")
+"""The same environments on KServe."""
+PLATFORMS = ("seldon", "kserve")
+"""The model server layers on top of the shared base."""
+MODEL_SERVER_KINDS = {"seldon": "SeldonDeployment", "kserve": "InferenceService"}
 CRD_FILES = {
     "machinelearning.seldon.io": "seldondeployments.machinelearning.seldon.io.yaml",
     "monitoring.coreos.com/PrometheusRule": "prometheusrules.monitoring.coreos.com.yaml",
     "monitoring.coreos.com/ServiceMonitor": "servicemonitors.monitoring.coreos.com.yaml",
     "monitoring.coreos.com/AlertmanagerConfig": "alertmanagerconfigs.monitoring.coreos.com.yaml",
+    "serving.kserve.io/InferenceService": "inferenceservices.serving.kserve.io.yaml",
 }
 
 
@@ -74,9 +81,30 @@ def base() -> list[Manifest]:
 
 
 @pytest.fixture(scope="session")
+def platforms() -> dict[str, list[Manifest]]:
+    """Each platform layer (base + its model server), rendered without an overlay."""
+    return {name: build(K8S / name) for name in PLATFORMS}
+
+
+@pytest.fixture(scope="session")
 def rendered() -> dict[str, list[Manifest]]:
-    """Each overlay, rendered."""
-    return {name: build(K8S / "overlays" / name) for name in OVERLAYS}
+    """Each overlay (Seldon and KServe), rendered."""
+    return {name: build(K8S / "overlays" / name) for name in OVERLAYS + KSERVE_OVERLAYS}
+
+
+@pytest.fixture(scope="session")
+def mlflow() -> list[Manifest]:
+    """The MLflow server on PostgreSQL (its own namespace), rendered."""
+    return build(K8S / "mlflow")
+
+
+def namespace_of(overlay: str) -> str:
+    """An overlay's namespace: the environment's, whichever platform serves it."""
+    return f"wine-quality-{overlay.removeprefix('kserve-')}"
+
+
+def platform_of(overlay: str) -> str:
+    return "kserve" if overlay.startswith("kserve-") else "seldon"
 
 
 def find(docs: list[Manifest], kind: str, name: str | None = None) -> list[Manifest]:

@@ -1,9 +1,11 @@
 """A small kustomize renderer for the subset deploy/k8s uses, so the overlays are checked offline.
 
 Supported: ``resources`` (files and kustomization folders), ``configMapGenerator`` (literals, envs;
-behaviour create/merge/replace) with content-hash suffixes and reference renames, ``patches``
-(JSON 6902 only, with a kind/name target), ``namespace``, ``labels`` (metadata only), ``images``
-and ``replicas``. Anything else in a kustomization is refused, so an overlay cannot quietly use a
+behaviour create/merge/replace; ``options.disableNameSuffixHash``) with content-hash suffixes and
+reference renames, ``patches`` (JSON 6902 only, with a kind/name target), ``namespace`` (with the
+namespace of ServiceAccount subjects of role bindings), ``labels`` (metadata only), ``images``,
+``replicas`` and ``configurations`` (read by kustomize only: ConfigMap references are renamed
+wherever they are). Anything else in a kustomization is refused, so an overlay cannot quietly use a
 feature these tests would not render. The hash differs from kustomize's (same role, not the same
 digits).
 """
@@ -35,6 +37,8 @@ KNOWN_KEYS = {
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
 REPLICATED = {"Deployment", "StatefulSet", "ReplicaSet"}
 _GENERATED = "__generated_name__"
+_NO_HASH = "__no_name_suffix_hash__"
+GENERATOR_OPTIONS = {"disableNameSuffixHash"}
 
 
 class KustomizeError(ValueError):
@@ -148,6 +152,9 @@ def _build(root: Path) -> list[Manifest]:
     for spec in k.get("configMapGenerator", []):
         name, behavior = spec["name"], spec.get("behavior", "create")
         data = _generate(root, spec)
+        options = spec.get("options", {})
+        if set(options) - GENERATOR_OPTIONS:
+            raise KustomizeError(f"{kfile}: unsupported generator options {sorted(options)}")
         existing = [d for d in docs if d.get(_GENERATED) == name]
         if behavior == "create":
             if existing:
@@ -159,6 +166,7 @@ def _build(root: Path) -> list[Manifest]:
                     "metadata": {"name": name},
                     "data": data,
                     _GENERATED: name,
+                    _NO_HASH: bool(options.get("disableNameSuffixHash")),
                 }
             )
         elif behavior in {"merge", "replace"}:
@@ -166,6 +174,8 @@ def _build(root: Path) -> list[Manifest]:
                 raise KustomizeError(f"{kfile}: {behavior} of ConfigMap {name} not in a base")
             cm = existing[0]
             cm["data"] = {**cm["data"], **data} if behavior == "merge" else data
+            if "disableNameSuffixHash" in options:
+                cm[_NO_HASH] = bool(options["disableNameSuffixHash"])
         else:
             raise KustomizeError(f"{kfile}: unknown behavior {behavior!r}")
 
@@ -187,6 +197,9 @@ def _build(root: Path) -> list[Manifest]:
         for d in docs:
             if d["kind"] not in CLUSTER_SCOPED:
                 d["metadata"]["namespace"] = k["namespace"]
+            for subject in d.get("subjects", []) if d["kind"].endswith("RoleBinding") else []:
+                if subject.get("kind") == "ServiceAccount":
+                    subject.setdefault("namespace", k["namespace"])
     for group in k.get("labels", []):
         if group.get("includeSelectors") or group.get("includeTemplates"):
             raise KustomizeError(f"{kfile}: labels are rendered on metadata only")
@@ -225,6 +238,8 @@ def build(root: Path) -> list[Manifest]:
     renames: dict[str, str] = {}
     for d in docs:
         original = d.pop(_GENERATED, None)
+        if d.pop(_NO_HASH, False):
+            continue
         if original is not None:
             digest = hashlib.sha256(json.dumps(d["data"], sort_keys=True).encode()).hexdigest()
             d["metadata"]["name"] = f"{original}-{digest[:10]}"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import typer
-from tests.unit.deploy.conftest import ROOT
+from tests.unit.deploy.conftest import PLATFORMS, ROOT
 from tests.unit.deploy.kustomize import Manifest, containers
 
 # Typer (0.2x) vendors click as typer._click: its commands are not click.Command instances, so the
@@ -70,8 +70,8 @@ def image_commands(docs: list[Manifest]) -> list[tuple[str, list[str]]]:
     out: list[tuple[str, list[str]]] = []
     for doc in docs:
         for c in containers(doc):
-            if c["image"] not in entry:
-                continue
+            if c["image"] not in entry or c.get("command") == ["mlflow"]:
+                continue  # the MLflow server: test_mlflow_server_command_parses
             if c.get("command"):
                 assert c["command"][:2] == ["/bin/sh", "-c"], c["name"]
                 for argv in shell_commands(" ".join(c["args"])):
@@ -92,8 +92,11 @@ def test_parse_rejects_unknown_commands_and_options() -> None:
     assert parse(["registry", "pull", "--run-id", "x"]).params["run_id"] == "x"
 
 
-def test_every_cli_invocation_in_the_manifests_parses(base: list[Manifest]) -> None:
-    commands = image_commands(base)
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_every_cli_invocation_in_the_manifests_parses(
+    platforms: dict[str, list[Manifest]], platform: str
+) -> None:
+    commands = image_commands(platforms[platform])
     for name, argv in commands:
         try:
             parse(argv)
@@ -104,8 +107,12 @@ def test_every_cli_invocation_in_the_manifests_parses(base: list[Manifest]) -> N
     assert {"data ingest", "data validate", "data prepare"} <= ran
 
 
-def test_init_container_pulls_by_run_id_from_the_configmap(base: list[Manifest]) -> None:
-    pulls = [argv for _, argv in image_commands(base) if argv[:2] == ["registry", "pull"]]
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_init_container_pulls_by_run_id_from_the_configmap(
+    platforms: dict[str, list[Manifest]], platform: str
+) -> None:
+    commands = image_commands(platforms[platform])
+    pulls = [argv for _, argv in commands if argv[:2] == ["registry", "pull"]]
     assert len(pulls) == 3
     for argv in pulls:
         ctx = parse(argv)
@@ -122,7 +129,10 @@ def test_webhook_retrain_command_parses_from_its_environment(
     monkeypatch.setenv("WINEQ_WEBHOOK_COMMAND", env["WINEQ_WEBHOOK_COMMAND"])
     command = WebhookSettings().command
     assert command[0] == "winequality"
-    assert parse(list(command[1:])).params["notify"] is False
+    # In the cluster, telling the serving side is the rollout through the Kubernetes API.
+    assert parse(list(command[1:])).params["notify"] is True
+    names = {e["name"] for e in webhook["env"]}
+    assert "WINEQ_CLUSTER_NAMESPACE" in names
 
 
 def test_app_image_runs_the_serving_module_only() -> None:
@@ -169,3 +179,21 @@ def test_dockerfiles_are_the_four_images() -> None:
         "triton.Dockerfile",
     ]
     assert isinstance(ROOT, Path)
+
+
+def test_mlflow_server_command_parses(mlflow: list[Manifest]) -> None:
+    from mlflow.cli import cli
+
+    (server,) = [c for d in mlflow for c in containers(d) if c.get("command") == ["mlflow"]]
+    command: Any = cli
+    ctx = command.make_context("mlflow", [], resilient_parsing=True)
+    sub = command.get_command(ctx, server["args"][0])
+    parsed = sub.make_context("server", list(server["args"][1:]), parent=ctx)
+    assert parsed.params["backend_store_uri"] == "$(MLFLOW_BACKEND_STORE_URI)"
+    assert parsed.params["artifacts_destination"] == "/var/lib/mlflow/artifacts"
+    assert parsed.params["port"] == 5000
+    env = {e["name"]: e for e in server["env"]}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlflow-database",
+        "key": "url",
+    }

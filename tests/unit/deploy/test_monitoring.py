@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from tests.unit.deploy import embedded
-from tests.unit.deploy.conftest import ROOT, find, one
+from tests.unit.deploy.conftest import ROOT, find, namespace_of, one
 from tests.unit.deploy.kustomize import Manifest
 
 PROMETHEUS_K8S = ROOT / "deploy" / "prometheus" / "prometheus.k8s.yml"
@@ -96,7 +96,7 @@ def test_alertmanager_config_routes_drift_to_the_webhook_like_the_plain_config(
             ][0]["url"]
         )
         # Alertmanager lives in another namespace: the host names the overlay's namespace.
-        assert url.hostname == f"{plain_url.hostname}.wine-quality-{env}.svc"
+        assert url.hostname == f"{plain_url.hostname}.{namespace_of(env)}.svc"
         assert (url.port, url.path) == (plain_url.port, plain_url.path)
         service = one(docs, "Service", "retrain-webhook")
         assert url.port in {p["port"] for p in service["spec"]["ports"]}
