@@ -3,10 +3,11 @@
 Deployments, records every request, applies the patches, and plays the controllers.
 
 The controllers' rules: a restarted Deployment's new pods pull the run the ConfigMap names at that
-moment. A run in ``never_ready`` never gets ready pods (the rollout hangs with the old pods still
-serving), one in ``deadline`` reports ``ProgressDeadlineExceeded``, any other is rolled out after
-``ready_after`` status reads. The model server's operator copies the restart annotation of its
-pod metadata to the Deployment it owns, as Seldon's and KServe's do.
+moment. A run in ``never_ready`` (or outside ``only_ready``, when set) never gets ready pods: the
+rollout hangs with the old pods still serving. One in ``deadline`` reports
+``ProgressDeadlineExceeded``; any other is rolled out after ``ready_after`` status reads. The
+model server's operator copies the restart annotation of its pod metadata to the Deployment it
+owns, as Seldon's and KServe's do.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class FakeCluster:
     deployments: tuple[str, ...] = ("wine-quality-app", "drift-detector")
     replicas: int = 2
     never_ready: frozenset[str] = frozenset()
+    only_ready: frozenset[str] | None = None
+    """If set, every run outside it never gets ready (for runs made during the test)."""
     deadline: frozenset[str] = frozenset()
     ready_after: int = 2
     forbidden: frozenset[tuple[str, str]] = frozenset()
@@ -197,7 +200,11 @@ class FakeCluster:
                     "message": f'ReplicaSet "{name}-new" has timed out progressing.',
                 }
             )
-        elif rollout.run_id in self.never_ready or rollout.reads <= self.ready_after:
+        elif (
+            rollout.run_id in self.never_ready
+            or (self.only_ready is not None and rollout.run_id not in self.only_ready)
+            or rollout.reads <= self.ready_after
+        ):
             # maxSurge 1, maxUnavailable 0: one new pod that is not ready, the old ones serve.
             status |= {"replicas": want + 1, "updatedReplicas": 1, "availableReplicas": want}
         else:
