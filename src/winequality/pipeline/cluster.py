@@ -179,7 +179,10 @@ class KubeClient:
             raise ClusterError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         if response.status_code >= 400:
             raise ClusterError(f"{method} {path}: {response.status_code} {_message(response)}")
-        data = response.json()
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise ClusterError(f"{method} {path}: the answer is not JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise ClusterError(f"{method} {path}: expected a JSON object")
         return data
@@ -188,9 +191,12 @@ class KubeClient:
         return self._request("get", "", "configmaps", name)
 
     def set_model(self, name: str, run_id: str, version: str | None) -> None:
-        patch: dict[str, Any] = {"data": {RUN_ID_KEY: run_id}}
-        # null removes the annotation (strategic merge), so a reverted map says no version.
-        patch["metadata"] = {"annotations": {VERSION_ANNOTATION: version}}
+        # A null version removes the annotation (strategic merge): a map reverted to a run
+        # that had none says none.
+        patch = {
+            "data": {RUN_ID_KEY: run_id},
+            "metadata": {"annotations": {VERSION_ANNOTATION: version}},
+        }
         self._request("patch", "", "configmaps", name, patch)
 
     def restart_deployment(self, name: str, stamp: str) -> None:

@@ -143,7 +143,9 @@ def test_a_run_that_never_gets_ready_is_reverted_after_the_timeout(fake: Served)
     between = cluster.requests[
         cluster.requests.index(writes[3]) + 1 : cluster.requests.index(writes[4])
     ]
-    assert len(between) >= 3 * int(timeout / 0.02 / 2)
+    # (How many rounds depends on the host's speed; at least two, all three Deployments each.)
+    assert len(between) >= 6
+    assert len(between) % 3 == 0
     assert "never became ready (not ready after 0.5 s" in result.detail
     assert f"{APP}: 1 of 2 replicas updated" in result.detail
     assert f"reverted to run {OLD}: ready" in result.detail
