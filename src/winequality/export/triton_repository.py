@@ -30,7 +30,6 @@ to them in one reload (``latest: 1``), then the old directories go.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
@@ -38,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
-from winequality import artifacts
+from winequality import artifacts, files
 from winequality.contract import features, problems, schema
 
 Variant = Literal["onnxruntime", "python"]
@@ -392,11 +391,11 @@ class StagedVersion:
         else:
             (source / str(self.version)).rename(target / str(self.version))
             for file in sorted(p for p in source.iterdir() if p.is_file()):
-                old = target / file.name
+                old, content = target / file.name, file.read_bytes()
                 previous = old.read_bytes() if old.is_file() else b""
-                if previous != file.read_bytes():
+                if previous != content:
                     self.replaced_configs[f"{name}/{file.name}"] = previous
-                    os.replace(file, old)
+                    files.write_bytes(old, content)
         self.installed.append(name)
 
     def install_steps(self) -> tuple[str, ...]:
@@ -417,9 +416,7 @@ class StagedVersion:
         for relative, previous in self.replaced_configs.items():
             path = self.live / relative
             if previous:
-                tmp = path.with_name(f".{path.name}.restore")
-                tmp.write_bytes(previous)
-                os.replace(tmp, path)
+                files.write_bytes(path, previous)
             else:
                 path.unlink(missing_ok=True)
         self.installed.clear()
@@ -439,7 +436,7 @@ def stage_version(
     instances: int = 1,
 ) -> StagedVersion:
     """Build ``bundle`` as ``version`` in a staging directory beside the live repository."""
-    if str(version) in {str(v) for vs in repository_versions(live).values() for v in vs}:
+    if any(version in versions for versions in repository_versions(live).values()):
         raise TritonExportError(f"{live} already holds a version {version}")
     staging = live.parent / f".{live.name}.staging-{version}"
     shutil.rmtree(staging, ignore_errors=True)
