@@ -260,7 +260,8 @@ class TritonReloader:
                 staged.discard()
             self.served = Served(version, digest, metadata)
             self._retire(version)
-            log.info("Triton serves %s (registry %s) as %d", bundle, metadata.version, version)
+            registry = metadata.version
+            log.info("Triton serves %s (registry %s) as its version %d", bundle, registry, version)
             return metadata
 
     def _switch(self, staged: StagedVersion) -> None:
