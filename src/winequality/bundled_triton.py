@@ -13,6 +13,11 @@ under numpy 2 every tensor it hands to Python has a zero stride (BYTES inputs de
 outputs are rejected for their size). So the models run in a small environment of their own,
 created once next to the server: this interpreter's version, ``numpy<2`` and the project's
 onnxruntime version (the same runtime as the in-process predictor).
+
+``BundledTriton`` runs the server in explicit model control mode on a repository of its own and
+hands the app a loader that deploys each bundle the app loads (startup, ``/admin/reload``, the
+model dir watcher) as a new version of the running server (``triton_reload``), so a promotion
+reaches Triton without a restart and without a failed request.
 """
 
 from __future__ import annotations
@@ -27,16 +32,21 @@ import sysconfig
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import TYPE_CHECKING, Final, Literal
 
 from winequality.artifacts import replaced_atomically
 from winequality.files import file_lock
 from winequality.process import ManagedProcess, free_port
 from winequality.settings import ServingSettings
+
+if TYPE_CHECKING:
+    from winequality.inference.predictor import Predictor
+    from winequality.triton_reload import TritonReloader
 
 log = logging.getLogger(__name__)
 
@@ -229,13 +239,25 @@ class TritonPorts:
         return cls(http, grpc, metrics)
 
 
+ModelControl = Literal["none", "explicit"]
+
+
 def server_command(
-    dist: TritonDistribution, repository: Path, ports: TritonPorts, host: str = "127.0.0.1"
+    dist: TritonDistribution,
+    repository: Path,
+    ports: TritonPorts,
+    host: str = "127.0.0.1",
+    model_control: ModelControl = "none",
 ) -> list[str]:
-    """The ``tritonserver`` command line: loopback only, strict readiness, quick shutdown."""
+    """The ``tritonserver`` command line: loopback only, quick shutdown.
+
+    ``none`` loads the whole repository at startup; ``explicit`` loads nothing until asked
+    through the repository API (``POST /v2/repository/models/{name}/load``).
+    """
     return [
         str(dist.binary),
         f"--model-repository={repository.resolve()}",
+        f"--model-control-mode={model_control}",
         f"--backend-directory={dist.backends_dir}",
         f"--cache-directory={dist.caches_dir}",
         f"--http-address={host}",
@@ -246,7 +268,10 @@ def server_command(
         f"--metrics-port={ports.metrics}",
         "--allow-sagemaker=false",
         "--allow-vertex-ai=false",
-        "--strict-readiness=true",
+        # In explicit mode a version the server refused stays in its index as UNAVAILABLE, and
+        # strict readiness would report the whole server unready while the served version
+        # answers; readiness is then asked of the model (``/v2/models/{name}/ready``).
+        f"--strict-readiness={'true' if model_control == 'none' else 'false'}",
         "--exit-timeout-secs=5",
         "--log-verbose=0",
         # No GPU: skip the pinned host buffer Triton otherwise tries to reserve through CUDA.
@@ -295,12 +320,14 @@ def start_tritonserver(
     log_file: Path,
     ports: TritonPorts | None = None,
     ready_timeout: float = 180.0,
+    *,
+    model_control: ModelControl = "none",
 ) -> TritonServer:
     """Start the server on free loopback ports and wait until every model is ready."""
     ports = ports or TritonPorts.free()
     process = ManagedProcess(
         "tritonserver",
-        server_command(dist, repository, ports),
+        server_command(dist, repository, ports, model_control=model_control),
         log_file,
         env=server_env(dist),
     )
@@ -317,30 +344,50 @@ def start_tritonserver(
 
 
 class BundledTriton:
-    """Triton serving ``settings.model_dir``; ``settings_for_app`` points the app at it."""
+    """Triton serving the app's bundles; ``settings_for_app`` points the app at it and
+    ``loader`` deploys each bundle the app loads to it."""
 
     def __init__(self, settings: ServingSettings) -> None:
         self.settings = settings
         self.server: TritonServer | None = None
+        self.reloader: TritonReloader | None = None
         self._workdir: Path | None = None
 
     def start(self) -> TritonServer:
-        # Imported here: only this backend needs the exporter and the server launcher.
-        from winequality.export.triton_repository import write_model_repository
+        """Start the server on an empty repository: the app's first load deploys the bundle."""
+        # Imported here: only this backend needs the exporter and the repository client.
+        from winequality.triton_reload import RepositoryClient, TritonReloader
 
         self._workdir = Path(tempfile.mkdtemp(prefix="wineq-triton-"))
-        repository = write_model_repository(
-            self.settings.model_dir,
-            self._workdir / "repository",
-            "python",
-            max_batch_size=self.settings.triton_max_batch_size,
-        )
+        repository = self._workdir / "repository"
+        repository.mkdir()
         dist = ensure_tritonserver(self.settings.cache_dir)
         log_file = self._workdir / "tritonserver.log"
         log.info("starting tritonserver on %s (log: %s)", repository, log_file)
-        self.server = start_tritonserver(repository, dist, log_file)
+        self.server = start_tritonserver(repository, dist, log_file, model_control="explicit")
         log.info("tritonserver ready at %s in %.1f s", self.server.http_url, self.server.startup_s)
+        self.reloader = TritonReloader(
+            repository,
+            RepositoryClient(self.server.grpc_url),
+            "python",
+            max_batch_size=self.settings.triton_max_batch_size,
+        )
         return self.server
+
+    def loader(self) -> Callable[[Path], Predictor]:
+        """The app's loader: deploy the bundle to the server, then proxy to it."""
+        from winequality.inference.remote import RemoteV2Predictor
+
+        reloader = self.reloader
+        if reloader is None:
+            raise RuntimeError("BundledTriton.start() was not called")
+        settings = self.settings_for_app()
+
+        def load(bundle: Path) -> Predictor:
+            metadata = reloader.deploy(bundle)
+            return RemoteV2Predictor.from_settings(settings, metadata, reloader.versions)
+
+        return load
 
     def settings_for_app(self) -> ServingSettings:
         if self.server is None:
@@ -350,6 +397,9 @@ class BundledTriton:
         )
 
     def stop(self) -> None:
+        if self.reloader is not None:
+            self.reloader.close()
+            self.reloader = None
         if self.server is not None:
             self.server.stop()
             self.server = None

@@ -51,6 +51,17 @@ def test_command_serves_the_repository_on_loopback_ports(
         assert flag in cmd
 
 
+def test_explicit_model_control_loads_nothing_and_asks_readiness_of_the_model(
+    dist: TritonDistribution, tmp_path: Path
+) -> None:
+    ports = TritonPorts(8000, 8001, 8002)
+    default = server_command(dist, tmp_path, ports)
+    explicit = server_command(dist, tmp_path, ports, model_control="explicit")
+    assert {"--model-control-mode=none", "--strict-readiness=true"} <= set(default)
+    assert {"--model-control-mode=explicit", "--strict-readiness=false"} <= set(explicit)
+    assert not any(a.startswith("--load-model") for a in explicit)
+
+
 def test_each_server_gets_its_own_shared_memory_prefix(
     dist: TritonDistribution, tmp_path: Path
 ) -> None:

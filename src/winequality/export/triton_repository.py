@@ -19,6 +19,12 @@ default). The pre/post-processing is the code the app runs in process: the Pytho
 import the copies of ``schema.py``, ``problems.py`` and ``features.py`` shipped next to them, so
 nothing is re-typed. The configs are written as text here (the export environment has no Triton
 client); the tests parse every one of them as Triton's ``ModelConfig`` protobuf.
+
+Versions: the ensemble names the version of each step (its own), and the steps serve every
+version directory present. A repository holds one version of each model, except while a running
+server in explicit model control mode swaps to a new one (``StagedVersion``, driven by
+``triton_reload``): the new steps load beside the old ones, the ensemble's new version switches
+to them in one reload (``latest: 1``), then the old directories go.
 """
 
 from __future__ import annotations
@@ -27,11 +33,11 @@ import json
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
-from winequality import artifacts
+from winequality import artifacts, files
 from winequality.contract import features, problems, schema
 
 Variant = Literal["onnxruntime", "python"]
@@ -109,9 +115,14 @@ QUALITY: Final = _tensor(schema.OUTPUT_QUALITY, FP32, [1])
 QUALITY_CLASS: Final = _tensor(schema.OUTPUT_CLASS, INT32, [1])
 
 
+def _every_version() -> dict[str, PbValue]:
+    # The steps serve what is on disk: one version, or two while a swap loads the new one beside
+    # the old (the ensemble names which one it calls).
+    return {"all": {}}
+
+
 def _latest_only() -> dict[str, PbValue]:
-    # One live version per model: a new export replaces the repository instead of piling up
-    # versions, and a rollback is a re-export of the previous champion.
+    # The ensemble: loading its new version retires the old one in the same reload.
     return {"latest": {"num_versions": 1}}
 
 
@@ -126,7 +137,7 @@ def preprocess_config(max_batch_size: int, instances: int = 1) -> str:
             "name": PREPROCESS,
             "backend": "python",
             "max_batch_size": max_batch_size,
-            "version_policy": _latest_only(),
+            "version_policy": _every_version(),
             "input": [*FEATURE_INPUTS, WINE_TYPE_INPUT],
             "output": [MATRIX],
             "instance_group": _cpu(instances),
@@ -150,7 +161,7 @@ def model_config(
             "name": name,
             **runtime,
             "max_batch_size": max_batch_size,
-            "version_policy": _latest_only(),
+            "version_policy": _every_version(),
             "input": [MATRIX],
             "output": [SCORE],
             "instance_group": _cpu(instances),
@@ -168,7 +179,7 @@ def postprocess_config(max_batch_size: int, instances: int = 1) -> str:
             "name": POSTPROCESS,
             "backend": "python",
             "max_batch_size": max_batch_size,
-            "version_policy": _latest_only(),
+            "version_policy": _every_version(),
             "input": [SCORE],
             "output": [QUALITY, QUALITY_CLASS],
             "instance_group": _cpu(instances),
@@ -176,8 +187,8 @@ def postprocess_config(max_batch_size: int, instances: int = 1) -> str:
     )
 
 
-def ensemble_config(model_name: str, max_batch_size: int) -> str:
-    """``schema.MODEL_NAME``: the only model clients call."""
+def ensemble_config(model_name: str, max_batch_size: int, version: int = 1) -> str:
+    """``schema.MODEL_NAME``: the only model clients call; each step runs ``version``."""
     inputs = [*schema.FEATURE_NAMES, schema.WINE_TYPE]
     matrix, score = "model_input", "model_score"
     return _render(
@@ -185,25 +196,26 @@ def ensemble_config(model_name: str, max_batch_size: int) -> str:
             "name": schema.MODEL_NAME,
             "platform": "ensemble",
             "max_batch_size": max_batch_size,
+            "version_policy": _latest_only(),
             "input": [*FEATURE_INPUTS, WINE_TYPE_INPUT],
             "output": [QUALITY, QUALITY_CLASS],
             "ensemble_scheduling": {
                 "step": [
                     {
                         "model_name": PREPROCESS,
-                        "model_version": -1,
+                        "model_version": version,
                         "input_map": [{"key": n, "value": n} for n in inputs],
                         "output_map": [{"key": schema.ONNX_INPUT, "value": matrix}],
                     },
                     {
                         "model_name": model_name,
-                        "model_version": -1,
+                        "model_version": version,
                         "input_map": [{"key": schema.ONNX_INPUT, "value": matrix}],
                         "output_map": [{"key": schema.ONNX_OUTPUT, "value": score}],
                     },
                     {
                         "model_name": POSTPROCESS,
-                        "model_version": -1,
+                        "model_version": version,
                         "input_map": [{"key": schema.ONNX_OUTPUT, "value": score}],
                         "output_map": [
                             {"key": schema.OUTPUT_QUALITY, "value": schema.OUTPUT_QUALITY},
@@ -262,8 +274,10 @@ def build_model_repository(
     max_batch_size: int = 1024,
     max_queue_delay_us: int = 100,
     instances: int = 1,
+    version: int | None = None,
 ) -> Path:
-    """Write the four models into the (empty or missing) directory ``root``."""
+    """Write the four models into the (empty or missing) directory ``root``, as ``version``
+    (default: ``triton_version`` of the bundle)."""
     if variant not in VARIANTS:
         raise TritonExportError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
     if max_batch_size < 1:
@@ -285,7 +299,10 @@ def build_model_repository(
     name = metadata.family
     if not _SAFE_NAME.match(name) or name in {PREPROCESS, POSTPROCESS, schema.MODEL_NAME}:
         raise TritonExportError(f"model family {name!r} cannot name a Triton model")
-    version = triton_version(metadata)
+    if version is None:
+        version = triton_version(metadata)
+    elif version < 1:
+        raise TritonExportError(f"Triton versions are positive integers, got {version}")
 
     pre = _write_model(
         root, PREPROCESS, preprocess_config(max_batch_size, instances), version, "preprocess.py"
@@ -303,7 +320,7 @@ def build_model_repository(
         root, POSTPROCESS, postprocess_config(max_batch_size, instances), version, "postprocess.py"
     )
     copy_processing_code(post)
-    _write_model(root, schema.MODEL_NAME, ensemble_config(name, max_batch_size), version)
+    _write_model(root, schema.MODEL_NAME, ensemble_config(name, max_batch_size, version), version)
     # Provenance for operators: which bundle this repository serves.
     (root / schema.MODEL_NAME / "metadata.json").write_text(metadata.model_dump_json(indent=2))
     return root
@@ -329,3 +346,133 @@ def write_model_repository(
             instances=instances,
         )
     return out.absolute()
+
+
+def model_versions(model_dir: Path) -> list[int]:
+    """The version directories of one model in a repository, in order."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def repository_versions(root: Path) -> dict[str, list[int]]:
+    """``{model: versions}`` of every model directory in ``root``."""
+    if not root.is_dir():
+        return {}
+    return {p.name: model_versions(p) for p in sorted(root.iterdir()) if p.is_dir()}
+
+
+@dataclass
+class StagedVersion:
+    """A bundle built as version ``version`` next to a live repository, moved in by steps.
+
+    ``install_steps`` adds the three step models' new version directories (Triton can then load
+    them beside the old ones), ``install_ensemble`` the ensemble's (its config now names the new
+    steps), and ``withdraw`` puts the live repository back as it was before either. Every move is
+    a rename within one file system, so Triton never reads half a version directory.
+    """
+
+    live: Path
+    staging: Path
+    version: int
+    steps: tuple[str, ...]
+    """The models the ensemble calls: preprocess, the model family, postprocess."""
+    added: list[str] = field(default_factory=list)
+    """Models that had no directory in the live repository before this version."""
+    replaced_configs: dict[str, bytes] = field(default_factory=dict)
+    """The previous ``config.pbtxt`` (and ensemble ``metadata.json``) of changed files."""
+    installed: list[str] = field(default_factory=list)
+
+    def _move_in(self, name: str) -> None:
+        source, target = self.staging / name, self.live / name
+        if not target.exists():
+            source.rename(target)
+            self.added.append(name)
+        else:
+            (source / str(self.version)).rename(target / str(self.version))
+            for file in sorted(p for p in source.iterdir() if p.is_file()):
+                old, content = target / file.name, file.read_bytes()
+                previous = old.read_bytes() if old.is_file() else b""
+                if previous != content:
+                    self.replaced_configs[f"{name}/{file.name}"] = previous
+                    files.write_bytes(old, content)
+        self.installed.append(name)
+
+    def install_steps(self) -> tuple[str, ...]:
+        for name in self.steps:
+            self._move_in(name)
+        return self.steps
+
+    def install_ensemble(self) -> None:
+        self._move_in(schema.MODEL_NAME)
+
+    def withdraw(self) -> None:
+        """Remove what this version added and restore the files it replaced."""
+        for name in reversed(self.installed):
+            if name in self.added:
+                shutil.rmtree(self.live / name, ignore_errors=True)
+            else:
+                shutil.rmtree(self.live / name / str(self.version), ignore_errors=True)
+        for relative, previous in self.replaced_configs.items():
+            path = self.live / relative
+            if previous:
+                files.write_bytes(path, previous)
+            else:
+                path.unlink(missing_ok=True)
+        self.installed.clear()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def stage_version(
+    bundle: Path,
+    live: Path,
+    version: int,
+    variant: Variant = "onnxruntime",
+    *,
+    max_batch_size: int = 1024,
+    max_queue_delay_us: int = 100,
+    instances: int = 1,
+) -> StagedVersion:
+    """Build ``bundle`` as ``version`` in a staging directory beside the live repository."""
+    if any(version in versions for versions in repository_versions(live).values()):
+        raise TritonExportError(f"{live} already holds a version {version}")
+    staging = live.parent / f".{live.name}.staging-{version}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        build_model_repository(
+            bundle,
+            staging,
+            variant,
+            max_batch_size=max_batch_size,
+            max_queue_delay_us=max_queue_delay_us,
+            instances=instances,
+            version=version,
+        )
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    family = artifacts.read_metadata(bundle).family
+    return StagedVersion(live, staging, version, (PREPROCESS, family, POSTPROCESS))
+
+
+def retire_versions(live: Path, keep: int) -> dict[str, tuple[list[int], bool]]:
+    """Delete every version directory but ``keep`` (and models left without one).
+
+    Returns ``{model: (deleted versions, whether the model directory went too)}``, for the
+    server to reload (or unload) those models.
+    """
+    retired: dict[str, tuple[list[int], bool]] = {}
+    for name, versions in repository_versions(live).items():
+        old = [v for v in versions if v != keep]
+        if not old:
+            continue
+        gone = keep not in versions
+        if gone:
+            shutil.rmtree(live / name)
+        else:
+            for v in old:
+                shutil.rmtree(live / name / str(v))
+        retired[name] = (old, gone)
+    return retired

@@ -21,11 +21,16 @@ Failures: a connection that cannot be made is retried ``retries`` times (the req
 left); a connection dropped before the answer is retried once, since a V2 inference is a pure
 function of its request (a keep-alive connection the server closed while idle is the usual
 cause); a timeout is not retried (the request may still be running).
+
+Each answer names the version that computed it (``model_version``), and the predictor's metadata
+follows it: the bundle's metadata when ``versions`` maps that version to one (the bundled Triton,
+whose version numbers need not be the registry's), else the given metadata with that version.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any, Final, TypeAlias
 from urllib.parse import urlsplit
 
@@ -253,6 +258,7 @@ class RemoteV2Predictor:
         max_connections: int = 32,
         binary_data: bool = True,
         metadata: ModelMetadata | None = None,
+        versions: Mapping[str, ModelMetadata] | None = None,
     ) -> None:
         if max_batch_rows < 1:
             raise ValueError(f"max_batch_rows must be >= 1, got {max_batch_rows}")
@@ -268,7 +274,11 @@ class RemoteV2Predictor:
         self.max_batch_rows = max_batch_rows
         self.max_connections = max_connections
         self.binary_data = binary_data
-        self._metadata = metadata or ModelMetadata(name=model, version="unknown")
+        self._given = metadata or ModelMetadata(name=model, version="unknown")
+        self._metadata = self._given
+        self._versions: Mapping[str, ModelMetadata] = versions if versions is not None else {}
+        self._served: str | None = None
+        """The server's version of the last answer (what ``_metadata`` describes)."""
         self._infer_url = self._url(f"/v2/models/{model}/infer")
         # Made on first use: aiohttp needs the running loop, and the app builds predictors in a
         # worker thread.
@@ -276,7 +286,10 @@ class RemoteV2Predictor:
 
     @classmethod
     def from_settings(
-        cls, settings: ServingSettings, metadata: ModelMetadata | None = None
+        cls,
+        settings: ServingSettings,
+        metadata: ModelMetadata | None = None,
+        versions: Mapping[str, ModelMetadata] | None = None,
     ) -> RemoteV2Predictor:
         return cls(
             settings.remote_url,
@@ -286,6 +299,7 @@ class RemoteV2Predictor:
             max_batch_rows=settings.triton_max_batch_size,
             binary_data=settings.remote_binary_data,
             metadata=metadata,
+            versions=versions,
         )
 
     @property
@@ -364,9 +378,20 @@ class RemoteV2Predictor:
         except orjson.JSONDecodeError as exc:
             raise UpstreamBadResponse(f"V2 server answered with invalid JSON: {exc}") from exc
         version = doc.get("model_version") if isinstance(doc, dict) else None
-        if isinstance(version, str) and version != self._metadata.version:
-            self._metadata = self._metadata.model_copy(update={"version": version})
+        if isinstance(version, str) and version != self._served:
+            self._follow(version)
         return parse_v2_response(doc, matrix.shape[0], binary)
+
+    def _follow(self, version: str) -> None:
+        """Describe the server's ``version`` from now on."""
+        self._served = version
+        known = self._versions.get(version)
+        if known is not None:
+            self._metadata = known
+        elif version == self._given.version:
+            self._metadata = self._given
+        else:
+            self._metadata = self._given.model_copy(update={"version": version})
 
     async def predict(self, matrix: Matrix) -> Prediction:
         rows = matrix.shape[0]
@@ -398,7 +423,7 @@ class RemoteV2Predictor:
                 return False
             if status != 200:
                 return False
-        if self._metadata.version == "unknown":
+        if self._served is None and self._metadata.version == "unknown":
             await self._fetch_version()
         return True
 
@@ -417,7 +442,7 @@ class RemoteV2Predictor:
             return  # unreachable, or not a model metadata document: keep "unknown"
         if versions:
             latest = max(versions, key=lambda v: int(v) if str(v).isdigit() else -1)
-            self._metadata = self._metadata.model_copy(update={"version": str(latest)})
+            self._follow(str(latest))
 
     async def close(self) -> None:
         if self._session is not None:

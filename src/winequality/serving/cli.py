@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from winequality.serving.model import Loader
     from winequality.settings import ServingSettings
 
 
@@ -59,20 +60,22 @@ def serve(
     typer.echo(bundle_notice(settings.model_dir), err=True)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     with contextlib.ExitStack() as stack:
+        loader = None
         if backend == "triton":
             from winequality.bundled_triton import BundledTriton
 
-            settings = stack.enter_context(BundledTriton(settings)).settings_for_app()
-        run(settings, log_level)
+            triton = stack.enter_context(BundledTriton(settings))
+            settings, loader = triton.settings_for_app(), triton.loader()
+        run(settings, log_level, loader)
 
 
-def run(settings: ServingSettings, log_level: str) -> None:
+def run(settings: ServingSettings, log_level: str, loader: Loader | None = None) -> None:
     """The app for ``settings`` under uvicorn (uvloop + httptools, no access log)."""
     import uvicorn
 
     from winequality.serving.app import create_app
 
-    app = create_app(settings, freeze_gc=True)
+    app = create_app(settings, loader, freeze_gc=True)
     uvicorn.run(
         app,
         host=settings.host,

@@ -103,7 +103,7 @@ def test_python_variant_runs_the_onnx_file_in_the_python_backend(
     assert [o.name for o in model.output] == [schema.ONNX_OUTPUT]
 
 
-def test_model_step_batches_dynamically_and_keeps_one_version(bundle: Path, tmp_path: Path) -> None:
+def test_model_step_batches_dynamically(bundle: Path, tmp_path: Path) -> None:
     repo = write_model_repository(
         bundle, tmp_path / "repo", max_batch_size=64, max_queue_delay_us=250
     )
@@ -111,9 +111,18 @@ def test_model_step_batches_dynamically_and_keeps_one_version(bundle: Path, tmp_
     model = parsed["elasticnet"]
     assert model.HasField("dynamic_batching")
     assert model.dynamic_batching.max_queue_delay_microseconds == 250
-    for name in ("preprocess", "elasticnet", "postprocess"):
-        assert parsed[name].version_policy.latest.num_versions == 1, name
     assert {c.max_batch_size for c in parsed.values()} == {64}
+
+
+def test_the_ensemble_calls_its_own_version_of_each_step(bundle: Path, tmp_path: Path) -> None:
+    # The steps serve every version on disk (two during a swap); the ensemble names which one
+    # it calls and keeps only its latest version, so loading its new version is the switch.
+    parsed = configs(write_model_repository(bundle, tmp_path / "repo"))
+    for name in ("preprocess", "elasticnet", "postprocess"):
+        assert parsed[name].version_policy.HasField("all"), name
+    ensemble = parsed[schema.MODEL_NAME]
+    assert ensemble.version_policy.latest.num_versions == 1
+    assert [s.model_version for s in ensemble.ensemble_scheduling.step] == [7, 7, 7]
 
 
 def test_versions_follow_the_registry_version(
@@ -208,3 +217,59 @@ def test_cli_rejects_an_unknown_variant_and_a_missing_bundle(tmp_path: Path) -> 
     )
     assert missing.exit_code == 1
     assert "is not a model bundle" in missing.output
+
+
+def test_a_staged_version_moves_in_by_steps_and_withdraws_cleanly(
+    real_wines: pd.DataFrame, bundle: Path, tmp_path: Path
+) -> None:
+    live = write_model_repository(bundle, tmp_path / "repo", "python").resolve()
+    before = {p.relative_to(live): p.read_bytes() for p in live.rglob("*") if p.is_file()}
+    newer = train_bundle(tmp_path / "newer", real_wines.iloc[::20], version="8")
+    staged = triton_repository.stage_version(newer, live, 8, "python")
+    assert staged.steps == ("preprocess", "elasticnet", "postprocess")
+    staged.install_steps()
+    versions = triton_repository.repository_versions(live)
+    assert versions == {**{n: [7, 8] for n in staged.steps}, schema.MODEL_NAME: [7]}
+    calls = parse(live / schema.MODEL_NAME / "config.pbtxt").ensemble_scheduling.step
+    assert [s.model_version for s in calls] == [7, 7, 7]  # the ensemble still calls version 7
+    staged.install_ensemble()
+    assert triton_repository.repository_versions(live) == {n: [7, 8] for n in MODELS}
+    ensemble = parse(live / schema.MODEL_NAME / "config.pbtxt")
+    assert [s.model_version for s in ensemble.ensemble_scheduling.step] == [8, 8, 8]
+    staged.withdraw()
+    staged.discard()
+    after = {p.relative_to(live): p.read_bytes() for p in live.rglob("*") if p.is_file()}
+    assert after == before
+    assert not staged.staging.exists()
+
+
+def test_a_new_model_family_adds_its_model_and_retiring_drops_the_old_one(
+    real_wines: pd.DataFrame, bundle: Path, tmp_path: Path
+) -> None:
+    live = write_model_repository(bundle, tmp_path / "repo", "python").resolve()
+    other = train_bundle(tmp_path / "other", real_wines.iloc[::20], version="9")
+    meta = artifacts.read_metadata(other).model_copy(update={"family": "ridge"})
+    (other / artifacts.METADATA_FILE).write_text(meta.model_dump_json())
+    staged = triton_repository.stage_version(other, live, 9, "python")
+    staged.install_steps()
+    staged.install_ensemble()
+    staged.discard()
+    assert staged.added == ["ridge"]
+    retired = triton_repository.retire_versions(live, keep=9)
+    assert retired == {
+        "elasticnet": ([7], True),
+        "postprocess": ([7], False),
+        "preprocess": ([7], False),
+        schema.MODEL_NAME: ([7], False),
+    }
+    assert triton_repository.repository_versions(live) == {
+        n: [9] for n in ("preprocess", "ridge", "postprocess", schema.MODEL_NAME)
+    }
+
+
+def test_a_version_already_in_the_repository_is_not_staged_again(
+    bundle: Path, tmp_path: Path
+) -> None:
+    live = write_model_repository(bundle, tmp_path / "repo", "python").resolve()
+    with pytest.raises(TritonExportError, match="already holds a version 7"):
+        triton_repository.stage_version(bundle, live, 7, "python")

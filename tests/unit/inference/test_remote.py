@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
+from winequality.artifacts import ModelMetadata
 from winequality.contract import schema
 from winequality.inference.predictor import (
     UpstreamBadResponse,
@@ -361,6 +362,36 @@ def test_predictions_over_keep_alive_and_chunked_responses() -> None:
 
     run(handler, test)
     assert connections == 1, "the three requests should share one keep-alive connection"
+
+
+def test_answers_are_described_by_the_bundle_their_server_version_maps_to() -> None:
+    # The bundled Triton's version numbers need not be the registry's: 6 serves registry "2".
+    answers = iter(["6", "6", "7"])
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for version in answers:
+            request = await read_json_header(reader)
+            writer.write(response(200, v2_answer(request["inputs"][0]["shape"][0], version)))
+            await writer.drain()
+
+    versions = {"6": ModelMetadata(version="2", run_id="run-2")}
+
+    async def test(url: str) -> None:
+        predictor = RemoteV2Predictor(
+            url, metadata=ModelMetadata(version="1", run_id="run-1"), versions=versions
+        )
+        try:
+            await predictor.predict(MATRIX)
+            assert (predictor.metadata.version, predictor.metadata.run_id) == ("2", "run-2")
+            await predictor.predict(MATRIX)
+            assert predictor.metadata.version == "2"
+            # A version the map does not know: the server's number, the rest as given.
+            await predictor.predict(MATRIX)
+            assert (predictor.metadata.version, predictor.metadata.run_id) == ("7", "run-1")
+        finally:
+            await predictor.close()
+
+    run(handler, test)
 
 
 def binary_response(header: dict[str, Any], raw: bytes, json_length: bytes | None = None) -> bytes:
