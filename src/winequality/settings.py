@@ -147,10 +147,11 @@ class ServingSettings(ProjectSettings, AppDataSettings):
     latest ones, joined to the scores served for them)."""
     quality_min_labels: int = 200
     """Fewest labelled rows before ``WineQualityDegraded`` may fire."""
-    quality_alpha: float = 0.02
-    """Time-uniform false-alarm level of the sequential test "realized MSE > the champion's test
-    MSE": the most a version's labels as good as its test set may ever fire, however often it is
-    evaluated (``serving.quality``; ``benchmarks/quality_alarms.py`` measures it)."""
+    quality_alpha: float = 0.001
+    """Time-uniform false-alarm level of the sequential tests "realized MSE / |bias| worse than
+    the champion's test MSE / |bias|": the most a version's labels as good as its test set may
+    ever fire, however often it is evaluated (``serving.quality``;
+    ``benchmarks/quality_alarms.py`` measures it)."""
     detector_url: str | None = None
     """Drift detector base URL that receives CloudEvents; unset disables payload logging."""
     detector_max_body_bytes: int = DEFAULT_DETECTOR_MAX_BODY_BYTES
