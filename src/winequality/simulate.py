@@ -169,6 +169,8 @@ class Timeline:
     alert: str = "WineQualityDrift"
     realized: dict[str, float] = field(default_factory=dict)
     """The app's realized quality at the last look (labels, rmse, bias, test_rmse, ...)."""
+    realized_when_degraded: dict[str, float] = field(default_factory=dict)
+    """The same at the first look that saw the served version degraded."""
 
 
 def _get(client: httpx.Client, url: str) -> Any:
@@ -188,7 +190,9 @@ REALIZED_GAUGE = re.compile(
 
 def realized_gauges(exposition: str) -> tuple[bool | None, dict[str, float]]:
     """(degraded, gauges) of the app's ``/metrics`` text for the version it exports."""
-    gauges = {m[1]: float(m[3]) for m in REALIZED_GAUGE.finditer(exposition)}
+    found = ((m[1], float(m[3])) for m in REALIZED_GAUGE.finditer(exposition))
+    # NaN: no labels yet (and no valid JSON in the summary line).
+    gauges = {name: value for name, value in found if not math.isnan(value)}
     degraded = gauges.pop("realized_degraded", None)
     return (None if degraded is None else degraded == 1.0), gauges
 
@@ -279,6 +283,7 @@ class Narrator:
         if obs.degraded and not last.degraded:
             if t.first_degraded is None:
                 t.first_degraded = self.now()
+                t.realized_when_degraded = obs.realized
             r = obs.realized
             self.say(
                 "realized quality: winequality_realized_degraded=1 (RMSE"

@@ -144,6 +144,7 @@ def test_realized_gauges_are_read_from_the_app_exposition() -> None:
             'winequality_realized_labels{model_version="3"} 240.0',
             'winequality_champion_test_rmse{model_version="3"} 0.73',
             'winequality_realized_degraded{model_version="3"} 1.0',
+            'winequality_realized_bias_z{model_version="3"} NaN',
             'winequality_model_info{name="wine-quality",version="3"} 1.0',
         ]
     )
@@ -169,5 +170,6 @@ def test_narrator_reports_the_degraded_decision_and_its_alert() -> None:
     assert t.first_degraded is not None
     assert t.alert_seen
     assert t.realized == realized
+    assert t.realized_when_degraded == realized
     assert any("winequality_realized_degraded=1 (RMSE 0.950 vs test 0.730" in x for x in lines)
     assert any("alert WineQualityDegraded firing" in line for line in lines)
