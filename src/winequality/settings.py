@@ -194,6 +194,8 @@ class DetectorSettings(BaseSettings):
     """The drift detector's sequential state and decision history (rewritten after every
     window), so a restart resumes its charts; unset: ``drift-state.json`` beside the reference
     file (in the bundle: a newly pulled bundle starts without one, as its reference does)."""
+    app_url: str | None = None
+    """Serving app whose realized quality (``/metrics``) ``GET /report`` shows; unset: none."""
 
 
 class WebhookSettings(BaseSettings):

@@ -236,6 +236,7 @@ def service_env(
         "WINEQ_DRIFT_STATE_FILE": str((paths.run_dir / "drift-state.json").absolute()),
         "WINEQ_ADMIN_TOKEN": admin_token,
         "WINEQ_DRIFT_ADMIN_TOKEN": admin_token,
+        "WINEQ_DRIFT_APP_URL": u["app"],
         "WINEQ_WEBHOOK_TOKEN": webhook_token,
         "WINEQ_APP_URL": u["app"],
         "WINEQ_DETECTOR_URL": u["detector"],
