@@ -24,7 +24,7 @@ sets ``degraded``:
   bias gets the MSE test alone, at the whole level.
 
 Each test is re-run at every scrape as labels arrive, so a fixed-sample level would be spent
-again and again (``benchmarks/quality_alarms.py --fixed``). Each ``z`` is therefore compared with
+again and again (the benchmark's ``fixed`` rule). Each ``z`` is therefore compared with
 Robbins' normal-mixture boundary ``z_boundary(n, level)``, which grows like ``sqrt(log n)`` and is
 crossed at any label count with probability at most ``level`` under H0 (exactly so for one
 version's growing window; once the window rolls the bound is approximate). The level ``alpha``
