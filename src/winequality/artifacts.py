@@ -43,7 +43,7 @@ class ModelMetadata(BaseModel):
     alias: str | None = None
     family: str = "elasticnet"
     metrics: dict[str, float] = Field(default_factory=dict)
-    """Test metrics measured at training time (rmse, mae, r2, within_0_5, within_1_0)."""
+    """Test metrics measured at training time (rmse, mae, r2, within_0_5, within_1_0, bias)."""
     parity_max_abs_diff: float | None = None
     """Largest |ONNX - scikit-learn| on the test set, checked at export."""
     model_columns: list[str] = Field(default_factory=lambda: list(schema.MODEL_COLUMNS))

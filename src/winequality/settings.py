@@ -148,10 +148,11 @@ class ServingSettings(ProjectSettings, AppDataSettings):
     latest ones, joined to the scores served for them)."""
     quality_min_labels: int = 200
     """Fewest labelled rows before ``WineQualityDegraded`` may fire."""
-    quality_alpha: float = 0.02
-    """Time-uniform false-alarm level of the sequential test "realized MSE > the champion's test
-    MSE": the most a version's labels as good as its test set may ever fire, however often it is
-    evaluated (``serving.quality``; ``benchmarks/quality_alarms.py`` measures it)."""
+    quality_alpha: float = 0.001
+    """Time-uniform false-alarm level of the sequential tests "realized MSE / |bias| worse than
+    the champion's test MSE / |bias|": the most a version's labels as good as its test set may
+    ever fire, however often it is evaluated (``serving.quality``;
+    ``benchmarks/quality_alarms.py`` measures it)."""
     detector_url: str | None = None
     """Drift detector base URL that receives CloudEvents; unset disables payload logging."""
     detector_max_body_bytes: int = DEFAULT_DETECTOR_MAX_BODY_BYTES
@@ -194,6 +195,8 @@ class DetectorSettings(BaseSettings):
     """The drift detector's sequential state and decision history (rewritten after every
     window), so a restart resumes its charts; unset: ``drift-state.json`` beside the reference
     file (in the bundle: a newly pulled bundle starts without one, as its reference does)."""
+    app_url: str | None = None
+    """Serving app whose realized quality (``/metrics``) ``GET /report`` shows; unset: none."""
 
 
 class WebhookSettings(BaseSettings):

@@ -2,9 +2,10 @@
 
 Each batch is scored by the app (``POST /predict``) and then labelled (``POST /feedback`` with the
 true qualities), as a shop would report the real scores later. Meanwhile the loop is watched:
-the detector's drift flag, the WineQualityDrift alert in Prometheus, retraining runs on the
-webhook, the promotion decision, and the model version the app serves. The last line printed is
-a JSON summary with the time of each milestone, counted from the first request.
+the detector's drift flag, the scenario's alert in Prometheus (WineQualityDrift, or
+WineQualityDegraded for ``degraded``), the app's realized-quality decision, retraining runs on
+the webhook, the promotion decision, and the model version the app serves. The last line printed
+is a JSON summary with the time of each milestone, counted from the first request.
 
 Scenarios:
   * ``drift``: only white wines (the real ones when ``--data`` names the UCI folder, else the
@@ -13,11 +14,18 @@ Scenarios:
   * ``stable``: held-out mixed rows of the champion's own distribution (the prepared test
     split, also with ``--data DIR``). After a drift retraining they are still in distribution:
     the new reference is a sample of the new training set, which keeps the mixed base data.
+  * ``degraded``: the stable rows, labelled as concept drift (the same wines, true quality
+    higher): each label is the true quality + 1 with probability 1/2 (``POST /feedback`` takes
+    integer qualities, so this is the integer form of a +0.5 shift), capped at 10. Labels go by
+    request id and index, so the app joins them to the scores it served and WineQualityDegraded
+    can fire (the inputs are unchanged: the drift detector has nothing to see).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,8 +40,16 @@ if TYPE_CHECKING:
     import httpx
     import pandas as pd
 
-Scenario = Literal["drift", "stable"]
+Scenario = Literal["drift", "stable", "degraded"]
 DriftKind = Literal["white", "shift"]
+SCENARIO_ALERTS: dict[str, str] = {
+    "drift": "WineQualityDrift",
+    "stable": "WineQualityDrift",
+    "degraded": "WineQualityDegraded",
+}
+"""The alert each scenario watches (stable: the one it must not raise)."""
+DEGRADED_SEED_OFFSET = 1_000
+"""The relabelling draws from ``seed + DEGRADED_SEED_OFFSET``, apart from the shuffle's."""
 
 
 class SimulationError(RuntimeError):
@@ -64,6 +80,15 @@ def shift_rows(frame: pd.DataFrame, alcohol: float = 2.0, sulphates: float = 1.4
         feature = schema.FEATURES_BY_NAME[name]
         out[name] = values.clip(feature.minimum, feature.maximum)
     return out
+
+
+def degraded_labels(quality: pd.Series, seed: int) -> list[int]:
+    """Concept drift in integers: each true quality + 1 with probability 1/2, at most 10."""
+    import numpy as np
+
+    bump = np.random.default_rng(seed + DEGRADED_SEED_OFFSET).integers(0, 2, len(quality))
+    raised = np.minimum(quality.to_numpy(dtype=np.int64) + bump, int(schema.QUALITY_MAX))
+    return [int(q) for q in raised]
 
 
 def traffic(
@@ -113,7 +138,11 @@ class Observation:
     drift_found: bool | None = None
     windows_tested: int | None = None
     alert: str | None = None
-    """State of WineQualityDrift in Prometheus: pending, firing or None (inactive)."""
+    """State of the watched alert in Prometheus: pending, firing or None (inactive)."""
+    degraded: bool | None = None
+    """The app's ``winequality_realized_degraded`` for the served version (None: not exported)."""
+    realized: dict[str, float] = field(default_factory=dict)
+    """The app's ``winequality_realized_*`` / ``champion_test_*`` gauges, by short name."""
     runs: list[dict[str, Any]] = field(default_factory=list)
     served_version: str | None = None
 
@@ -123,6 +152,7 @@ class Timeline:
     """Seconds from the first request to each milestone (None: not seen)."""
 
     first_drift: float | None = None
+    first_degraded: float | None = None
     alert_firing: float | None = None
     retrain_started: float | None = None
     retrain_finished: float | None = None
@@ -136,6 +166,11 @@ class Timeline:
     rows_sent: int = 0
     feedback_rows: int = 0
     drift_found: bool | None = None
+    alert: str = "WineQualityDrift"
+    realized: dict[str, float] = field(default_factory=dict)
+    """The app's realized quality at the last look (labels, rmse, bias, test_rmse, ...)."""
+    realized_when_degraded: dict[str, float] = field(default_factory=dict)
+    """The same at the first look that saw the served version degraded."""
 
 
 def _get(client: httpx.Client, url: str) -> Any:
@@ -148,7 +183,25 @@ def _get(client: httpx.Client, url: str) -> Any:
     return resp.json() if resp.status_code == 200 else None
 
 
-def observe(client: httpx.Client, urls: dict[str, str]) -> Observation:
+REALIZED_GAUGE = re.compile(
+    r'^winequality_(realized_\w+|champion_test_\w+)\{model_version="([^"]*)"\} (\S+)$', re.MULTILINE
+)
+
+
+def realized_gauges(exposition: str) -> tuple[bool | None, dict[str, float]]:
+    """(degraded, gauges) of the app's ``/metrics`` text for the version it exports."""
+    found = ((m[1], float(m[3])) for m in REALIZED_GAUGE.finditer(exposition))
+    # NaN: no labels yet (and no valid JSON in the summary line).
+    gauges = {name: value for name, value in found if not math.isnan(value)}
+    degraded = gauges.pop("realized_degraded", None)
+    return (None if degraded is None else degraded == 1.0), gauges
+
+
+def observe(
+    client: httpx.Client, urls: dict[str, str], alert: str = "WineQualityDrift"
+) -> Observation:
+    import httpx
+
     obs = Observation()
     drift = _get(client, f"{urls['detector']}/drift")
     if isinstance(drift, dict):
@@ -158,7 +211,7 @@ def observe(client: httpx.Client, urls: dict[str, str]) -> Observation:
         states = [
             a.get("state")
             for a in alerts.get("data", {}).get("alerts", [])
-            if a.get("labels", {}).get("alertname") == "WineQualityDrift"
+            if a.get("labels", {}).get("alertname") == alert
         ]
         obs.alert = "firing" if "firing" in states else (states[0] if states else None)
     status = _get(client, f"{urls['webhook']}/status") if "webhook" in urls else None
@@ -167,14 +220,22 @@ def observe(client: httpx.Client, urls: dict[str, str]) -> Observation:
     meta = _get(client, f"{urls['app']}/metadata")
     if isinstance(meta, dict):
         obs.served_version = str(meta.get("model", {}).get("version"))
+    try:
+        resp = client.get(f"{urls['app']}/metrics", timeout=5.0)
+    except httpx.HTTPError:
+        return obs
+    if resp.status_code == 200:
+        obs.degraded, obs.realized = realized_gauges(resp.text)
     return obs
 
 
 class Narrator:
     """Turns successive observations into lines like ``[ 12.3s] alert firing``."""
 
-    def __init__(self, start: float, echo: Callable[[str], None]) -> None:
-        self.start, self.echo, self.t = start, echo, Timeline()
+    def __init__(
+        self, start: float, echo: Callable[[str], None], alert: str = "WineQualityDrift"
+    ) -> None:
+        self.start, self.echo, self.t = start, echo, Timeline(alert=alert)
         self._last = Observation()
         self._runs_seen: dict[int, bool] = {}
         """Run index -> finished already reported."""
@@ -197,6 +258,7 @@ class Narrator:
         if t.initial_version is None and obs.served_version is not None:
             t.initial_version = obs.served_version
         self._drift(obs)
+        self._degraded(obs)
         self._alert(obs)
         self._runs(obs)
         self._version(obs)
@@ -214,16 +276,35 @@ class Narrator:
             t.drift_reset = self.now()
             self.say("drift metric back to 0 (the detector reloaded its reference)")
 
+    def _degraded(self, obs: Observation) -> None:
+        t, last = self.t, self._last
+        if obs.realized:
+            t.realized = obs.realized
+        if obs.degraded and not last.degraded:
+            if t.first_degraded is None:
+                t.first_degraded = self.now()
+                t.realized_when_degraded = obs.realized
+            r = obs.realized
+            self.say(
+                "realized quality: winequality_realized_degraded=1 (RMSE"
+                f" {r.get('realized_rmse', math.nan):.3f} vs test"
+                f" {r.get('champion_test_rmse', math.nan):.3f}, bias"
+                f" {r.get('realized_bias', math.nan):+.3f} over"
+                f" {r.get('realized_labels', 0):.0f} labels)"
+            )
+        elif obs.degraded is False and last.degraded:
+            self.say("realized quality back to not degraded (a new version's window)")
+
     def _alert(self, obs: Observation) -> None:
         t, last = self.t, self._last
         if obs.alert != last.alert and obs.alert is not None:
-            self.say(f"alert WineQualityDrift {obs.alert}")
+            self.say(f"alert {t.alert} {obs.alert}")
             if obs.alert == "firing":
                 t.alert_seen = True
                 if t.alert_firing is None:
                     t.alert_firing = self.now()
         elif obs.alert is None and last.alert is not None:
-            self.say("alert WineQualityDrift resolved")
+            self.say(f"alert {t.alert} resolved")
 
     def _runs(self, obs: Observation) -> None:
         t = self.t
@@ -280,17 +361,30 @@ def load_urls(run_dir: Path, overrides: dict[str, str | None]) -> dict[str, str]
     return found
 
 
-def send_batch(client: httpx.Client, app: str, batch: pd.DataFrame) -> str:
-    """Score a batch, then report its true qualities; returns the request id."""
+def send_batch(
+    client: httpx.Client, app: str, batch: pd.DataFrame, labels: list[int] | None = None
+) -> str:
+    """Score a batch, then report its qualities; returns the request id.
+
+    Without ``labels`` the true qualities go as labelled rows in one request; with them each
+    label names its wine by request id and index, so the app joins it to the score it served.
+    """
     wines = batch.loc[:, [*schema.FEATURE_NAMES, schema.WINE_TYPE]].to_dict(orient="records")
     resp = client.post(f"{app}/predict", json={"wines": wines}, timeout=30.0)
     if resp.status_code != 200:
         raise SimulationError(f"POST {app}/predict answered {resp.status_code}: {resp.text[:300]}")
     request_id = str(resp.json().get("request_id"))
-    quality = [int(q) for q in batch[schema.TARGET]]
-    fb = client.post(f"{app}/feedback", json={"wines": wines, "quality": quality}, timeout=30.0)
-    if fb.status_code not in (200, 201):
-        raise SimulationError(f"POST {app}/feedback answered {fb.status_code}: {fb.text[:300]}")
+    if labels is None:
+        quality = [int(q) for q in batch[schema.TARGET]]
+        bodies: list[dict[str, Any]] = [{"wines": wines, "quality": quality}]
+    else:
+        bodies = [
+            {"request_id": request_id, "index": i, "quality": q} for i, q in enumerate(labels)
+        ]
+    for body in bodies:
+        fb = client.post(f"{app}/feedback", json=body, timeout=30.0)
+        if fb.status_code not in (200, 201):
+            raise SimulationError(f"POST {app}/feedback answered {fb.status_code}: {fb.text[:300]}")
     return request_id
 
 
@@ -304,13 +398,19 @@ def run_simulation(
     until_loop_closed: bool,
     poll_s: float = 0.5,
     echo: Callable[[str], None] = typer.echo,
+    labels: list[int] | None = None,
+    alert: str = "WineQualityDrift",
 ) -> Timeline:
-    """Send the traffic batch by batch, narrating; then keep watching for ``follow_s``."""
+    """Send the traffic batch by batch, narrating; then keep watching for ``follow_s``.
+
+    ``labels``: the qualities to report for ``frame``'s rows by request id (default: their true
+    qualities, as labelled rows); ``alert``: the Prometheus alert to watch.
+    """
     import httpx
 
     with httpx.Client() as client:
-        narrator = Narrator(time.monotonic(), echo)
-        narrator.baseline(observe(client, urls))
+        narrator = Narrator(time.monotonic(), echo, alert)
+        narrator.baseline(observe(client, urls, alert))
         narrator.say(
             f"sending {len(frame)} rows in batches of {batch} to {urls['app']} "
             f"(serving v{narrator.t.initial_version})"
@@ -319,18 +419,20 @@ def run_simulation(
         last_poll = 0.0
         for start in range(0, len(frame), batch):
             chunk = frame.iloc[start : start + batch]
-            send_batch(client, urls["app"], chunk)
+            chunk_labels = None if labels is None else labels[start : start + batch]
+            send_batch(client, urls["app"], chunk, chunk_labels)
             narrator.t.rows_sent += len(chunk)
             narrator.t.feedback_rows += len(chunk)
             if time.monotonic() - last_poll >= poll_s:
-                narrator.update(observe(client, urls))
+                narrator.update(observe(client, urls, alert))
                 last_poll = time.monotonic()
             if pause_s:
                 time.sleep(pause_s)
-        narrator.say(f"sent {narrator.t.rows_sent} rows, all labelled with their true quality")
+        how = "their true quality" if labels is None else "shifted labels, by request id"
+        narrator.say(f"sent {narrator.t.rows_sent} rows, all labelled with {how}")
         deadline = time.monotonic() + follow_s
         while True:
-            narrator.update(observe(client, urls))
+            narrator.update(observe(client, urls, alert))
             if until_loop_closed and narrator.loop_closed():
                 break
             if time.monotonic() >= deadline:
@@ -341,7 +443,7 @@ def run_simulation(
 
 def simulate(
     *,
-    scenario: Annotated[str, typer.Option(help="drift or stable.")] = "drift",
+    scenario: Annotated[str, typer.Option(help="drift, stable or degraded.")] = "drift",
     rows: Annotated[int, typer.Option(help="Wines to send.")] = 600,
     batch: Annotated[int, typer.Option(help="Wines per request.")] = 50,
     pause: Annotated[float, typer.Option(help="Seconds between requests.")] = 0.0,
@@ -357,8 +459,8 @@ def simulate(
     follow: Annotated[
         float | None,
         typer.Option(
-            help="Seconds to keep watching after the traffic (default: 180 for drift, so the"
-            " demo shows the whole loop; 30 for stable)."
+            help="Seconds to keep watching after the traffic (default: 180 for drift and"
+            " degraded, so the demo shows the whole loop; 30 for stable)."
         ),
     ] = None,
     until_loop_closed: Annotated[
@@ -372,15 +474,15 @@ def simulate(
     prometheus_url: Annotated[str | None, typer.Option(help="Prometheus.")] = None,
     webhook_url: Annotated[str | None, typer.Option(help="Retraining webhook.")] = None,
 ) -> None:
-    """Send drifted or stable traffic with feedback to the running stack and narrate the loop.
+    """Send drifted, stable or degraded traffic with feedback to the stack and narrate the loop.
 
     Prints the drift metric, the alert, retraining start/finish, the promotion decision and the
     version the app serves as they happen; the last line is a JSON summary with the times.
     """
     from winequality.settings import ProjectSettings
 
-    if scenario not in ("drift", "stable"):
-        raise typer.BadParameter("must be drift or stable", param_hint="--scenario")
+    if scenario not in SCENARIO_ALERTS:
+        raise typer.BadParameter("must be drift, stable or degraded", param_hint="--scenario")
     if drift_kind not in ("white", "shift"):
         raise typer.BadParameter("must be white or shift", param_hint="--drift-kind")
     if batch <= 0:
@@ -410,8 +512,10 @@ def simulate(
             urls,
             batch=batch,
             pause_s=pause,
-            follow_s=follow if follow is not None else (180.0 if scenario == "drift" else 30.0),
+            follow_s=follow if follow is not None else (30.0 if scenario == "stable" else 180.0),
             until_loop_closed=until_loop_closed,
+            labels=degraded_labels(frame[schema.TARGET], seed) if scenario == "degraded" else None,
+            alert=SCENARIO_ALERTS[scenario],
         )
     except SimulationError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)

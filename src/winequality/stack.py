@@ -100,6 +100,8 @@ class StackConfig:
     drift_for: str = "10s"
     """``for:`` of WineQualityDrift; the drift metric is already a sequential decision with a
     false-alarm budget, so a short value is safe."""
+    degraded_for: str | None = None
+    """``for:`` of WineQualityDegraded (default: the rules file's)."""
     group_wait: str = "5s"
     group_interval: str = "1m"
     repeat_interval: str = "1h"
@@ -234,6 +236,7 @@ def service_env(
         "WINEQ_DRIFT_STATE_FILE": str((paths.run_dir / "drift-state.json").absolute()),
         "WINEQ_ADMIN_TOKEN": admin_token,
         "WINEQ_DRIFT_ADMIN_TOKEN": admin_token,
+        "WINEQ_DRIFT_APP_URL": u["app"],
         "WINEQ_WEBHOOK_TOKEN": webhook_token,
         "WINEQ_APP_URL": u["app"],
         "WINEQ_DETECTOR_URL": u["detector"],
@@ -573,6 +576,7 @@ def run_stack(config: StackConfig, settings: RetrainSettings, echo: Any = typer.
             webhook_token=webhook_token,
             host=config.host,
             drift_for=config.drift_for,
+            degraded_for=config.degraded_for,
             scrape_interval=config.scrape_interval,
             evaluation_interval=config.evaluation_interval,
             group_wait=config.group_wait,
@@ -648,6 +652,9 @@ def up(
     scrape_interval: Annotated[str, typer.Option(help="Prometheus scrape interval.")] = "5s",
     evaluation_interval: Annotated[str, typer.Option(help="Rule evaluation interval.")] = "5s",
     drift_for: Annotated[str, typer.Option(help="`for:` of the WineQualityDrift alert.")] = "10s",
+    degraded_for: Annotated[
+        str | None, typer.Option(help="`for:` of WineQualityDegraded (default: the rules').")
+    ] = None,
     group_wait: Annotated[str, typer.Option(help="Alertmanager group_wait.")] = "5s",
     group_interval: Annotated[str, typer.Option(help="Alertmanager group_interval.")] = "1m",
     window_size: Annotated[
@@ -680,6 +687,7 @@ def up(
         scrape_interval=scrape_interval,
         evaluation_interval=evaluation_interval,
         drift_for=drift_for,
+        degraded_for=degraded_for,
         group_wait=group_wait,
         group_interval=group_interval,
         window_size=window_size,

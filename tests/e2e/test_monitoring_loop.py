@@ -1,7 +1,8 @@
 """The whole loop, for real: `winequality up` (MLflow, app, detector, webhook, Prometheus,
 Alertmanager on loopback, 1 s intervals) around a champion built by the real DVC pipeline, driven
 by `winequality simulate` with the real UCI wines: a champion trained on red wines only (white
-traffic is far outside it), and one trained on both (the README's demo, in its order).
+traffic is far outside it), and one trained on both (the README's demo, in its order; and
+concept drift: the same held-out wines labelled higher, caught by the app's realized quality).
 
 Each test copies a pipeline project (built once per module) so one test's new champion never
 leaks into another.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -127,6 +129,7 @@ def start_stack(tmp_path: Path, template: Path, cooldown_s: float) -> Iterator[R
     cmd = [sys.executable, "-m", "winequality.cli", "up", "--run-dir", str(run_dir),
            *[str(x) for kv in ports.items() for x in kv],
            "--scrape-interval", "1s", "--evaluation-interval", "1s", "--drift-for", "1s",
+           "--degraded-for", "1s",
            "--group-wait", "1s", "--group-interval", "1s",
            "--cooldown", str(cooldown_s)]  # fmt: skip
     up = ManagedProcess("up", cmd, tmp_path / "up.log", env=env, cwd=project)
@@ -267,5 +270,58 @@ def test_readme_demo_in_order_retrains_once_and_records_why(
     assert evidence["drift"]["drift_found"] is True, evidence
     assert evidence["drift"]["windows_tested"] >= 1, evidence
     assert "wine_type" in json.dumps(evidence["drift"]), evidence
+
+    stack.stop_and_check()
+
+
+def realized(stack: RunningStack, name: str) -> dict[str, float]:
+    """``winequality_<name>`` on the app's /metrics, by model version."""
+    text = httpx.get(f"{stack.urls['app']}/metrics", timeout=10).text
+    pattern = rf'^winequality_{name}\{{model_version="([^"]*)"\}} (\S+)$'
+    return {m[1]: float(m[2]) for m in re.finditer(pattern, text, re.MULTILINE)}
+
+
+def test_degraded_labels_retrain_through_the_quality_alert_and_record_why(
+    mixed_stack: RunningStack,
+) -> None:
+    """Concept drift: held-out wines (inputs as in training) labelled +1 on half the rows."""
+    stack = mixed_stack
+    assert stack.get("app", "/metadata")["model"]["version"] == "1"
+    degraded = stack.simulate(
+        "--scenario", "degraded", "--rows", "600", "--batch", "50", "--follow", "180",
+    )  # fmt: skip
+    # The app's decision, then the alert through Prometheus -> Alertmanager -> webhook.
+    assert degraded["first_degraded"] is not None, degraded
+    assert degraded["alert"] == "WineQualityDegraded"
+    assert degraded["alert_seen"], degraded
+    assert degraded["first_drift"] is None, degraded  # the inputs did not move
+    when = degraded["realized_when_degraded"]
+    assert when["realized_labels"] >= 200, when  # quality_min_labels
+    assert when["realized_rmse"] > when["champion_test_rmse"], when
+    assert degraded["retraining_runs"] == 1, degraded
+    result = degraded["results"][0]
+    assert (result["trigger"], result["promoted"], result["version"]) == (
+        "WineQualityDegraded",
+        True,
+        "2",
+    ), result
+    assert result["feedback_rows"] == 600
+    assert degraded["served_version"] == "2"
+    assert stack.get("app", "/metadata")["model"]["version"] == "2"
+    # v2 starts its own window: the labels of v1's scores say nothing about it.
+    assert realized(stack, "realized_labels") == {"2": 0.0}
+    assert realized(stack, "realized_degraded") == {"2": 0.0}
+
+    # The retraining's MLflow run names the trigger and carries the app's evidence.
+    tags, docs = retraining_run(stack.project, "2")
+    assert tags["trigger"] == "WineQualityDegraded", tags
+    evidence = dict(kv.split("=", 1) for kv in tags["trigger.WineQualityDegraded.evidence"].split())
+    assert int(float(evidence["labels"])) >= 200, evidence  # quality_min_labels
+    assert float(evidence["realized_rmse"]) > float(evidence["test_rmse"]), evidence
+    assert float(evidence["bias_z"]) >= float(evidence["bias_z_threshold"]), evidence
+    alerts = docs["alerts.json"]["alerts"]
+    assert [a["name"] for a in alerts] == ["WineQualityDegraded"]
+    assert alerts[0]["labels"]["model_version"] == "1"
+    assert len(stack.get("webhook", "/status")["runs"]) == 1
 
     stack.stop_and_check()

@@ -1,7 +1,8 @@
 """The Grafana dashboard: valid dashboard JSON, and every metric it queries really exists.
 
-The exported names are read from the registries of a real app and a real detector built
-in-process (not from a list kept beside the dashboard), so renaming a metric breaks this test.
+The exported names are read from the registries of a real app (serving a real model, so its
+realized-quality gauges exist) and a real detector built in-process (not from a list kept beside
+the dashboard), so renaming a metric breaks this test.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
+from tests.support.bundles import train_model, write_model_bundle
+from tests.unit.serving.conftest import TestClient
 
 from winequality.monitoring.service import create_app as create_detector
 from winequality.params import DriftParams
@@ -75,8 +78,13 @@ def dashboard() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def real_exports(tmp_path_factory: pytest.TempPathFactory, real_wines: pd.DataFrame) -> set[str]:
     tmp = tmp_path_factory.mktemp("dashboard")
+    # A bundle that states its test bias: the app then exports both degradation tests.
+    bundle = write_model_bundle(
+        tmp / "bundle", train_model(real_wines), metrics={"rmse": 0.74, "bias": 0.0}
+    )
     settings = ServingSettings(
-        model_dir=tmp / "no-model",
+        model_dir=bundle,
+        feedback_db=tmp / "feedback.sqlite",
         detector_url="http://127.0.0.1:9",
         _env_file=None,  # type: ignore[call-arg]
     )
@@ -88,9 +96,9 @@ def real_exports(tmp_path_factory: pytest.TempPathFactory, real_wines: pd.DataFr
         DriftParams(),
         reference,
     )
-    return exported_names(app.state.serving.metrics.registry) | exported_names(
-        detector.state.detector.metrics.registry
-    )
+    with TestClient(app):  # the lifespan loads the model, which starts its quality window
+        served = exported_names(app.state.serving.metrics.registry)
+    return served | exported_names(detector.state.detector.metrics.registry)
 
 
 def test_dashboard_has_the_schema_essentials(dashboard: dict[str, Any]) -> None:
@@ -142,6 +150,37 @@ def test_the_sequential_statistic_is_drawn_against_its_threshold(
     ]
     exprs = [t["expr"] for t in panel["targets"]]
     assert any("winequality_drift_cusum_threshold" in e for e in exprs), exprs
+
+
+def test_dashboard_shows_realized_quality_and_the_degraded_decision(
+    dashboard: dict[str, Any],
+) -> None:
+    exprs = " ".join(t["expr"] for p in panels(dashboard) for t in p.get("targets", []))
+    for needed in (
+        "winequality_realized_rmse{",
+        "winequality_realized_mae",
+        "winequality_realized_within_0_5",
+        "winequality_realized_within_1_0",
+        "winequality_realized_labels",
+        "winequality_realized_degraded",
+        "winequality_champion_test_rmse",
+        "winequality_realized_bias{",
+        "winequality_prediction_ks",
+    ):
+        assert needed in exprs, needed
+    # Each degradation test is drawn against its own boundary.
+    (panel,) = [
+        p
+        for p in panels(dashboard)
+        if any("winequality_realized_rmse_z{" in t["expr"] for t in p.get("targets", []))
+    ]
+    exprs_of_panel = " ".join(t["expr"] for t in panel["targets"])
+    for needed in (
+        "winequality_realized_rmse_z_threshold",
+        "winequality_realized_bias_z{",
+        "winequality_realized_bias_z_threshold",
+    ):
+        assert needed in exprs_of_panel, needed
 
 
 def test_every_queried_metric_is_exported_by_the_app_or_the_detector(

@@ -4,7 +4,10 @@ distributions with the latest window's test results.
 The decision part shows every CUSUM chart per window against its threshold (the reference's
 reloads marked), the alarms with when and why they were raised (the tests whose chart crossed,
 the windows that built them up) and how they ended; it is the detector's bounded history, kept
-across reloads (``monitoring.decisions``).
+across reloads (``monitoring.decisions``). When the detector knows the serving app
+(``WINEQ_DRIFT_APP_URL``) the report adds the app's realized quality from feedback labels and
+its degradation decision, read from the app when the report is rendered
+(``monitoring.realized``).
 
 Rendered on request (never on the event path) with matplotlib's object-oriented API and the Agg
 canvas: no pyplot global state, so concurrent requests in the server's thread pool are safe.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +32,7 @@ from winequality.contract import schema
 from winequality.contract.features import BoolArray, FloatArray
 from winequality.monitoring.decisions import AlarmRecord, DecisionLog
 from winequality.monitoring.detector import TEST_NAMES, DriftResult, Reference, type_counts
+from winequality.monitoring.realized import RealizedQualityView
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
@@ -125,6 +130,55 @@ def _decision_section(history: DecisionLog, decision: Mapping[str, Any]) -> list
     return parts
 
 
+def _num(values: Mapping[str, float], key: str, fmt: str) -> str:
+    value = values.get(key)
+    return "-" if value is None or math.isnan(value) else format(value, fmt)  # NaN: no labels
+
+
+def _realized_section(view: RealizedQualityView) -> list[str]:
+    esc = html.escape
+    parts = [
+        "<h2>Realized quality (feedback labels)</h2>",
+        f"<p>Read from the serving app ({esc(view.source)}) when this report was rendered: "
+        "labels joined to the scores the app served, over its latest labelled rows of the "
+        "served version; <i>degraded</i> is the sequential decision behind WineQualityDegraded "
+        "(a z must reach its boundary).</p>",
+    ]
+    if view.error is not None:
+        parts.append(f"<p class='drift'>The app's realized quality is unavailable: "
+                     f"{esc(view.error)}</p>")  # fmt: skip
+        return parts
+    if not view.versions:
+        parts.append("<p>The app exports no realized quality (no model served).</p>")
+        return parts
+    parts.append(
+        "<table><tr><th>version</th><th>labels</th><th>RMSE</th><th>test RMSE</th><th>MAE</th>"
+        "<th>within ±0.5</th><th>within ±1.0</th><th>bias</th><th>test bias</th>"
+        "<th>MSE z / boundary</th><th>bias z / boundary</th><th>prediction KS</th>"
+        "<th>degraded</th></tr>"
+    )
+    for version, g in sorted(view.versions.items()):
+        degraded = g.get("realized_degraded") == 1.0
+        flag = "<b class='drift'>DEGRADED</b>" if degraded else "no"
+        parts.append(
+            f"<tr><td>v{esc(version)}</td><td>{_num(g, 'realized_labels', '.0f')}</td>"
+            f"<td>{_num(g, 'realized_rmse', '.3f')}</td>"
+            f"<td>{_num(g, 'champion_test_rmse', '.3f')}</td>"
+            f"<td>{_num(g, 'realized_mae', '.3f')}</td>"
+            f"<td>{_num(g, 'realized_within_0_5', '.1%')}</td>"
+            f"<td>{_num(g, 'realized_within_1_0', '.1%')}</td>"
+            f"<td>{_num(g, 'realized_bias', '+.3f')}</td>"
+            f"<td>{_num(g, 'champion_test_bias', '+.3f')}</td>"
+            f"<td>{_num(g, 'realized_rmse_z', '.2f')} / "
+            f"{_num(g, 'realized_rmse_z_threshold', '.2f')}</td>"
+            f"<td>{_num(g, 'realized_bias_z', '.2f')} / "
+            f"{_num(g, 'realized_bias_z_threshold', '.2f')}</td>"
+            f"<td>{_num(g, 'prediction_ks', '.3f')}</td><td>{flag}</td></tr>"
+        )
+    parts.append("</table>")
+    return parts
+
+
 def _svg(fig: Figure) -> str:
     FigureCanvasAgg(fig)
     buf = io.StringIO()
@@ -169,11 +223,13 @@ def render_report(
     *,
     history: DecisionLog | None = None,
     decision: Mapping[str, Any] | None = None,
+    realized: RealizedQualityView | None = None,
 ) -> str:
     """A self-contained HTML page; ``result`` is None while no window has been tested yet.
 
     ``history`` and ``decision`` (``DetectorState.decision()``): the sequential decision's
-    section, left out when not given (a one-off check of a file has none).
+    section, left out when not given (a one-off check of a file has none). ``realized``: the
+    serving app's realized quality, left out when the detector does not know the app.
     """
     esc = html.escape
     parts = [
@@ -187,6 +243,8 @@ def render_report(
     ]
     if decision is not None:
         parts.extend(_decision_section(history or DecisionLog(), decision))
+    if realized is not None:
+        parts.extend(_realized_section(realized))
     parts.append("<h2>Latest window</h2>")
     if result is None:
         parts.append("<p>No window has been tested yet.</p>")

@@ -719,16 +719,21 @@ async def drift(st: StateDep) -> dict[str, Any]:
 
 
 @router.get("/report", response_class=HTMLResponse)
-async def report(st: StateDep) -> Response:
+async def report(request: Request, st: StateDep) -> Response:
     """HTML report: the decision history, then reference vs live distributions per feature."""
     if st.reference is None:
         return _problem(503, f"no reference loaded: {st.load_error}")
+    from winequality.monitoring.realized import fetch_realized
     from winequality.monitoring.report import render_report
 
     # A snapshot taken on the event loop; the plotting (slow) runs in a worker thread.
     features, is_white = st.live_rows()
     history = DecisionLog(windows=st.history.recent(), alarms=list(st.history.alarms))
-    render = functools.partial(render_report, history=history, decision=st.decision())
+    app_url = request.app.state.settings.app_url
+    realized = None if app_url is None else await fetch_realized(app_url)
+    render = functools.partial(
+        render_report, history=history, decision=st.decision(), realized=realized
+    )
     html = await run_in_threadpool(render, st.reference, features, is_white, st.latest)
     return HTMLResponse(html)
 

@@ -142,6 +142,11 @@ def trigger_tags(trigger: Trigger | None, evidence: Evidence, fallback: str) -> 
         summaries = [a.annotations.get("summary", "") for a in trigger.alerts]
         if any(summaries):
             tags["trigger.summary"] = " | ".join(s for s in summaries if s)[:TAG_MAX]
+        # An alert that states its own evidence (WineQualityDegraded: the app's statistics when
+        # it fired) gets it as a tag: the detector's /drift says nothing about labels.
+        for alert in trigger.alerts:
+            if alert.annotations.get("evidence"):
+                tags[f"trigger.{alert.name}.evidence"] = alert.annotations["evidence"][:TAG_MAX]
     tags["trigger.evidence"] = "recorded" if evidence.drift is not None else "unavailable"
     if evidence.unavailable:
         tags["trigger.evidence_unavailable"] = evidence.unavailable[:TAG_MAX]

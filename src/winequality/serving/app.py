@@ -83,7 +83,7 @@ async def start_quality_window(
     except (OSError, ValueError, FeatureError, PredictorError) as exc:
         log.error("no reference scores for version %s: %s", md.version, exc)
     rmse = md.metrics.get("rmse")
-    monitor.use_model(md.version, rmse, labelled, reference)
+    monitor.use_model(md.version, rmse, labelled, reference, test_bias=md.metrics.get("bias"))
 
 
 class ServingApp(FastAPI):

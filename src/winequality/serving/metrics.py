@@ -16,12 +16,15 @@ Realized quality of the served model version, over its latest ``quality_window``
 - ``realized_labels{model_version}``               labelled rows in the window
 - ``realized_rmse`` / ``realized_mae{model_version}``   errors of the served scores (NaN: none)
 - ``realized_within_0_5`` / ``realized_within_1_0{model_version}``  share of rows that close
-- ``champion_test_rmse{model_version}``            the test RMSE the bundle states
+- ``realized_bias{model_version}``                 mean of label - served score
+- ``champion_test_rmse`` / ``champion_test_bias{model_version}``  what the bundle states
 - ``realized_rmse_z{model_version}``               z of the realized MSE against the test MSE;
   ``realized_rmse_z_threshold`` the sequential boundary it must cross, ``realized_rmse_pvalue``
   its fixed-sample one-sided p-value
-- ``realized_degraded{model_version}``             1 when z crossed the boundary with enough
-  labels (the ``WineQualityDegraded`` alert)
+- ``realized_bias_z`` / ``realized_bias_z_threshold{model_version}``  the same for the realized
+  |bias| against the test |bias| (only when the bundle states its test bias)
+- ``realized_degraded{model_version}``             1 when either z crossed its boundary with
+  enough labels (the ``WineQualityDegraded`` alert)
 - ``prediction_ks{model_version}``                 KS distance of the remembered served scores
   from the model's scores on its reference sample; ``prediction_ks_rows`` their count
 """
@@ -133,10 +136,25 @@ class RealizedQualityCollector(Collector):
         yield gauge(
             "realized_within_1_0", "Share of labelled rows scored within 1.0.", q.within_1_0
         )
+        yield gauge("realized_bias", "Mean of label minus served score.", q.bias)
         if snap.test is not None and snap.test_rmse is not None:
             yield gauge(
                 "champion_test_rmse", "Test RMSE stated by the served bundle.", snap.test_rmse
             )
+            if snap.test_bias is not None:
+                yield gauge(
+                    "champion_test_bias", "Test bias stated by the served bundle.", snap.test_bias
+                )
+                yield gauge(
+                    "realized_bias_z",
+                    "z of the realized |bias| against the test |bias| (one-sided).",
+                    snap.test.bias_z,
+                )
+                yield gauge(
+                    "realized_bias_z_threshold",
+                    "Sequential boundary realized_bias_z must reach for realized_degraded.",
+                    snap.test.bias_z_threshold,
+                )
             yield gauge(
                 "realized_rmse_z",
                 "z of the realized squared errors against the test MSE (one-sided).",
@@ -154,7 +172,7 @@ class RealizedQualityCollector(Collector):
             )
             yield gauge(
                 "realized_degraded",
-                "1 when the realized RMSE is significantly worse than the test RMSE.",
+                "1 when the realized MSE or |bias| is significantly worse than at test time.",
                 float(snap.test.degraded),
             )
         served = self._served_scores(snap.model_version)

@@ -18,13 +18,14 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-METRICS: Final[tuple[str, ...]] = ("rmse", "mae", "r2", "within_0_5", "within_1_0")
+METRICS: Final[tuple[str, ...]] = ("rmse", "mae", "r2", "within_0_5", "within_1_0", "bias")
 LOWER_IS_BETTER: Final[frozenset[str]] = frozenset({"rmse", "mae"})
 """The error metrics, the ones the promotion gate may compare (lower is better)."""
 
 
 def regression_metrics(actual: npt.ArrayLike, predicted: npt.ArrayLike) -> dict[str, float]:
-    """RMSE, MAE, R² and the share of predictions within ±0.5 and ±1.0 of the true score."""
+    """RMSE, MAE, R², the share of predictions within ±0.5 and ±1.0 of the true score, and the
+    bias (mean of actual - predicted: the served app tests its labels' bias against it)."""
     y = np.asarray(actual, dtype=np.float64).reshape(-1)
     p = np.asarray(predicted, dtype=np.float64).reshape(-1)
     if y.size == 0:
@@ -42,6 +43,7 @@ def regression_metrics(actual: npt.ArrayLike, predicted: npt.ArrayLike) -> dict[
         "r2": r2,
         "within_0_5": float(np.mean(error <= 0.5)),
         "within_1_0": float(np.mean(error <= 1.0)),
+        "bias": float(np.mean(y - p)),
     }
 
 

@@ -12,7 +12,9 @@ from winequality.simulate import (
     Narrator,
     Observation,
     SimulationError,
+    degraded_labels,
     load_urls,
+    realized_gauges,
     shift_rows,
     traffic,
 )
@@ -116,3 +118,58 @@ def test_runs_from_before_the_simulation_are_not_counted() -> None:
     assert n.t.retraining_runs == 0
     assert n.t.retrain_started is None
     assert not n.loop_closed()
+
+
+def test_degraded_labels_raise_about_half_the_qualities_by_one_within_the_scale(
+    test_split: Path,
+) -> None:
+    rows = traffic("degraded", 300, data=None, test_split=test_split, seed=3)
+    true = rows[schema.TARGET].astype(int)
+    labels = degraded_labels(rows[schema.TARGET], 3)
+    bumps = [q - t for q, t in zip(labels, true, strict=True)]
+    assert set(bumps) <= {0, 1}
+    assert 0.4 < sum(bumps) / len(bumps) < 0.6  # a +0.5 shift on average
+    assert all(isinstance(q, int) for q in labels)
+    assert labels == degraded_labels(rows[schema.TARGET], 3)  # seeded
+    assert degraded_labels(pd.Series([10, 10, 10, 10]), 0) == [10, 10, 10, 10]
+    # The wines are the stable scenario's: only the labels change.
+    assert rows.equals(traffic("stable", 300, data=None, test_split=test_split, seed=3))
+
+
+def test_realized_gauges_are_read_from_the_app_exposition() -> None:
+    text = "\n".join(
+        [
+            "# HELP winequality_realized_rmse RMSE of the served scores against the labels.",
+            'winequality_realized_rmse{model_version="3"} 0.91',
+            'winequality_realized_labels{model_version="3"} 240.0',
+            'winequality_champion_test_rmse{model_version="3"} 0.73',
+            'winequality_realized_degraded{model_version="3"} 1.0',
+            'winequality_realized_bias_z{model_version="3"} NaN',
+            'winequality_model_info{name="wine-quality",version="3"} 1.0',
+        ]
+    )
+    degraded, gauges = realized_gauges(text)
+    assert degraded is True
+    assert gauges == {
+        "realized_rmse": 0.91,
+        "realized_labels": 240.0,
+        "champion_test_rmse": 0.73,
+    }
+    assert realized_gauges("") == (None, {})
+
+
+def test_narrator_reports_the_degraded_decision_and_its_alert() -> None:
+    lines: list[str] = []
+    n = Narrator(0.0, lines.append, "WineQualityDegraded")
+    n.baseline(Observation(degraded=False, served_version="1"))
+    realized = {"realized_rmse": 0.95, "champion_test_rmse": 0.73, "realized_labels": 200.0}
+    n.update(Observation(degraded=True, realized=realized, served_version="1"))
+    n.update(Observation(degraded=True, alert="firing", realized=realized, served_version="1"))
+    n.update(Observation(degraded=False, served_version="2"))
+    t = n.t
+    assert t.first_degraded is not None
+    assert t.alert_seen
+    assert t.realized == realized
+    assert t.realized_when_degraded == realized
+    assert any("winequality_realized_degraded=1 (RMSE 0.950 vs test 0.730" in x for x in lines)
+    assert any("alert WineQualityDegraded firing" in line for line in lines)

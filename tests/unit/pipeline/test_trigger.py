@@ -103,7 +103,11 @@ def test_a_detector_that_is_down_or_unset_is_recorded_as_unavailable() -> None:
 
 
 def test_tags_name_the_alerts_their_start_and_the_drifted_tests() -> None:
-    degraded = TriggerAlert(name="WineQualityDegraded", starts_at="2026-12-01T20:59:00Z")
+    degraded = TriggerAlert(
+        name="WineQualityDegraded",
+        starts_at="2026-12-01T20:59:00Z",
+        annotations={"evidence": "labels=240 realized_rmse=0.9100 bias_z=9.40"},
+    )
     drift = {
         "drift_found": True,
         "windows_tested": 4,
@@ -118,6 +122,8 @@ def test_tags_name_the_alerts_their_start_and_the_drifted_tests() -> None:
     assert tags["trigger.detector.drift_found"] == "True"
     assert tags["trigger.detector.windows_tested"] == "4"
     assert tags["trigger.detector.drifted"] == "wine_type,residual_sugar"
+    assert tags["trigger.WineQualityDegraded.evidence"] == degraded.annotations["evidence"]
+    assert "trigger.WineQualityDrift.evidence" not in tags
     assert "trigger.evidence_unavailable" not in tags
     manual = trigger_tags(None, evidence, "manual")
     assert manual["trigger"] == "manual"

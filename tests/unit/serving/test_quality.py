@@ -1,4 +1,5 @@
-"""Realized quality, its one-sided degradation test, the KS statistic and the monitor's window."""
+"""Realized quality, its one-sided degradation tests (MSE and bias), the KS statistic and the
+monitor's window."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import numpy as np
 import pytest
 
 from winequality.serving.quality import (
+    BIAS_SHARE,
     QualityMonitor,
+    degradation_path,
     degradation_test,
     prediction_ks,
     realized_quality,
@@ -24,6 +27,7 @@ def test_realized_quality_matches_hand_computed_errors() -> None:
     assert q.mae == pytest.approx(errors.mean())
     assert q.within_0_5 == pytest.approx(0.5)
     assert q.within_1_0 == pytest.approx(0.75)
+    assert q.bias == pytest.approx(np.mean([-0.2, -0.6, 1.5, 0.0]))
 
 
 def test_no_labels_give_nan_quality_and_no_decision() -> None:
@@ -142,3 +146,85 @@ def test_a_z_under_the_boundary_is_not_degraded_even_when_its_fixed_p_is_small()
             assert not test.degraded
             return
     pytest.fail("no stream landed between the fixed and the sequential threshold")
+
+
+def test_a_shift_of_the_labels_fires_the_bias_test_long_before_the_mse_test() -> None:
+    rng = np.random.default_rng(7)
+    y, served = _errors(rng, 200, 0.7)
+    shifted = y + 0.5  # concept drift: the same wines, true quality higher
+    test = degradation_test(shifted, served, 0.7, 0.0, alpha=1e-3, min_labels=200)
+    assert test.degraded
+    assert test.reasons == ("bias",)
+    assert test.bias_z > 1.5 * test.bias_z_threshold
+    assert test.z < test.z_threshold
+
+
+def test_the_bias_test_is_two_sided_in_the_error_and_relative_to_the_test_bias() -> None:
+    rng = np.random.default_rng(8)
+    y, served = _errors(rng, 400, 0.7)
+    lower = degradation_test(y - 0.5, served, 0.9, 0.0, alpha=1e-3, min_labels=200)
+    assert lower.degraded
+    assert lower.reasons == ("bias",)
+    # A model that was as biased on its test split is not degraded by that bias.
+    as_tested = degradation_test(y + 0.5, served, 0.9, 0.5, alpha=1e-3, min_labels=200)
+    assert not as_tested.degraded
+    assert as_tested.bias_z < as_tested.bias_z_threshold
+
+
+def test_errors_that_spread_without_a_bias_fire_the_mse_test_only() -> None:
+    rng = np.random.default_rng(9)
+    y, served = _errors(rng, 500, 1.2)
+    test = degradation_test(y, served, 0.7, 0.0, alpha=1e-3, min_labels=200)
+    assert test.reasons == ("rmse",)
+
+
+def test_the_level_is_split_between_the_tests_only_when_the_bias_is_known() -> None:
+    y, served = _errors(np.random.default_rng(10), 300, 0.7)
+    alone = degradation_test(y, served, 0.7, alpha=1e-3, min_labels=200)
+    both = degradation_test(y, served, 0.7, 0.0, alpha=1e-3, min_labels=200)
+    assert alone.z_threshold == pytest.approx(z_boundary(300, 1e-3))
+    assert math.isnan(alone.bias_z)
+    assert both.z_threshold == pytest.approx(z_boundary(300, 1e-3 * (1 - BIAS_SHARE)))
+    assert both.bias_z_threshold == pytest.approx(z_boundary(300, 1e-3 * BIAS_SHARE))
+
+
+def test_the_path_is_the_test_of_every_prefix() -> None:
+    y, served = _errors(np.random.default_rng(11), 300, 0.8)
+    path = degradation_path(y + 0.3, served, 0.7, 0.05, alpha=0.02, min_labels=50)
+    for n in (2, 49, 50, 120, 300):
+        test = degradation_test(y[:n] + 0.3, served[:n], 0.7, 0.05, alpha=0.02, min_labels=50)
+        at = path.at(n - 1)
+        assert at.labels == test.labels == n
+        assert at.z == pytest.approx(test.z)
+        assert at.bias_z == pytest.approx(test.bias_z)
+        assert at.degraded == test.degraded
+    first = path.first_degraded()
+    assert first is not None
+    assert first >= 50
+    assert not path.degraded[: first - 1].any()
+
+
+def test_the_statistics_match_the_two_pass_formulas() -> None:
+    rng = np.random.default_rng(12)
+    y, served = _errors(rng, 1000, 0.7)
+    y = y + 100.0  # far from zero: running sums must not lose the spread
+    served = served + 100.0
+    e = y - served + 0.1
+    test = degradation_test(e + served, served, 0.72, -0.03, alpha=0.02, min_labels=2)
+    d = e**2
+    assert test.z == pytest.approx((d.mean() - 0.72**2) / (d.std(ddof=1) / math.sqrt(1000)))
+    bias_z = (abs(e.mean()) - 0.03) / (e.std(ddof=1) / math.sqrt(1000))
+    assert test.bias_z == pytest.approx(bias_z)
+
+
+def test_the_monitor_tests_the_bias_its_bundle_states() -> None:
+    monitor = QualityMonitor(1000, alpha=1e-3, min_labels=200)
+    monitor.use_model("1", 0.7, test_bias=0.0)
+    y, served = _errors(np.random.default_rng(13), 300, 0.7)
+    monitor.observe("1", list(y + 0.5), list(served))
+    snap = monitor.snapshot()
+    assert snap is not None
+    assert snap.test_bias == 0.0
+    assert snap.test is not None
+    assert snap.test.degraded
+    assert snap.quality.bias == pytest.approx(0.5, abs=0.15)

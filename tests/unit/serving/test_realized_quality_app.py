@@ -77,6 +77,8 @@ def test_labels_are_joined_to_the_served_score_and_version(
     errors = frame[schema.TARGET].to_numpy() - pd.Series(served).to_numpy()
     assert rmse == pytest.approx(float((errors**2).mean() ** 0.5), abs=1e-4)
     assert gauge(client, "champion_test_rmse") == {"1": 0.74}
+    assert gauge(client, "realized_bias")["1"] == pytest.approx(float(errors.mean()), abs=1e-4)
+    assert gauge(client, "realized_bias_z") == {}  # the bundle states no test bias
     assert gauge(client, "realized_degraded") == {"1": 0.0}  # 20 labels: too few to decide
 
 

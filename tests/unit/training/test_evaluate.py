@@ -21,13 +21,21 @@ def test_regression_metrics_on_known_errors() -> None:
     assert m["rmse"] == pytest.approx(np.sqrt((0 + 0.16 + 1 + 4) / 4))
     assert m["within_0_5"] == 0.5
     assert m["within_1_0"] == 0.75
+    assert m["bias"] == pytest.approx((0 - 0.4 - 1 + 2) / 4)  # actual - predicted
     total = np.sum((np.array([5, 6, 7, 5]) - 5.75) ** 2)
     assert m["r2"] == pytest.approx(1 - (0 + 0.16 + 1 + 4) / total)
 
 
 def test_perfect_predictions_score_perfectly() -> None:
     m = regression_metrics([3, 9], [3, 9])
-    assert m == {"rmse": 0.0, "mae": 0.0, "r2": 1.0, "within_0_5": 1.0, "within_1_0": 1.0}
+    assert m == {
+        "rmse": 0.0,
+        "mae": 0.0,
+        "r2": 1.0,
+        "within_0_5": 1.0,
+        "within_1_0": 1.0,
+        "bias": 0.0,
+    }
 
 
 def test_metrics_refuse_zero_rows_and_mismatched_lengths() -> None:
