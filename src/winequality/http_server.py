@@ -126,6 +126,11 @@ class DrainingServer(uvicorn.Server):
         connections until each is closed or ``drain_s`` is over."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.drain_s
+        # One turn of the loop, while nothing has changed yet: the connections the kernel has
+        # completed are accepted, not reset by closing the listener under them.
+        await asyncio.sleep(0)
+        # From here to the closed listener, no await: no client told "Connection: close" can
+        # reconnect in between and be reset with the listener.
         self.draining = True
         # Existing connections keep their app object: swap it on each, and for any later one.
         draining_app = _DrainingApp(self.config.loaded_app)
@@ -137,9 +142,6 @@ class DrainingServer(uvicorn.Server):
                 cycle = connection.cycle
                 if cycle is not None and not cycle.response_started:
                     cycle.keep_alive = False  # uvicorn then answers with Connection: close
-        # One turn of the loop first: connections the kernel completed are accepted, not reset
-        # by closing the listener under them.
-        await asyncio.sleep(0)
         for server in self.servers:
             server.close()
         log.info("draining %d connection(s), at most %g s", len(connections), self.drain_s)
