@@ -47,9 +47,7 @@ def start(name: str, root: Path, bundle: Path, env: dict[str, str] | None = None
         cmd = [*base, "serve", "--model-dir", str(model_dir), "--log-level", "warning"]
         env["WINEQ_FEEDBACK_DB"] = str(root / "feedback.sqlite")
         body = json.dumps({"wines": [example_wine()]}).encode()
-        load_request = http_request(
-            "POST", "/predict", body, {"content-type": "application/json"}
-        )
+        load_request = http_request("POST", "/predict", body, {"content-type": "application/json"})
     elif name == "detector":
         # No reference sample: the detector stays up (not ready) and calibrates nothing, which
         # would only compete for the CPU; the server runner is what is under test.
