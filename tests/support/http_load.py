@@ -61,7 +61,14 @@ class Tally:
     """Connects refused (nothing sent)."""
 
 
-async def _worker(host: str, port: int, request: bytes, tally: Tally, stop: asyncio.Event) -> None:
+async def _worker(
+    host: str,
+    port: int,
+    request: bytes,
+    tally: Tally,
+    stop: asyncio.Event,
+    closing: asyncio.Event,
+) -> None:
     while not stop.is_set():
         try:
             reader, writer = await asyncio.open_connection(host, port)
@@ -79,6 +86,7 @@ async def _worker(host: str, port: int, request: bytes, tally: Tally, stop: asyn
                 tally.answered += 1
                 tally.statuses[response.status] = tally.statuses.get(response.status, 0) + 1
                 if response.closes:
+                    closing.set()
                     await _expect_eof(reader)
                     tally.clean_closes += 1
                     break
@@ -96,11 +104,18 @@ async def _expect_eof(reader: asyncio.StreamReader) -> None:
 
 
 async def load(
-    host: str, port: int, request: bytes, connections: int, stop: asyncio.Event
+    host: str,
+    port: int,
+    request: bytes,
+    connections: int,
+    stop: asyncio.Event,
+    closing: asyncio.Event | None = None,
 ) -> Tally:
     """``connections`` clients sending ``request`` back to back, each reconnecting after the
-    server closes, until ``stop`` is set or connects are refused."""
+    server closes, until ``stop`` is set or connects are refused; ``closing`` is set at the
+    first answer with ``Connection: close``."""
     tally = Tally()
-    workers = [_worker(host, port, request, tally, stop) for _ in range(connections)]
+    closing = closing or asyncio.Event()
+    workers = [_worker(host, port, request, tally, stop, closing) for _ in range(connections)]
     await asyncio.gather(*workers)
     return tally
