@@ -56,7 +56,7 @@ from winequality.http_common import (
 if TYPE_CHECKING:
     from winequality.settings import HttpServerSettings
 
-__all__ = ["IDLE_GRACE_S", "DrainingServer", "config", "serve"]
+__all__ = ["ABANDON_S", "IDLE_GRACE_S", "DrainingProtocol", "DrainingServer", "config", "serve"]
 
 IDLE_GRACE_S: Final = 1.0
 """While draining, a connection idle this long (no byte waiting either) is closed: its client
