@@ -19,6 +19,9 @@ no access log, no websockets) with two rules plain uvicorn lacks:
   endpoint already answered, the connection is closed then. A client trickling a body that never
   ends holds a connection for ``read_timeout_s``, not for as long as it likes. The timer is armed
   only for a body that did not come with its headers, so the usual request pays nothing for it.
+  Headers still incomplete ``read_timeout_s`` after their first byte get a 408 from the server
+  itself, and a connection that never sends a byte is closed after the keep-alive timeout
+  (both seen by a once-a-second look over the connections).
 
 Kubernetes sends SIGTERM while the pod's endpoints are being removed; the Deployments' ``preStop``
 sleep lets that finish first, and ``terminationGracePeriodSeconds`` covers the sleep plus
@@ -30,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import math
 import signal
@@ -117,6 +121,14 @@ class DrainingServer(uvicorn.Server):
         self.drain_s = settings.drain_s
         self.draining = False
 
+    async def on_tick(self, counter: int) -> bool:
+        if counter % 10 == 0:  # uvicorn ticks every 0.1 s: once a second
+            now = asyncio.get_running_loop().time()
+            for connection in list(self.server_state.connections):
+                if isinstance(connection, DrainingProtocol):
+                    connection.close_if_stalled(now)
+        return await super().on_tick(counter)
+
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
         await self.drain()
         await super().shutdown(sockets)
@@ -195,6 +207,8 @@ class DrainingProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._open_requests = 0
         self._idle_since = self.loop.time()
+        self._began = math.inf
+        """When the first byte of the latest request arrived."""
         self._timed: RequestResponseCycle | None = None
         """The request whose body timer is armed (one per request, at most)."""
 
@@ -203,6 +217,7 @@ class DrainingProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._open_requests += 1
+        self._began = self.loop.time()
 
     def on_response_complete(self) -> None:
         self._open_requests -= 1
@@ -222,6 +237,22 @@ class DrainingProtocol(HttpToolsProtocol):
             self.transport.close()
 
     # -- read timeout ------------------------------------------------------------------------
+
+    def close_if_stalled(self, now: float) -> None:
+        """The server's once-a-second look: headers still incomplete ``read_timeout_s`` after
+        the request's first byte get a 408 and the connection closed; a connection that has not
+        sent a byte is closed after uvicorn's keep-alive timeout, as a used one is."""
+        cycle = self.cycle
+        if self.transport.is_closing() or (cycle is not None and not cycle.response_complete):
+            return  # an answer is under way: the body timer and the drain look after it
+        if self._open_requests > 0:
+            # A request began, and no cycle carries its scope yet: its headers are incomplete.
+            timeout = cast(_State, self.server_state).read_timeout_s
+            if (cycle is None or cycle.scope is not self.scope) and now - self._began >= timeout:
+                self.transport.write(_headers_timeout(timeout))
+                self.transport.close()
+        elif cycle is None and now - self._idle_since >= self.timeout_keep_alive:
+            self.close_if_nothing_waits()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -250,6 +281,16 @@ class DrainingProtocol(HttpToolsProtocol):
         if not cycle.response_started and not self.transport.is_closing():
             log.warning("closing a connection whose endpoint neither read its body nor answered")
             self.transport.close()
+
+
+def _headers_timeout(timeout_s: float) -> bytes:
+    message = f"the request headers did not arrive within {timeout_s:g} s (read timeout)"
+    body = json.dumps({"detail": {"reason": "headers_timeout", "message": message}}).encode()
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 def _bytes_waiting(transport: asyncio.BaseTransport) -> bool:

@@ -79,10 +79,14 @@ class Running:
 def serve() -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
-    def start(drain_s: float = 10.0, read_timeout_s: float = 10.0) -> Running:
+    def start(
+        drain_s: float = 10.0, read_timeout_s: float = 10.0, keep_alive_s: int = 5
+    ) -> Running:
         port = free_port()
         settings = HttpServerSettings(drain_s=drain_s, read_timeout_s=read_timeout_s)
-        server = DrainingServer(config(small_app(), "127.0.0.1", port, "warning"), settings)
+        uvicorn_config = config(small_app(), "127.0.0.1", port, "warning")
+        uvicorn_config.timeout_keep_alive = keep_alive_s
+        server = DrainingServer(uvicorn_config, settings)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 10
@@ -271,3 +275,28 @@ def test_an_endpoint_that_neither_reads_nor_answers_is_abandoned_after_the_timeo
     sock.sendall(request("POST", "/stall", b"abc", length=10_000))
     assert closed_cleanly(sock)
     assert 0.5 + ABANDON_S * 0.9 <= time.monotonic() - start < 0.5 + ABANDON_S + 1.5
+
+
+def test_headers_that_never_finish_get_a_408_and_the_connection_is_closed(
+    serve: Callable[..., Running],
+) -> None:
+    running = serve(read_timeout_s=0.5)
+    sock = running.connect()
+    start = time.monotonic()
+    sock.sendall(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-le")
+    status, headers, body = read_response(sock)
+    assert status == 408
+    assert headers["connection"] == "close"
+    assert json.loads(body)["detail"]["reason"] == "headers_timeout"
+    assert closed_cleanly(sock)
+    assert 0.5 <= time.monotonic() - start < 0.5 + 1 + 1.5  # a look once a second
+
+
+def test_a_connection_that_never_sends_a_byte_is_closed_after_the_keep_alive_timeout(
+    serve: Callable[..., Running],
+) -> None:
+    running = serve(keep_alive_s=1)
+    sock = running.connect()
+    start = time.monotonic()
+    assert closed_cleanly(sock)
+    assert 1 <= time.monotonic() - start < 1 + 1 + 1.5
