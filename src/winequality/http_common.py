@@ -7,6 +7,11 @@ bearer-token dependency.
 - ``read_body`` streams ``receive()`` and stops with ``BodyTooLargeError`` (413) as soon as the
   body passes the endpoint's limit, before reading it when ``Content-Length`` already says so,
   and with ``UnsupportedMediaTypeError`` (415) on a content type the endpoint does not take.
+  Under the project's server (``http_server``) a body must also arrive within its read timeout:
+  past it the server sets ``BODY_TIMED_OUT`` in the scope and wakes ``receive()``, and
+  ``read_body`` stops with ``BodyTimeoutError`` (408; the server closes the connection after
+  the answer). The server arms that timer only for a body that did not come with its headers,
+  where an ``asyncio.timeout`` per body would cost every request a timer.
 - ``TokenDep`` checks ``Authorization: Bearer <token>`` against the app's token in constant
   time. Every failure is the same answer: 401, ``WWW-Authenticate: Bearer`` and
   ``{"detail": {"reason": ..., "message": ...}}`` with reason ``auth_disabled`` (no token
@@ -26,9 +31,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
+    "BODY_TIMED_OUT",
     "JSON_MEDIA_TYPES",
     "ASGIApp",
     "BodyError",
+    "BodyTimeoutError",
     "BodyTooLargeError",
     "ClientDisconnectedError",
     "Message",
@@ -50,6 +57,8 @@ __all__ = [
 JSON_MEDIA_TYPES: Final[frozenset[bytes | None]] = frozenset({b"application/json"})
 JSON_HEADER: Final = (b"content-type", b"application/json")
 _REQUEST_ID_OK: Final = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+BODY_TIMED_OUT: Final = "winequality.body_timed_out"
+"""Scope key the server sets to its read timeout (seconds) once the body is overdue."""
 
 
 # --- body ------------------------------------------------------------------------------------
@@ -86,6 +95,17 @@ class UnsupportedMediaTypeError(BodyError):
     def __init__(self, accepted: frozenset[bytes | None]) -> None:
         names = sorted(t.decode() for t in accepted if t is not None)
         super().__init__(f"content-type must be one of {names}")
+
+
+class BodyTimeoutError(BodyError):
+    """The body did not arrive within the server's read timeout (408)."""
+
+    status = 408
+    reason = "body_timeout"
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the request body did not arrive within {timeout_s:g} s (read timeout)")
+        self.timeout_s = timeout_s
 
 
 class ClientDisconnectedError(Exception):
@@ -134,6 +154,8 @@ async def read_body(
     chunks = [body]
     size = len(body)
     while message.get("more_body", False):
+        if BODY_TIMED_OUT in scope:
+            raise BodyTimeoutError(scope[BODY_TIMED_OUT])
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnectedError

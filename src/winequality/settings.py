@@ -98,6 +98,18 @@ class TrackingSettings(ProjectSettings):
         return f"sqlite:///{(self.project_dir / 'mlruns.db').resolve()}"
 
 
+class HttpServerSettings(BaseSettings):
+    """What each service's HTTP server (``http_server``) reads, under the service's prefix."""
+
+    model_config = _config("WINEQ_")  # the app's; the detector and the webhook set their own
+
+    drain_s: float = 10.0
+    """After SIGTERM: how long the open connections are still answered (readiness already
+    false, new connections refused) before the rest are closed."""
+    read_timeout_s: float = 10.0
+    """A request body must arrive within this many seconds of its headers (408 after)."""
+
+
 class AppDataSettings(BaseSettings):
     """The app's folders, shared with the retraining job that writes into them."""
 
@@ -110,7 +122,7 @@ class AppDataSettings(BaseSettings):
     """SQLite database with labelled production feedback (the retraining job reads it)."""
 
 
-class ServingSettings(ProjectSettings, AppDataSettings):
+class ServingSettings(ProjectSettings, AppDataSettings, HttpServerSettings):
     """The serving app: its model, backend, limits, admin token and payload logging."""
 
     backend: Literal["onnx", "remote"] = "onnx"
@@ -173,7 +185,7 @@ class ServingSettings(ProjectSettings, AppDataSettings):
     """Requests whose rows the app remembers so feedback can name them by request id."""
 
 
-class DetectorSettings(BaseSettings):
+class DetectorSettings(HttpServerSettings):
     """The drift detector service."""
 
     model_config = _config("WINEQ_DRIFT_")
@@ -199,7 +211,7 @@ class DetectorSettings(BaseSettings):
     """Serving app whose realized quality (``/metrics``) ``GET /report`` shows; unset: none."""
 
 
-class WebhookSettings(BaseSettings):
+class WebhookSettings(HttpServerSettings):
     """The retraining webhook that Alertmanager calls."""
 
     model_config = _config("WINEQ_WEBHOOK_")

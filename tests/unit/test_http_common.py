@@ -11,6 +11,8 @@ from fastapi import FastAPI, Request
 from starlette.types import Message, Scope
 
 from winequality.http_common import (
+    BODY_TIMED_OUT,
+    BodyTimeoutError,
     BodyTooLargeError,
     ClientDisconnectedError,
     TokenDep,
@@ -96,6 +98,22 @@ def test_json_content_type_parameters_are_accepted() -> None:
 
 def test_any_content_type_when_the_endpoint_takes_any() -> None:
     assert _read(_scope({}), Chunks(b"raw"), 100, media_types=None) == b"raw"
+
+
+def test_a_body_the_server_marks_overdue_stops_with_a_408_naming_the_timeout() -> None:
+    scope = _scope({"content-type": "application/json"})
+    receive = Chunks(b"[1,", b"", b"2]")
+
+    async def overdue_after_first_chunk() -> Message:
+        message = await receive()
+        scope[BODY_TIMED_OUT] = 1.5  # what http_server does when the read timeout passes
+        return message
+
+    with pytest.raises(BodyTimeoutError) as refused:
+        asyncio.run(read_body(scope, overdue_after_first_chunk, 100))
+    assert (refused.value.status, refused.value.reason) == (408, "body_timeout")
+    assert "1.5 s" in refused.value.message
+    assert receive.calls == 1
 
 
 def test_a_client_gone_mid_body_is_reported() -> None:

@@ -62,21 +62,15 @@ def serve(
     ] = None,
 ) -> None:
     """Run the drift detector service (CloudEvents on POST /, metrics on /metrics)."""
-    import uvicorn
-
+    from winequality.http_server import serve as serve_http
     from winequality.monitoring.service import create_app
     from winequality.settings import DetectorSettings
 
     settings = DetectorSettings()
     path = _reference_path(reference, model_dir)
     application = create_app(settings, _drift_params(params_file), path, freeze_gc=True)
-    uvicorn.run(
-        application,
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level="info",
-        access_log=False,
-    )
+    host, port = host or settings.host, port or settings.port
+    serve_http(application, host=host, port=port, settings=settings, log_level="info")
 
 
 @app.command()

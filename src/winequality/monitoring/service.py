@@ -51,7 +51,13 @@ from prometheus_client import (
 from winequality.api_docs import add_docs
 from winequality.contract.features import BoolArray, FloatArray
 from winequality.contract.problems import FeatureError
-from winequality.http_common import BodyTooLargeError, TokenDep, read_request_body, set_token
+from winequality.http_common import (
+    BodyTimeoutError,
+    BodyTooLargeError,
+    TokenDep,
+    read_request_body,
+    set_token,
+)
 from winequality.monitoring import sequential
 from winequality.monitoring.decisions import (
     DecisionLog,
@@ -427,6 +433,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
         return await read_request_body(request, limit, media_types=None)
     except BodyTooLargeError as exc:
         raise EventRejectedError(exc.status, "too_large", exc.message) from exc
+    except BodyTimeoutError as exc:
+        raise EventRejectedError(exc.status, exc.reason, exc.message) from exc
 
 
 def _parse_json(raw: bytes | str, what: str = "body") -> Any:

@@ -29,8 +29,7 @@ def webhook(
     ),
 ) -> None:
     """Serve the Alertmanager webhook that starts retraining (token: WINEQ_WEBHOOK_TOKEN)."""
-    import uvicorn
-
+    from winequality.http_server import serve
     from winequality.pipeline.webhook import Retrainer, create_app
     from winequality.settings import WebhookSettings
 
@@ -40,12 +39,9 @@ def webhook(
         raise typer.Exit(2)
     retrainer = Retrainer(settings.command, settings.cooldown_s, log_dir)
     try:
-        uvicorn.run(
-            create_app(settings, retrainer),
-            host=host or settings.host,
-            port=port or settings.port,
-            log_level="warning",
-        )
+        application = create_app(settings, retrainer)
+        host, port = host or settings.host, port or settings.port
+        serve(application, host=host, port=port, settings=settings, log_level="warning")
     finally:
         retrainer.stop()
 

@@ -1,4 +1,4 @@
-"""``winequality serve``: the prediction API under uvicorn (uvloop + httptools, no access log)."""
+"""``winequality serve``: the prediction API under the project's server (``http_server``)."""
 
 from __future__ import annotations
 
@@ -70,20 +70,10 @@ def serve(
 
 
 def run(settings: ServingSettings, log_level: str, loader: Loader | None = None) -> None:
-    """The app for ``settings`` under uvicorn (uvloop + httptools, no access log)."""
-    import uvicorn
-
+    """The app for ``settings`` under the project's server (``http_server``: uvloop +
+    httptools, no access log, drains on SIGTERM)."""
+    from winequality.http_server import serve
     from winequality.serving.app import create_app
 
     app = create_app(settings, loader, freeze_gc=True)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        # No websocket routes: skip importing a websocket implementation (shorter cold start).
-        ws="none",
-        access_log=False,
-        log_level=log_level,
-    )
+    serve(app, host=settings.host, port=settings.port, settings=settings, log_level=log_level)
