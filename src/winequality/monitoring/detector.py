@@ -13,6 +13,7 @@ pull in MLflow or DVC).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -132,10 +133,39 @@ def ks_statistics(sorted_reference: FloatArray, window: FloatArray) -> FloatArra
     return np.asarray(np.where(end_of_run, gap, 0).max(axis=0) / (n_ref * n_win), np.float64)
 
 
+_KS_SF_CACHE: dict[float, dict[float, float]] = {}
+"""``kstwo.sf`` by effective sample size, then by statistic: the statistic of an ``n_ref``-row
+reference against an ``n_win``-row window is a multiple of ``1 / lcm(n_ref, n_win)``, so a
+stream of windows of one size meets few distinct values, and ``kstwo.sf`` costs a fraction of a
+millisecond per value (a Python-level series per element)."""
+_KS_SF_CACHE_SIZE: Final = 1 << 16
+
+
 def ks_p_values(statistics: FloatArray, n_ref: int, n_win: int) -> FloatArray:
-    """Smirnov's asymptotic two-sided p-values, as ``ks_2samp(method="asymp")`` computes them."""
+    """Smirnov's asymptotic two-sided p-values, as ``ks_2samp(method="asymp")`` computes them.
+
+    Every value is ``kstwo.sf`` of that very statistic (element-wise, so computing it once and
+    keeping it gives the same float as computing it again).
+    """
     big, small = max(n_ref, n_win), min(n_ref, n_win)
-    effective_n = np.round(big * small / (big + small))
+    effective_n = float(np.round(big * small / (big + small)))
+    values = np.asarray(statistics, np.float64)
+    if values.ndim != 1 or not np.isfinite(values).all():
+        return _ks_sf(values, effective_n)
+    table = _KS_SF_CACHE.setdefault(effective_n, {})
+    keys = values.tolist()
+    found = list(map(table.get, keys))
+    if None in found:
+        missing = sorted({d for d, p in zip(keys, found, strict=True) if p is None})
+        fresh = dict(zip(missing, _ks_sf(np.asarray(missing), effective_n).tolist(), strict=True))
+        if len(table) + len(fresh) > _KS_SF_CACHE_SIZE:
+            table.clear()
+        table.update(fresh)
+        found = [fresh[d] if p is None else p for d, p in zip(keys, found, strict=True)]
+    return np.asarray(found, np.float64)
+
+
+def _ks_sf(statistics: FloatArray, effective_n: float) -> FloatArray:
     return np.asarray(np.clip(stats.kstwo.sf(statistics, effective_n), 0.0, 1.0), np.float64)
 
 
@@ -144,8 +174,18 @@ def wine_type_test(reference_counts: IntArray, window_counts: IntArray) -> tuple
 
     Categories absent from both samples carry no information and would make the expected
     frequencies zero, so they are dropped; with fewer than two categories left (e.g. a red-only
-    reference and a red-only window) the mixes are identical and the p-value is 1.
+    reference and a red-only window) the mixes are identical and the p-value is 1. A function
+    of the counts alone, kept per pair of counts (a window of ``n`` rows has ``n + 1`` mixes;
+    ``chi2_contingency`` costs more than the rest of a window's tests).
     """
+    return _wine_type_test(
+        tuple(np.asarray(reference_counts).tolist()), tuple(np.asarray(window_counts).tolist())
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _wine_type_test(reference: tuple[int, ...], window: tuple[int, ...]) -> tuple[float, float]:
+    reference_counts, window_counts = np.asarray(reference), np.asarray(window)
     ref_share = reference_counts / max(int(reference_counts.sum()), 1)
     win_share = window_counts / max(int(window_counts.sum()), 1)
     distance = 0.5 * float(np.abs(ref_share - win_share).sum())
