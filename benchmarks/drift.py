@@ -236,3 +236,7 @@ def _ingest(
         b.count(b'"wines"') for b in batches
     )
     return (1 / wall, 1 / cpu), scrapes
+
+
+if __name__ == "__main__":
+    main()

@@ -115,22 +115,30 @@ def load_reference(path: Path) -> Reference:
 def ks_statistics(sorted_reference: FloatArray, window: FloatArray) -> FloatArray:
     """Two-sample KS statistic of every column at once (same values as ``ks_2samp``).
 
-    Both samples are merged and sorted per column; walking the merged order, the difference of
-    the two empirical CDFs is kept in integer units (``count_ref * n_win - count_win * n_ref``) so
-    ties and rounding behave exactly like scipy's ``searchsorted(..., side="right")`` evaluation.
-    Only the last position of a run of equal values is a valid evaluation point.
+    The difference of the two empirical CDFs, in integer units (``count_ref * n_win -
+    count_win * n_ref``, so ties and rounding behave exactly like scipy's evaluation), is a step
+    function; between two consecutive distinct window values the window's CDF is constant and
+    the reference's only grows, so the largest gap is reached at a window value (counts ``<=``
+    it) or just below one (counts ``<`` it). Hence only the sorted window is looked up in the
+    already sorted reference (``searchsorted``, right and left, per column): no merged sort of
+    both samples per window.
     """
     n_ref, n_win = sorted_reference.shape[0], window.shape[0]
-    merged = np.concatenate((sorted_reference, window), axis=0)
-    order = np.argsort(merged, axis=0, kind="stable")
-    values = np.take_along_axis(merged, order, axis=0)
-    from_ref = order < n_ref
-    count_ref = np.cumsum(from_ref, axis=0, dtype=np.int64)
-    count_win = np.arange(1, n_ref + n_win + 1, dtype=np.int64)[:, None] - count_ref
-    gap = np.abs(count_ref * n_win - count_win * n_ref)
-    end_of_run = np.ones_like(from_ref)
-    end_of_run[:-1] = values[1:] != values[:-1]
-    return np.asarray(np.where(end_of_run, gap, 0).max(axis=0) / (n_ref * n_win), np.float64)
+    reference = np.ascontiguousarray(sorted_reference.T)
+    values = np.sort(window.T, axis=1)  # [columns, n_win], each row sorted
+    first = np.ones(values.shape, dtype=np.bool_)  # first of a run of equal values
+    first[:, 1:] = values[:, 1:] != values[:, :-1]
+    last = np.ones(values.shape, dtype=np.bool_)
+    last[:, :-1] = first[:, 1:]
+    at_most = np.empty(values.shape, dtype=np.int64)  # reference rows <= each window value
+    below = np.empty(values.shape, dtype=np.int64)  # reference rows < each window value
+    for j, column in enumerate(reference):
+        at_most[j] = column.searchsorted(values[j], "right")
+        below[j] = column.searchsorted(values[j], "left")
+    position = np.arange(n_win, dtype=np.int64)
+    at = np.where(last, np.abs(at_most * n_win - (position + 1) * n_ref), 0).max(axis=1)
+    before = np.where(first, np.abs(below * n_win - position * n_ref), 0).max(axis=1)
+    return np.asarray(np.maximum(at, before) / (n_ref * n_win), np.float64)
 
 
 _KS_SF_CACHE: dict[float, dict[float, float]] = {}

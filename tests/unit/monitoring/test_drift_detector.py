@@ -225,3 +225,16 @@ def test_the_kept_wine_type_test_is_the_one_computed_afresh() -> None:
             table = table[:, table.sum(axis=0) > 0]
             if table.shape[1] == 2:
                 assert first[1] == float(stats.chi2_contingency(table).pvalue)
+
+
+def test_ks_statistics_match_scipy_over_many_sizes_and_ties() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        n_ref, n_win = (int(n) for n in rng.integers(1, 120, 2))
+        decimals = int(rng.integers(0, 3))
+        reference = np.round(rng.normal(0, 1, (n_ref, 3)), decimals)
+        window = np.round(rng.normal(rng.normal(0, 0.7), 1, (n_win, 3)), decimals)
+        d = ks_statistics(np.sort(reference, axis=0), window)
+        for j in range(3):
+            expected = stats.ks_2samp(reference[:, j], window[:, j], method="asymp").statistic
+            assert d[j] == pytest.approx(expected, abs=1e-12), (n_ref, n_win, decimals)
