@@ -289,7 +289,7 @@ def detector_service(split: Split, params: DriftParams, workdir: Path) -> Iterat
         [sys.executable, "-m", "winequality.cli", "drift", "serve", "--reference", str(reference),
          "--params", str(params_file), "--port", str(port)],
         workdir / "detector.log",
-        env={**os.environ, "WINEQ_ADMIN_TOKEN": SERVICE_TOKEN,
+        env={**os.environ, "WINEQ_DRIFT_ADMIN_TOKEN": SERVICE_TOKEN,
              "WINEQ_DRIFT_STATE_FILE": str(workdir / "drift-state.json")},
         own_session=False,
     )  # fmt: skip

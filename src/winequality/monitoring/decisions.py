@@ -9,14 +9,17 @@ the alarm that started a retraining stays visible after the loop closed.
 
 The detector persists one document (``snapshot``): the sequential calibration and state
 (``sequential.snapshot``) and this history, written atomically by a ``SnapshotWriter`` thread
-(the newest document wins, so a burst of windows costs one write, off the event loop). At start
-``read_snapshot`` gives it back; a corrupt file is logged and ignored (start over, as a reload).
+(the newest document wins, so a burst of windows costs one write, off the event loop, and at
+most one per ``WRITE_INTERVAL``). At start ``read_snapshot`` gives it back; a corrupt file is
+logged and ignored (start over, as a reload).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -37,6 +40,8 @@ MAX_ALARMS: Final = 50
 MAX_EVIDENCE: Final = 30
 """Windows kept as the evidence of one alarm."""
 SNAPSHOT_VERSION: Final = 1
+WRITE_INTERVAL: Final = 0.25
+"""Seconds between two writes of the snapshot at most (the newest document wins meanwhile)."""
 
 
 class WindowRecord(BaseModel):
@@ -176,13 +181,42 @@ def snapshot_document(
     }
 
 
-def _encode(document: Mapping[str, Any]) -> bytes:
-    def default(obj: Any) -> Any:
+class _Encoder:
+    """The snapshot document -> JSON, each window record encoded once.
+
+    A write re-encodes hundreds of unchanged records (the history and the alarms' evidence);
+    the records are frozen, so their JSON is kept, keyed by identity, for as long as a document
+    still holds them (the cache holds the record too: its id cannot be reused meanwhile).
+    Models are encoded field by field (``dict(model)``), so records nested in an alarm come
+    from the cache as well; the JSON is what ``model_dump`` gives.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[WindowRecord, orjson.Fragment]] = {}
+        self._used: dict[int, tuple[WindowRecord, orjson.Fragment]] = {}
+
+    def __call__(self, document: Mapping[str, Any]) -> bytes:
+        self._used = {}
+        try:
+            return orjson.dumps(document, default=self._default)
+        finally:
+            self._cache, self._used = self._used, {}
+
+    def _default(self, obj: Any) -> Any:
+        if type(obj) is WindowRecord:
+            key = id(obj)
+            entry = self._cache.get(key)
+            if entry is None or entry[0] is not obj:
+                entry = (obj, orjson.Fragment(orjson.dumps(dict(obj))))
+            self._used[key] = entry
+            return entry[1]
         if isinstance(obj, BaseModel):
-            return obj.model_dump()
+            return dict(obj)
         raise TypeError(type(obj).__name__)
 
-    return orjson.dumps(document, default=default)
+
+def _encode(document: Mapping[str, Any]) -> bytes:
+    return _Encoder()(document)
 
 
 def read_snapshot(path: Path | None) -> tuple[Mapping[str, Any] | None, DecisionLog]:
@@ -202,15 +236,23 @@ def read_snapshot(path: Path | None) -> tuple[Mapping[str, Any] | None, Decision
 
 
 class SnapshotWriter:
-    """Writes the newest submitted document to ``path`` from its own thread (atomically)."""
+    """Writes the newest submitted document to ``path`` from its own thread (atomically).
 
-    def __init__(self, path: Path) -> None:
+    At most one write per ``min_interval`` seconds (``flush`` and ``close`` write at once):
+    under load every batch closes windows, and a write per batch would be an fsync per batch
+    and the encoding's share of the interpreter lock taken from the ingestion path.
+    """
+
+    def __init__(self, path: Path, min_interval: float = WRITE_INTERVAL) -> None:
         self.path = path
+        self.min_interval = min_interval
         self._cond = threading.Condition()
         self._pending: Mapping[str, Any] | None = None
         self._busy = False
         self._closed = False
+        self._flushing = 0
         self.writes = 0
+        self._encode = _Encoder()
         self._thread = threading.Thread(target=self._run, name="drift-state-writer", daemon=True)
         self._thread.start()
 
@@ -222,7 +264,12 @@ class SnapshotWriter:
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything submitted so far is on disk."""
         with self._cond:
-            self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout)
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout)
+            finally:
+                self._flushing -= 1
 
     def close(self) -> None:
         """Write what is pending, then stop the thread."""
@@ -232,19 +279,26 @@ class SnapshotWriter:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
+        last_write = -math.inf
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._pending is not None or self._closed)
+                while not (self._closed or self._flushing):
+                    wait = last_write + self.min_interval - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
                 document, self._pending = self._pending, None
                 if document is None:
                     return
                 self._busy = True
             try:
-                write_bytes(self.path, _encode(document))
+                write_bytes(self.path, self._encode(document))
                 self.writes += 1
             except (OSError, TypeError, ValueError) as exc:
                 log.error("could not write the drift state to %s: %s", self.path, exc)
             finally:
+                last_write = time.monotonic()
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()

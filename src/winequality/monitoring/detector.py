@@ -13,6 +13,7 @@ pull in MLflow or DVC).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -114,28 +115,65 @@ def load_reference(path: Path) -> Reference:
 def ks_statistics(sorted_reference: FloatArray, window: FloatArray) -> FloatArray:
     """Two-sample KS statistic of every column at once (same values as ``ks_2samp``).
 
-    Both samples are merged and sorted per column; walking the merged order, the difference of
-    the two empirical CDFs is kept in integer units (``count_ref * n_win - count_win * n_ref``) so
-    ties and rounding behave exactly like scipy's ``searchsorted(..., side="right")`` evaluation.
-    Only the last position of a run of equal values is a valid evaluation point.
+    The difference of the two empirical CDFs, in integer units (``count_ref * n_win -
+    count_win * n_ref``, so ties and rounding behave exactly like scipy's evaluation), is a step
+    function; between two consecutive distinct window values the window's CDF is constant and
+    the reference's only grows, so the largest gap is reached at a window value (counts ``<=``
+    it) or just below one (counts ``<`` it). Hence only the sorted window is looked up in the
+    already sorted reference (``searchsorted``, right and left, per column): no merged sort of
+    both samples per window.
     """
     n_ref, n_win = sorted_reference.shape[0], window.shape[0]
-    merged = np.concatenate((sorted_reference, window), axis=0)
-    order = np.argsort(merged, axis=0, kind="stable")
-    values = np.take_along_axis(merged, order, axis=0)
-    from_ref = order < n_ref
-    count_ref = np.cumsum(from_ref, axis=0, dtype=np.int64)
-    count_win = np.arange(1, n_ref + n_win + 1, dtype=np.int64)[:, None] - count_ref
-    gap = np.abs(count_ref * n_win - count_win * n_ref)
-    end_of_run = np.ones_like(from_ref)
-    end_of_run[:-1] = values[1:] != values[:-1]
-    return np.asarray(np.where(end_of_run, gap, 0).max(axis=0) / (n_ref * n_win), np.float64)
+    reference = np.ascontiguousarray(sorted_reference.T)
+    values = np.sort(window.T, axis=1)  # [columns, n_win], each row sorted
+    first = np.ones(values.shape, dtype=np.bool_)  # first of a run of equal values
+    first[:, 1:] = values[:, 1:] != values[:, :-1]
+    last = np.ones(values.shape, dtype=np.bool_)
+    last[:, :-1] = first[:, 1:]
+    at_most = np.empty(values.shape, dtype=np.int64)  # reference rows <= each window value
+    below = np.empty(values.shape, dtype=np.int64)  # reference rows < each window value
+    for j, column in enumerate(reference):
+        at_most[j] = column.searchsorted(values[j], "right")
+        below[j] = column.searchsorted(values[j], "left")
+    position = np.arange(n_win, dtype=np.int64)
+    at = np.where(last, np.abs(at_most * n_win - (position + 1) * n_ref), 0).max(axis=1)
+    before = np.where(first, np.abs(below * n_win - position * n_ref), 0).max(axis=1)
+    return np.asarray(np.maximum(at, before) / (n_ref * n_win), np.float64)
+
+
+_KS_SF_CACHE: dict[float, dict[float, float]] = {}
+"""``kstwo.sf`` by effective sample size, then by statistic: the statistic of an ``n_ref``-row
+reference against an ``n_win``-row window is a multiple of ``1 / lcm(n_ref, n_win)``, so a
+stream of windows of one size meets few distinct values, and ``kstwo.sf`` costs a fraction of a
+millisecond per value (a Python-level series per element)."""
+_KS_SF_CACHE_SIZE: Final = 1 << 16
 
 
 def ks_p_values(statistics: FloatArray, n_ref: int, n_win: int) -> FloatArray:
-    """Smirnov's asymptotic two-sided p-values, as ``ks_2samp(method="asymp")`` computes them."""
+    """Smirnov's asymptotic two-sided p-values, as ``ks_2samp(method="asymp")`` computes them.
+
+    Every value is ``kstwo.sf`` of that very statistic (element-wise, so computing it once and
+    keeping it gives the same float as computing it again).
+    """
     big, small = max(n_ref, n_win), min(n_ref, n_win)
-    effective_n = np.round(big * small / (big + small))
+    effective_n = float(np.round(big * small / (big + small)))
+    values = np.asarray(statistics, np.float64)
+    if values.ndim != 1 or not np.isfinite(values).all():
+        return _ks_sf(values, effective_n)
+    table = _KS_SF_CACHE.setdefault(effective_n, {})
+    keys = values.tolist()
+    found = list(map(table.get, keys))
+    if None in found:
+        missing = sorted({d for d, p in zip(keys, found, strict=True) if p is None})
+        fresh = dict(zip(missing, _ks_sf(np.asarray(missing), effective_n).tolist(), strict=True))
+        if len(table) + len(fresh) > _KS_SF_CACHE_SIZE:
+            table.clear()
+        table.update(fresh)
+        found = [fresh[d] if p is None else p for d, p in zip(keys, found, strict=True)]
+    return np.asarray(found, np.float64)
+
+
+def _ks_sf(statistics: FloatArray, effective_n: float) -> FloatArray:
     return np.asarray(np.clip(stats.kstwo.sf(statistics, effective_n), 0.0, 1.0), np.float64)
 
 
@@ -144,8 +182,18 @@ def wine_type_test(reference_counts: IntArray, window_counts: IntArray) -> tuple
 
     Categories absent from both samples carry no information and would make the expected
     frequencies zero, so they are dropped; with fewer than two categories left (e.g. a red-only
-    reference and a red-only window) the mixes are identical and the p-value is 1.
+    reference and a red-only window) the mixes are identical and the p-value is 1. A function
+    of the counts alone, kept per pair of counts (a window of ``n`` rows has ``n + 1`` mixes;
+    ``chi2_contingency`` costs more than the rest of a window's tests).
     """
+    return _wine_type_test(
+        tuple(np.asarray(reference_counts).tolist()), tuple(np.asarray(window_counts).tolist())
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _wine_type_test(reference: tuple[int, ...], window: tuple[int, ...]) -> tuple[float, float]:
+    reference_counts, window_counts = np.asarray(reference), np.asarray(window)
     ref_share = reference_counts / max(int(reference_counts.sum()), 1)
     win_share = window_counts / max(int(window_counts.sum()), 1)
     distance = 0.5 * float(np.abs(ref_share - win_share).sum())

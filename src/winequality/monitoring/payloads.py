@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from itertools import chain
-from typing import Any, TypeGuard
+from operator import itemgetter
+from typing import Any, Final, TypeGuard
 
 import numpy as np
 
@@ -20,6 +21,8 @@ from winequality.contract import schema
 from winequality.contract.features import BoolArray, FloatArray, range_problems
 from winequality.contract.parsers import records_to_rows, v2_request, wines_to_rows
 from winequality.contract.problems import FeatureError, Problem
+
+_WINES: Final = itemgetter("wines")
 
 
 class PayloadError(ValueError):
@@ -56,11 +59,16 @@ def rows_from_app_payloads(bodies: Sequence[Any]) -> tuple[FloatArray, BoolArray
     per body; anything else, including values out of range, is left to ``rows_from_payload``
     body by body, which names the problem.
     """
-    if not all(type(body) is dict and len(body) == 1 and type(body.get("wines")) is list
-               for body in bodies):  # fmt: skip
+    # Checked a column at a time (``map`` runs in C), not body by body: one body per request.
+    if set(map(type, bodies)) != {dict} or set(map(len, bodies)) != {1}:
         return None
-    wines = list(chain.from_iterable(body["wines"] for body in bodies))
-    rows = records_to_rows(wines) if wines and all(body["wines"] for body in bodies) else None
+    try:
+        lists = list(map(_WINES, bodies))
+    except KeyError:
+        return None
+    if set(map(type, lists)) != {list} or not all(lists):
+        return None
+    rows = records_to_rows(list(chain.from_iterable(lists)))
     if rows is None or range_problems(rows[0]):
         return None
     measurements, is_white = rows

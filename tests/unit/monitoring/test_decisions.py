@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 from winequality.monitoring import decisions, sequential
 from winequality.monitoring.decisions import DecisionLog, SnapshotWriter
@@ -116,3 +118,45 @@ def test_an_unreadable_snapshot_gives_an_empty_history(tmp_path: Path) -> None:
     path.write_text("[1, 2")
     assert decisions.read_snapshot(path) == (None, DecisionLog())
     assert decisions.read_snapshot(tmp_path / "missing.json") == (None, DecisionLog())
+
+
+def test_the_snapshot_json_is_the_models_dump_however_often_it_is_written() -> None:
+    log = DecisionLog()
+    state = feed(log, sequential.initial_state(CAL), [12.0, 1.0, 0.0, 0.0, 9.0], 2)
+    document = decisions.snapshot_document(CAL, state, log)
+    expected = {
+        **document,
+        "windows": [w.model_dump() for w in document["windows"]],
+        "alarms": [a.model_dump() for a in document["alarms"]],
+    }
+    encode = decisions._Encoder()
+    for _ in range(3):  # the second and third time from the kept records
+        assert orjson.loads(encode(document)) == expected
+    feed(log, state, [0.0], 2)
+    document = decisions.snapshot_document(CAL, state, log)
+    assert len(orjson.loads(encode(document))["windows"]) == len(log.windows)
+
+
+def test_the_writer_writes_at_most_once_per_interval_and_flush_writes_at_once(
+    tmp_path: Path,
+) -> None:
+    log = DecisionLog()
+    state = feed(log, sequential.initial_state(CAL), [1.0], 0)
+    writer = SnapshotWriter(tmp_path / "state.json", min_interval=30.0)
+    try:
+        writer.submit(decisions.snapshot_document(CAL, state, log))
+        writer.flush()
+        assert writer.writes == 1
+        state = feed(log, state, [12.0], 0)
+        writer.submit(decisions.snapshot_document(CAL, state, log))
+        time.sleep(0.2)
+        assert writer.writes == 1  # held back: the interval has not passed
+        writer.flush()
+        assert writer.writes == 2
+        _, history = decisions.read_snapshot(tmp_path / "state.json")
+        assert history == log
+        writer.submit(decisions.snapshot_document(CAL, feed(log, state, [0.0], 0), log))
+    finally:
+        writer.close()  # writes what is pending, interval or not
+    assert writer.writes == 3
+    assert decisions.read_snapshot(tmp_path / "state.json")[1] == log

@@ -201,3 +201,40 @@ def test_reference_loaded_from_parquet_equals_in_memory(reference_parquet: Path)
 def test_params_yaml_has_the_drift_block() -> None:
     drift = load_params(ROOT / "params.yaml").drift
     assert drift == DriftParams(window_size=200, p_val=0.05, correction="bonferroni")
+
+
+def test_kept_p_values_are_those_computed_afresh() -> None:
+    # The cache must not change a single bit: same statistic, same kstwo.sf value.
+    rng = np.random.default_rng(5)
+    for n_ref, n_win in [(1000, 200), (1000, 37), (57, 200)]:
+        effective_n = np.round(n_ref * n_win / (n_ref + n_win))
+        for _ in range(20):
+            d = rng.integers(0, n_ref * n_win + 1, 11) / (n_ref * n_win)
+            fresh = np.clip(stats.kstwo.sf(d, effective_n), 0.0, 1.0)
+            assert ks_p_values(d, n_ref, n_win).tolist() == fresh.tolist()
+            assert ks_p_values(d[::-1], n_ref, n_win).tolist() == fresh[::-1].tolist()
+
+
+def test_the_kept_wine_type_test_is_the_one_computed_afresh() -> None:
+    for white in (0, 1, 17, 100, 199, 200):
+        win = np.array([200 - white, white])
+        for ref in (np.array([700, 300]), np.array([1000, 0]), np.array([0, 1000])):
+            first, again = wine_type_test(ref, win), wine_type_test(ref.copy(), win.copy())
+            assert first == again
+            table = np.vstack((ref, win))
+            table = table[:, table.sum(axis=0) > 0]
+            if table.shape[1] == 2:
+                assert first[1] == float(stats.chi2_contingency(table).pvalue)
+
+
+def test_ks_statistics_match_scipy_over_many_sizes_and_ties() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        n_ref, n_win = (int(n) for n in rng.integers(1, 120, 2))
+        decimals = int(rng.integers(0, 3))
+        reference = np.round(rng.normal(0, 1, (n_ref, 3)), decimals)
+        window = np.round(rng.normal(rng.normal(0, 0.7), 1, (n_win, 3)), decimals)
+        d = ks_statistics(np.sort(reference, axis=0), window)
+        for j in range(3):
+            expected = stats.ks_2samp(reference[:, j], window[:, j], method="asymp").statistic
+            assert d[j] == pytest.approx(expected, abs=1e-12), (n_ref, n_win, decimals)
