@@ -1,0 +1,213 @@
+"""Served requests to the shared store, off the request path: a bounded queue and one thread.
+
+The request path (``RecentRequests.remember``) calls ``put``: a length check and a deque append
+of references to the arrays it already holds, nothing else. Once per linger the writer thread
+takes what accumulated and inserts it in one transaction (one row per request, batches of at most
+``batch_max``). While the store cannot be written the requests wait in the queue and the thread
+retries after a short, growing pause; once the queue holds ``max_requests`` requests or
+``max_rows`` wines, new ones are dropped and counted (``winequality_served_rows_dropped_total``),
+so a slow or dead database never holds memory or time of a prediction. A dropped request can
+still be labelled on the replica that served it (its recent cache), and with its wines.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Final, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from winequality.contract.features import Matrix
+from winequality.feedback_store.rows import ServedRequest, StoreError
+
+log = logging.getLogger(__name__)
+
+DROP_REASONS: Final = ("queue_full", "shutdown")
+"""Why served rows never reached the store: the queue was full (store slow or down), or the app
+stopped while the store could not take them."""
+BACKOFF_MIN_S: Final = 0.2
+BACKOFF_MAX_S: Final = 5.0
+PRUNE_EVERY_S: Final = 60.0
+
+Entry = tuple[str, float, ServedRequest]
+"""(request id, Unix time served, what was served)."""
+
+
+class ServedStore(Protocol):
+    def add_served(self, requests: Sequence[Entry]) -> int: ...
+
+    def prune_served(self, before: float) -> int: ...
+
+
+class ServedRowMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.written = Counter(
+            "winequality_served_rows_written",
+            "Served wines written to the shared feedback store (labels by request id join them).",
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "winequality_served_rows_dropped",
+            "Served wines never written to the shared feedback store, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in DROP_REASONS:
+            self.dropped.labels(reason)
+        self.pending = Gauge(
+            "winequality_served_rows_pending",
+            "Served requests waiting for the shared feedback store.",
+            registry=registry,
+        )
+
+
+class ServedRowWriter:
+    """``put`` never blocks; a daemon thread (started by the first ``put``) writes the batches.
+
+    ``store``: opens (or returns) the store, raising ``StoreError`` while it cannot; ``outcome``
+    hears each attempt's result (None when it worked, else the reason).
+    """
+
+    def __init__(
+        self,
+        store: Callable[[], ServedStore],
+        *,
+        max_requests: int,
+        max_rows: int,
+        linger_s: float,
+        retention_s: float,
+        batch_max: int = 1_000,
+        registry: CollectorRegistry | None = None,
+        outcome: Callable[[str | None], None] | None = None,
+    ) -> None:
+        self._store = store
+        self.max_requests = max_requests
+        self.max_rows = max_rows
+        self.linger_s = linger_s
+        self.retention_s = retention_s
+        self.batch_max = batch_max
+        self._outcome = outcome or (lambda _reason: None)
+        self._queue: deque[Entry] = deque()
+        self._rows = 0
+        self._count = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.metrics = ServedRowMetrics(registry)
+        self.metrics.pending.set_function(lambda: len(self._queue))
+        self._dropped_full = self.metrics.dropped.labels("queue_full")
+
+    def put(
+        self,
+        request_id: str,
+        rows: Matrix,
+        quality: npt.NDArray[np.float32] | None,
+        model_version: str | None,
+    ) -> None:
+        n = len(rows)
+        entry = (request_id, time.time(), ServedRequest(rows, quality, model_version))
+        with self._count:
+            if len(self._queue) >= self.max_requests or (
+                self._rows + n > self.max_rows and self._queue
+            ):
+                full = True
+            else:
+                full = False
+                self._rows += n
+                self._queue.append(entry)
+        if full:
+            self._dropped_full.inc(n)
+        elif self._thread is None:
+            self._start()
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name="served-row-writer", daemon=True
+                )
+                self._thread.start()
+
+    def _take(self) -> list[Entry]:
+        with self._count:
+            batch = [self._queue.popleft() for _ in range(min(self.batch_max, len(self._queue)))]
+            self._rows -= sum(len(e[2].rows) for e in batch)
+        return batch
+
+    def _give_back(self, batch: list[Entry]) -> None:
+        # Back at the front, in order: they were served first.
+        with self._count:
+            self._queue.extendleft(reversed(batch))
+            self._rows += sum(len(e[2].rows) for e in batch)
+
+    def flush(self) -> bool:
+        """Write everything queued; False (the rest still queued) when the store failed."""
+        while self._queue:
+            batch = self._take()
+            try:
+                store = self._store()
+                written = store.add_served(batch)
+            except StoreError as exc:
+                self._give_back(batch)
+                self._outcome(str(exc))
+                return False
+            self.metrics.written.inc(written)
+            self._outcome(None)
+        return True
+
+    def _prune(self) -> None:
+        try:
+            removed = self._store().prune_served(time.time() - self.retention_s)
+        except StoreError as exc:
+            log.warning("served rows not pruned: %s", exc)
+            return
+        if removed:
+            log.info("forgot %d served request(s) older than %.0f s", removed, self.retention_s)
+
+    def _run(self) -> None:
+        pause = self.linger_s
+        failing = False
+        next_prune = time.monotonic()
+        while not self._stop.wait(pause):
+            if self.flush():
+                if failing:
+                    log.warning("served rows reach the feedback store again")
+                failing, pause = False, self.linger_s
+                if time.monotonic() >= next_prune:
+                    self._prune()
+                    next_prune = time.monotonic() + PRUNE_EVERY_S
+            else:
+                if not failing:
+                    log.error(
+                        "served rows wait for the feedback store (%d request(s) queued)",
+                        self.pending(),
+                    )
+                failing = True
+                pause = min(max(pause * 2, BACKOFF_MIN_S), BACKOFF_MAX_S)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread after one last attempt; what still waits is dropped and counted."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+        if not self.flush():
+            rows = sum(len(e[2].rows) for e in self._take_all())
+            self.metrics.dropped.labels("shutdown").inc(rows)
+            log.error("%d served wine(s) not written to the feedback store at shutdown", rows)
+
+    def _take_all(self) -> list[Entry]:
+        with self._count:
+            batch = list(self._queue)
+            self._queue.clear()
+            self._rows = 0
+        return batch
