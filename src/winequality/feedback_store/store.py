@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from winequality.contract import schema
 from winequality.contract.problems import FeatureError
@@ -135,11 +135,23 @@ class FeedbackStore:
         self.where = redact(self.url)
         with self._failing("open"):
             self._engine = _engine(self.url, timeout_s)
-            with self._engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
-                _METADATA.create_all(conn)
-                self._migrate(conn)
+            self._create_schema()
+
+    def _create_schema(self, attempts: int = 3) -> None:
+        # Replicas starting together: PostgreSQL creates in turn (an advisory lock); SQLite's
+        # check-then-create is not atomic, so a table another process created meanwhile fails
+        # the create, and the next attempt finds it.
+        for attempt in range(attempts):
+            try:
+                with self._engine.begin() as conn:
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+                    _METADATA.create_all(conn)
+                    self._migrate(conn)
+                return
+            except DBAPIError:
+                if attempt == attempts - 1:
+                    raise
 
     @contextlib.contextmanager
     def _failing(self, action: str) -> Iterator[None]:

@@ -245,14 +245,9 @@ async def feedback(request: Request, state: StateDep) -> Response:
         return _error(RequestError.invalid(exc))
     except StoreError as exc:  # the database is down, locked or unwritable
         log.error("feedback not stored: %s", exc)
-        return _error(
-            RequestError(
-                503,
-                [],
-                f"the feedback store cannot be written, nothing was stored (retry later): {exc}",
-                "store_unavailable",
-            )
-        )
+        why = f"the feedback store cannot be written, nothing was stored (retry later): {exc}"
+        problem = Problem(None, None, why, "store_unavailable", ("body",))
+        return _error(RequestError(503, [problem], why))
     return JSONResponse(
         FeedbackResponse(stored=stored, request_id=rid).model_dump(), status_code=201
     )
