@@ -78,6 +78,14 @@ SERVED: Final = sa.Table(
 """One answered request a row: its model matrix (float32, C order, ``schema.N_MODEL_COLUMNS`` a
 wine: 48 bytes) and its scores (float32), so one insert carries a whole request whatever its
 size. ``served_at`` is Unix time (retention)."""
+_SERVED_COLUMNS: Final = (
+    "request_id",
+    "served_at",
+    "model_version",
+    "n_rows",
+    "features",
+    "quality",
+)
 _SERVED_BY_REQUEST: Final = sa.Index("served_by_request", SERVED.c.request_id, SERVED.c.id)
 _SERVED_BY_TIME: Final = sa.Index("served_by_time", SERVED.c.served_at)
 _SCHEMA_LOCK: Final = 0x57494E45  # pg_advisory_xact_lock key: replicas create the tables in turn
@@ -244,24 +252,50 @@ class FeedbackStore:
 
     def add_served(self, requests: Sequence[tuple[str, float, ServedRequest]]) -> int:
         """Store answered requests (request id, Unix time, what was served) in one transaction;
-        returns the number of wines."""
+        returns the number of wines. PostgreSQL takes them by ``COPY`` (a fifth of the client
+        CPU of a multi-row INSERT: this runs for every request the app answers)."""
         records = [
-            {
-                "request_id": rid,
-                "served_at": at,
-                "model_version": served.model_version,
-                "n_rows": len(served.rows),
-                "features": np.ascontiguousarray(served.rows, dtype=np.float32).tobytes(),
-                "quality": None
+            (
+                rid,
+                at,
+                served.model_version,
+                len(served.rows),
+                np.ascontiguousarray(served.rows, dtype=np.float32).tobytes(),
+                None
                 if served.quality is None
                 else np.ascontiguousarray(served.quality, dtype=np.float32).tobytes(),
-            }
+            )
             for rid, at, served in requests
         ]
-        if records:
-            with self._failing("store the served rows"), self._engine.begin() as conn:
-                conn.execute(SERVED.insert(), records)
-        return sum(len(served.rows) for _, _, served in requests)
+        if not records:
+            return 0
+        with self._failing("store the served rows"):
+            if self._engine.dialect.name == "postgresql":
+                self._copy_served(records)
+            else:
+                with self._engine.begin() as conn:
+                    rows = [dict(zip(_SERVED_COLUMNS, r, strict=True)) for r in records]
+                    conn.execute(SERVED.insert(), rows)
+        return sum(r[3] for r in records)
+
+    def _copy_served(self, records: list[tuple[Any, ...]]) -> None:
+        import psycopg
+
+        raw = self._engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            columns = ", ".join(_SERVED_COLUMNS)
+            with cursor.copy(f"COPY {SERVED.name} ({columns}) FROM STDIN") as copy:
+                for record in records:
+                    copy.write_row(record)
+            raw.commit()
+        except psycopg.Error as exc:
+            raw.invalidate()  # a connection whose COPY failed is not reused
+            raise StoreError(
+                f"feedback store {self.where} cannot store the served rows: {_why(exc)}"
+            ) from exc
+        finally:
+            raw.close()
 
     def served(self, request_id: str) -> ServedRequest | None:
         """The latest request stored under ``request_id`` (a reused id names its latest one)."""
