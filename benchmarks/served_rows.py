@@ -78,6 +78,7 @@ def main() -> None:
     add_load_options(parser)
     parser.add_argument("--repeat", type=int, default=3, help="alternating runs per app")
     parser.add_argument("--connections", type=int, default=16, help="for the throughput run")
+    parser.add_argument("--linger", type=float, default=None, help="writer linger (s)")
     args = parser.parse_args()
     duration, wines = load_setup(args)
     found = postgres_bin()
@@ -103,6 +104,8 @@ def main() -> None:
             "off": base | {"WINEQ_SERVED_ROWS_SHARED": "false"},
             "shared": base | {"WINEQ_SERVED_ROWS_SHARED": "true"},
         }
+        if args.linger is not None:
+            envs["shared"]["WINEQ_SERVED_ROWS_LINGER_S"] = str(args.linger)
         servers = {}
         for name in APPS:
             servers[name] = start(f"served_{name}", cmd, "/health/ready", tmp, envs[name])

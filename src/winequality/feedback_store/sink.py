@@ -46,7 +46,7 @@ class FeedbackSink:
         timeout_s: float = 5.0,
         share_served: bool = False,
         queue_size: int = 10_000,
-        linger_s: float = 0.2,
+        linger_s: float = 1.0,
         retention_s: float = 86_400.0,
         registry: CollectorRegistry | None = None,
     ) -> None:
