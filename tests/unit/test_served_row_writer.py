@@ -26,12 +26,15 @@ class FlakyStore:
     def __init__(self, path: Path) -> None:
         self.store = FeedbackStore(path)
         self.down = False
+        self.broken = False
         self.calls = 0
 
     def add_served(self, requests: Sequence[Entry]) -> int:
         self.calls += 1
         if self.down:
             raise StoreError("feedback store test cannot store the served rows: down")
+        if self.broken:
+            raise ValueError("not a store outage")
         return self.store.add_served(requests)
 
     def prune_served(self, before: float) -> int:
@@ -122,3 +125,19 @@ def test_close_writes_what_is_queued(flaky: FlakyStore) -> None:
     writer.close()
     assert flaky.store.served("last") is not None
     assert sample(registry, "winequality_served_rows_dropped_total", reason="shutdown") == 0
+
+
+def test_an_unexpected_failure_drops_that_batch_counted_and_the_writer_keeps_going(
+    flaky: FlakyStore,
+) -> None:
+    registry = CollectorRegistry()
+    writer = writer_for(flaky, registry)
+    flaky.broken = True
+    writer.put("lost", rows(2), None, None)
+    wait_for(lambda: writer.pending() == 0)
+    assert sample(registry, "winequality_served_rows_dropped_total", reason="error") == 2
+    flaky.broken = False
+    writer.put("kept", rows(1), None, None)
+    wait_for(lambda: flaky.store.served("kept") is not None)
+    writer.close()
+    assert flaky.store.served("lost") is None

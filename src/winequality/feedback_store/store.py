@@ -165,12 +165,17 @@ class FeedbackStore:
     def _failing(self, action: str) -> Iterator[None]:
         try:
             yield
-        except SQLAlchemyError as exc:
-            raise StoreError(f"feedback store {self.where} cannot {action}: {_why(exc)}") from exc
         except StoreError:
             raise
-        except OSError as exc:
-            raise StoreError(f"feedback store {self.where} cannot {action}: {exc}") from exc
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"feedback store {self.where} cannot {action}: {_why(exc)}") from exc
+        except Exception as exc:
+            # The driver's own errors (a raw connection's, which SQLAlchemy does not wrap).
+            engine = getattr(self, "_engine", None)
+            dbapi = getattr(engine.dialect, "loaded_dbapi", None) if engine is not None else None
+            if dbapi is None or not isinstance(exc, dbapi.Error):
+                raise
+            raise StoreError(f"feedback store {self.where} cannot {action}: {_why(exc)}") from exc
 
     @staticmethod
     def _migrate(conn: sa.Connection) -> None:
@@ -279,9 +284,7 @@ class FeedbackStore:
         return sum(r[3] for r in records)
 
     def _copy_served(self, records: list[tuple[Any, ...]]) -> None:
-        import psycopg
-
-        raw = self._engine.raw_connection()
+        raw = self._engine.raw_connection()  # its errors are the driver's: see _failing
         try:
             cursor = raw.cursor()
             columns = ", ".join(_SERVED_COLUMNS)
@@ -289,11 +292,9 @@ class FeedbackStore:
                 for record in records:
                     copy.write_row(record)
             raw.commit()
-        except psycopg.Error as exc:
+        except BaseException:
             raw.invalidate()  # a connection whose COPY failed is not reused
-            raise StoreError(
-                f"feedback store {self.where} cannot store the served rows: {_why(exc)}"
-            ) from exc
+            raise
         finally:
             raw.close()
 

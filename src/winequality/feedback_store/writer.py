@@ -28,9 +28,10 @@ from winequality.feedback_store.rows import ServedRequest, StoreError
 
 log = logging.getLogger(__name__)
 
-DROP_REASONS: Final = ("queue_full", "shutdown")
-"""Why served rows never reached the store: the queue was full (store slow or down), or the app
-stopped while the store could not take them."""
+DROP_REASONS: Final = ("queue_full", "shutdown", "error")
+"""Why served rows never reached the store: the queue was full (store slow or down), the app
+stopped while the store could not take them, or writing them failed other than by the store
+being unavailable (logged with its traceback; retrying would fail again)."""
 BACKOFF_MIN_S: Final = 0.2
 BACKOFF_MAX_S: Final = 5.0
 PRUNE_EVERY_S: Final = 60.0
@@ -160,6 +161,11 @@ class ServedRowWriter:
                 self._give_back(batch)
                 self._outcome(str(exc))
                 return False
+            except Exception:
+                # Never let the thread die: a dead writer would silently stop sharing.
+                log.exception("served rows dropped: writing %d request(s) failed", len(batch))
+                self.metrics.dropped.labels("error").inc(sum(len(e[2].rows) for e in batch))
+                continue
             self.metrics.written.inc(written)
             self._outcome(None)
         return True
@@ -169,6 +175,9 @@ class ServedRowWriter:
             removed = self._store().prune_served(time.time() - self.retention_s)
         except StoreError as exc:
             log.warning("served rows not pruned: %s", exc)
+            return
+        except Exception:
+            log.exception("served rows not pruned")
             return
         if removed:
             log.info("forgot %d served request(s) older than %.0f s", removed, self.retention_s)
