@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +27,25 @@ class ServedRequest(NamedTuple):
     rows: Matrix
     quality: npt.NDArray[np.float32] | None
     model_version: str | None
+
+
+SERVED_COLUMNS: Final = (
+    "request_id", "served_at", "model_version", "n_rows", "features", "quality",
+)  # fmt: skip
+"""The columns of ``served_requests`` a served request fills, in ``served_record``'s order."""
+
+
+def served_record(request_id: str, at: float, served: ServedRequest) -> tuple[Any, ...]:
+    """One row of ``served_requests``: the matrix and scores as float32 bytes."""
+    quality = served.quality
+    return (
+        request_id,
+        at,
+        served.model_version,
+        len(served.rows),
+        np.ascontiguousarray(served.rows, dtype=np.float32).tobytes(),
+        None if quality is None else np.ascontiguousarray(quality, dtype=np.float32).tobytes(),
+    )
 
 
 def validate_labelled_rows(
@@ -54,3 +73,16 @@ def validate_labelled_rows(
         elif not schema.QUALITY_MIN <= q <= schema.QUALITY_MAX:
             problems.append(Problem(i, schema.TARGET, f"{q} is outside {span}", "value_error", loc))
     return in_order(problems)
+
+
+def pg_connect_args(timeout_s: float) -> dict[str, object]:
+    """libpq options of every PostgreSQL connection of the store."""
+    ms = int(timeout_s * 5000)
+    return {
+        "connect_timeout": max(1, round(timeout_s)),
+        "application_name": "winequality",
+        # A server that stops answering mid-statement fails the call instead of holding a
+        # worker (or the writer) for the TCP timeout.
+        "options": f"-c statement_timeout={ms}",
+        "tcp_user_timeout": ms,
+    }

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 
-from winequality.database import normalize_url, redact, sqlite_file
+from winequality.database import is_postgresql, normalize_url, redact, sqlite_file
 from winequality.feedback_store.rows import ServedRequest, StoreError
-from winequality.feedback_store.writer import ServedRowWriter
+from winequality.feedback_store.writer import AsyncServedRowWriter, ServedRowWriter
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -57,19 +57,28 @@ class FeedbackSink:
         self._store: FeedbackStore | None = None
         self._lock = threading.Lock()
         self._status: tuple[str, str | None, float] = ("unused", None, time.time())
-        self.served_rows = (
-            ServedRowWriter(
-                self._open,
-                max_requests=queue_size,
-                max_rows=queue_size * ROWS_PER_QUEUED_REQUEST,
-                linger_s=linger_s,
-                retention_s=retention_s,
-                registry=registry,
-                outcome=self._record,
-            )
-            if share_served
-            else None
-        )
+        self.served_rows: ServedRowWriter | None = None
+        if share_served:
+            options: dict[str, Any] = {
+                "max_requests": queue_size,
+                "max_rows": queue_size * ROWS_PER_QUEUED_REQUEST,
+                "linger_s": linger_s,
+                "retention_s": retention_s,
+                "registry": registry,
+                "outcome": self._record,
+            }
+            if is_postgresql(self.url):
+                from winequality.feedback_store.rows import pg_connect_args
+
+                self.served_rows = AsyncServedRowWriter(
+                    self._open,
+                    conninfo=self.url.replace("postgresql+psycopg://", "postgresql://", 1),
+                    connect=pg_connect_args(timeout_s),
+                    where=self.where,
+                    **options,
+                )
+            else:
+                self.served_rows = ServedRowWriter(self._open, **options)
 
     @classmethod
     def from_settings(

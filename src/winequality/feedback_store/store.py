@@ -30,7 +30,13 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from winequality.contract import schema
 from winequality.contract.problems import FeatureError
 from winequality.database import is_postgresql, normalize_url, redact, sqlite_file
-from winequality.feedback_store.rows import ServedRequest, StoreError, validate_labelled_rows
+from winequality.feedback_store.rows import (
+    ServedRequest,
+    StoreError,
+    pg_connect_args,
+    served_record,
+    validate_labelled_rows,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,21 +106,13 @@ def _why(exc: BaseException) -> str:
 
 def _engine(url: str, timeout_s: float) -> sa.Engine:
     if is_postgresql(url):
-        ms = int(timeout_s * 5000)
         return sa.create_engine(
             url,
             pool_pre_ping=True,  # a connection the server dropped (restart) is replaced
             pool_size=4,
             max_overflow=4,
             pool_timeout=timeout_s,
-            connect_args={
-                "connect_timeout": max(1, round(timeout_s)),
-                "application_name": "winequality",
-                # A server that stops answering mid-statement fails the call instead of
-                # holding a worker thread for the TCP timeout.
-                "options": f"-c statement_timeout={ms}",
-                "tcp_user_timeout": ms,
-            },
+            connect_args=pg_connect_args(timeout_s),
         )
     path = sqlite_file(url)
     if path is not None:
@@ -259,19 +257,7 @@ class FeedbackStore:
         """Store answered requests (request id, Unix time, what was served) in one transaction;
         returns the number of wines. PostgreSQL takes them by ``COPY`` (a fifth of the client
         CPU of a multi-row INSERT: this runs for every request the app answers)."""
-        records = [
-            (
-                rid,
-                at,
-                served.model_version,
-                len(served.rows),
-                np.ascontiguousarray(served.rows, dtype=np.float32).tobytes(),
-                None
-                if served.quality is None
-                else np.ascontiguousarray(served.quality, dtype=np.float32).tobytes(),
-            )
-            for rid, at, served in requests
-        ]
+        records = [served_record(rid, at, served) for rid, at, served in requests]
         if not records:
             return 0
         with self._failing("store the served rows"):
