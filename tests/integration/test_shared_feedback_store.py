@@ -150,6 +150,47 @@ def test_a_label_by_request_id_is_taken_by_the_replica_that_did_not_serve_it(
     assert f"feedback:{postgres.url(DATABASE)}" in json.loads(source_file.read_text())["source"]
 
 
+def test_the_event_loop_writer_writes_while_running_and_what_is_left_when_closed(
+    postgres: PostgresServer,
+) -> None:
+    import asyncio
+
+    import numpy as np
+    from prometheus_client import CollectorRegistry
+
+    from winequality.feedback_store import FeedbackSink, FeedbackStore
+
+    url = postgres.create_database("loop_writer")
+    registry = CollectorRegistry()
+    sink = FeedbackSink(url, share_served=True, linger_s=0.05, registry=registry)
+    writer = sink.served_rows
+    assert writer is not None
+    rows = np.full((2, schema.N_MODEL_COLUMNS), 0.25, dtype=np.float32)
+    scores = np.array([5.0, 6.5], dtype=np.float32)
+
+    async def serve() -> None:
+        writer.put("early", rows, scores, "7")
+        for _ in range(200):
+            if writer.pending() == 0:
+                break
+            await asyncio.sleep(0.05)
+        writer.put("late", rows, scores, "7")  # still queued when the app stops
+        sink.close()
+
+    asyncio.run(serve())
+    store = FeedbackStore(url)
+    try:
+        for rid in ("early", "late"):
+            found = store.served(rid)
+            assert found is not None, rid
+            assert found.model_version == "7"
+            assert found.quality is not None
+            assert found.quality.tolist() == [5.0, 6.5]
+    finally:
+        store.close()
+    assert registry.get_sample_value("winequality_served_rows_written_total") == 4
+
+
 class Traffic(threading.Thread):
     """Predictions against both replicas, one after the other, until stopped."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -292,8 +293,12 @@ def test_feedback_by_request_id_works_on_another_app_sharing_the_store(
         unknown = second.post("/feedback", json={"request_id": "nope", "index": 0, "quality": 7})
         assert unknown.status_code == 404
         assert "among the requests the replicas served" in unknown.json()["detail"][0]["msg"]
-        metrics = first.get("/metrics").text
-    assert "winequality_served_rows_written_total 2.0" in metrics
+        deadline = time.monotonic() + 10
+        while "winequality_served_rows_written_total 2.0" not in (
+            metrics := first.get("/metrics").text
+        ):
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.05)
     assert 'winequality_served_rows_dropped_total{reason="queue_full"} 0.0' in metrics
     store = FeedbackStore(feedback_db)
     try:
