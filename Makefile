@@ -5,9 +5,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
-APT_PACKAGES := prometheus prometheus-alertmanager wrk chromium
-# `make run` needs only the monitoring loop's two; wrk (benchmarks) and chromium (page tests) are
-# for `make test`.
+APT_PACKAGES := prometheus prometheus-alertmanager wrk chromium postgresql
+# `make run` needs only the monitoring loop's two; wrk (benchmarks), chromium (page tests) and
+# postgresql (the shared feedback store and MLflow backend tests) are for `make test`.
 RUN_APT_PACKAGES := prometheus prometheus-alertmanager
 PACKAGES ?= $(APT_PACKAGES)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -30,7 +30,7 @@ install: ## install uv if missing, then the locked environment into .venv
 	$(UV) sync --frozen --compile-bytecode
 
 .PHONY: system-deps
-system-deps: ## Debian packages for the monitoring loop and the tests (Prometheus, Alertmanager, wrk, Chromium)
+system-deps: ## Debian packages for the monitoring loop and the tests (Prometheus, Alertmanager, wrk, Chromium, PostgreSQL)
 	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null; then \

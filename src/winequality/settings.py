@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from winequality.database import is_postgresql, normalize_url
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,24 @@ class AppDataSettings(BaseSettings):
     """Directory written by ``winequality registry pull``: model.onnx + metadata.json; a
     promotion by the retraining job moves it (a symlink in the local stack) to the new bundle."""
     feedback_db: Path = Path("data/feedback.sqlite")
-    """SQLite database with labelled production feedback (the retraining job reads it)."""
+    """SQLite database with labelled production feedback (the retraining job reads it), unless
+    ``database_url`` names another store."""
+    database_url: str | None = None
+    """The feedback store (``WINEQ_DATABASE_URL``): labels, and the served rows they are joined
+    to. ``postgresql://user:password@host:port/dbname`` is a PostgreSQL server that every app
+    replica and the retraining job share; ``sqlite:///path`` or a path is an embedded SQLite
+    file (one host); unset means ``feedback_db``."""
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is not None:
+            normalize_url(value)  # raises ValueError naming an unknown scheme
+        return value
+
+    def store_url(self) -> str:
+        """The SQLAlchemy URL of the feedback store in force."""
+        return normalize_url(self.database_url or self.feedback_db)
 
 
 class ServingSettings(ProjectSettings, AppDataSettings, HttpServerSettings):
@@ -183,6 +202,29 @@ class ServingSettings(ProjectSettings, AppDataSettings, HttpServerSettings):
     (``benchmarks/payload_logging.py``); the detector sees rows that much later."""
     recent_requests: int = 10_000
     """Requests whose rows the app remembers so feedback can name them by request id."""
+    database_timeout_s: float = 2.0
+    """Bound on one attempt to reach the feedback store (connection, SQLite lock wait; five times
+    over for a PostgreSQL statement): ``/feedback`` answers 503 within about this long when the
+    database is down."""
+    served_rows_shared: bool | None = None
+    """Write every answered request's rows to the feedback store, so feedback by request id works
+    on whichever replica receives it; unset: on for PostgreSQL, off for SQLite (one process,
+    whose recent cache is enough)."""
+    served_rows_queue_size: int = 10_000
+    """Most answered requests (and ten times as many wines) waiting for the store; beyond it
+    they are dropped and counted in ``winequality_served_rows_dropped_total``."""
+    served_rows_linger_s: float = 1.0
+    """How long answered requests accumulate before the insert that carries them: fewer, larger
+    inserts take less of the app's CPU (``benchmarks/served_rows.py``); a label for a request
+    another replica answered within this time waits once for it."""
+    served_rows_retention_s: float = 86_400.0
+    """Served rows older than this are deleted from the store (a label must arrive within it)."""
+
+    def shares_served_rows(self) -> bool:
+        """Whether answered requests are written to the store (``served_rows_shared``)."""
+        if self.served_rows_shared is not None:
+            return self.served_rows_shared
+        return is_postgresql(self.store_url())
 
 
 class DetectorSettings(HttpServerSettings):

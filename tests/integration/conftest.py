@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 from tests.support.bundles import train_model, write_model_bundle
+from tests.support.postgres import PostgresServer, postgres_bin
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +24,14 @@ def serving_bundles(
 ) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("serving-bundles")
     return {v: write_model_bundle(root / f"v{v}", m, v) for v, m in serving_models.items()}
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on loopback for the module (skipped only without its binaries);
+    each test creates its own database in it."""
+    found = postgres_bin()
+    if isinstance(found, str):
+        pytest.skip(found)
+    with PostgresServer(found) as server:
+        yield server

@@ -1,7 +1,9 @@
 """register -> promote -> refuse a worse challenger -> registry pull, against real MLflow stores.
 
-Two stores: the embedded default (SQLite file + local artifact folder, no server) and a real
-``mlflow server`` on loopback (SQLite backend, proxied artifacts), reached through its URI only.
+Three stores: the embedded default (SQLite file + local artifact folder, no server) and a real
+``mlflow server`` on loopback (proxied artifacts), reached through its URI only, once with a
+SQLite backend store and once with a real PostgreSQL server as its backend store (as in the
+cluster).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 from sklearn.model_selection import train_test_split
+from tests.support.postgres import PostgresServer
 from typer.testing import CliRunner
 
 from winequality import artifacts
@@ -24,6 +27,7 @@ from winequality.cli import app
 from winequality.contract import schema
 from winequality.contract.features import postprocess
 from winequality.contract.parsers import frame_to_matrix
+from winequality.database import normalize_url
 from winequality.inference.predictor import OnnxPredictor
 from winequality.process import ManagedProcess, free_port
 from winequality.stack import MLFLOW_SERVER_ENV
@@ -96,7 +100,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, real_wines: pd.DataFrame) 
     return root
 
 
-@pytest.fixture(scope="module", params=["embedded", "remote"])
+@pytest.fixture(scope="module", params=["embedded", "remote", "remote-postgresql"])
 def store(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, project: Path
 ) -> Iterator[dict[str, str | None]]:
@@ -112,12 +116,18 @@ def store(
         assert (where / "mlruns.db").is_file()
         assert any((where / "mlartifacts").rglob(artifacts.MODEL_FILE))
         return
+    backend = f"sqlite:///{where / 'server.db'}"
+    postgres: PostgresServer | None = None
+    if request.param == "remote-postgresql":
+        postgres = request.getfixturevalue("postgres")
+        # MLflow's SQLAlchemy store, on the psycopg 3 driver the project installs.
+        backend = normalize_url(postgres.create_database("mlflow"))
     port = free_port()
     server = ManagedProcess(
         "mlflow-server",
         [
             sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{where / 'server.db'}",
+            "--backend-store-uri", backend,
             "--artifacts-destination", str(where / "server-artifacts"),
             "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         ],
@@ -130,6 +140,10 @@ def store(
     # Everything went through the server: nothing may have been written locally.
     assert not (where / "mlruns.db").exists()
     assert any((where / "server-artifacts").rglob(artifacts.MODEL_FILE))
+    if postgres is not None:
+        assert not (where / "server.db").exists()
+        names = postgres.query("mlflow", "SELECT name FROM registered_models")
+        assert ("wine-quality",) in names
 
 
 def client_for(env: dict[str, str | None]):  # type: ignore[no-untyped-def]

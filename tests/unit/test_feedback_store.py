@@ -1,4 +1,5 @@
-"""The SQLite feedback store: durable, validated, read back in the data contract's columns."""
+"""The feedback store (here on SQLite): durable, validated, read back in the data contract's
+columns, recovering from a failed write; the served requests that labels are joined to."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import json
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from winequality.contract import schema
 from winequality.contract.problems import FeatureError
-from winequality.feedback_store import FeedbackStore
+from winequality.feedback_store import FeedbackStore, ServedRequest, StoreError, read_feedback
 
 
 def example_row(**changes: object) -> dict[str, object]:
@@ -99,3 +101,66 @@ def test_a_database_from_before_the_join_gains_the_columns_and_keeps_its_rows(
     store.close()
     columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(feedback)")}
     assert {"served_quality", "model_version"} <= columns
+
+
+def test_a_write_that_fails_on_a_lock_rolls_back_and_the_next_one_works(tmp_path: Path) -> None:
+    path = tmp_path / "fb.sqlite"
+    store = FeedbackStore(path, timeout_s=0.2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(StoreError, match="database is locked"):
+        store.add([example_row()], [5], "locked")
+    holder.execute("ROLLBACK")
+    holder.close()
+    # The failed transaction was rolled back: the same store takes the next write.
+    assert store.add([example_row()], [6], "after") == 1
+    assert store.add([example_row()], [7], "again") == 1
+    assert store.frame()[schema.TARGET].tolist() == [6, 7]
+    store.close()
+
+
+def test_served_requests_read_back_by_id_the_latest_one_first_and_prune_by_age(
+    tmp_path: Path,
+) -> None:
+    store = FeedbackStore(tmp_path / "fb.sqlite")
+    rows = np.arange(2 * schema.N_MODEL_COLUMNS, dtype=np.float32).reshape(2, -1)
+    scores = np.array([5.25, 6.5], dtype=np.float32)
+    assert store.add_served([("r1", 100.0, ServedRequest(rows, scores, "3"))]) == 2
+    assert store.add_served([("r2", 200.0, ServedRequest(rows[:1], None, None))]) == 1
+    found = store.served("r1")
+    assert found is not None
+    assert np.array_equal(found.rows, rows)
+    assert found.quality is not None
+    assert found.quality.tolist() == [5.25, 6.5]
+    assert found.model_version == "3"
+    store.add_served([("r1", 300.0, ServedRequest(rows[1:], scores[1:], "4"))])
+    latest = store.served("r1")
+    assert latest is not None
+    assert (len(latest.rows), latest.model_version) == (1, "4")  # a reused id: its latest request
+    assert store.served("unknown") is None
+    assert store.prune_served(before=250.0) == 2
+    assert store.served("r2") is None
+    assert store.served("r1") is not None
+    store.close()
+
+
+def test_reading_a_missing_embedded_store_gives_no_rows_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "nowhere" / "fb.sqlite"
+    frame = read_feedback(path)
+    assert frame.empty
+    assert list(frame.columns) == list(schema.DATA_COLUMNS)
+    assert not path.parent.exists()
+
+
+def test_an_unreachable_postgresql_store_raises_store_error_without_the_password() -> None:
+    from winequality.process import free_port
+
+    url = f"postgresql://wineq:hunter2@127.0.0.1:{free_port()}/wineq"
+    with pytest.raises(StoreError) as info:
+        FeedbackStore(url, timeout_s=1.0)
+    message = str(info.value)
+    assert "hunter2" not in message
+    assert "postgresql://wineq:***@127.0.0.1" in message
+    assert "cannot open" in message

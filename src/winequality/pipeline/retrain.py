@@ -4,7 +4,8 @@ One retraining (``winequality retrain``, started by the Alertmanager webhook on 
 
 1. **Refresh the data.** The base is the prepared pipeline data (``data/prepared/train.parquet``
    and ``test.parquet``, the DVC-versioned splits the champion's pipeline was built from). Every
-   labelled production row (``FeedbackStore.frame()``) is split with a fixed seed: a share
+   labelled production row (``read_feedback``, from the store at ``WINEQ_DATABASE_URL`` or the
+   SQLite file ``WINEQ_FEEDBACK_DB``) is split with a fixed seed: a share
    (``retrain.holdout_fraction``) joins the holdout, the rest the training set. The feedback is
    cumulative and the base never includes it, so a retraining is a pure function of (base data,
    feedback, params) and no row is counted twice however often the loop runs.
@@ -254,7 +255,8 @@ def retrain(
     ``trigger`` is what the webhook received (None for a run started by hand, tagged
     ``fallback_trigger``).
     """
-    from winequality.feedback_store import FeedbackStore
+    from winequality.database import redact
+    from winequality.feedback_store import read_feedback
     from winequality.training import tracking
     from winequality.training.dataset import read_split
     from winequality.training.registry import promote, register
@@ -270,21 +272,15 @@ def retrain(
     tags = trigger_tags(trigger, evidence, fallback_trigger)
     evidence_note = evidence.note
 
-    if not settings.feedback_db.is_file():
-        feedback = pd.DataFrame(columns=list(schema.DATA_COLUMNS))
-    else:
-        store = FeedbackStore(settings.feedback_db)
-        try:
-            feedback = store.frame()
-        finally:
-            store.close()
+    store_url = settings.store_url()
+    feedback = read_feedback(store_url)
     n_feedback = len(feedback)
     if n_feedback < params.retrain.min_feedback_rows:
         return RetrainResult(
             promoted=False,
             version=None,
             reason=(
-                f"only {n_feedback} labelled production row(s) in {settings.feedback_db}; "
+                f"only {n_feedback} labelled production row(s) in {redact(store_url)}; "
                 f"retraining needs at least {params.retrain.min_feedback_rows} "
                 "(retrain.min_feedback_rows)"
             ),
@@ -301,7 +297,7 @@ def retrain(
         json.dumps(
             {
                 "kind": "retraining",
-                "source": f"{base_train.name}+{base_test.name}+feedback:{settings.feedback_db}",
+                "source": f"{base_train.name}+{base_test.name}+feedback:{redact(store_url)}",
                 "feedback_rows": n_feedback,
             }
         )

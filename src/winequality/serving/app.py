@@ -151,8 +151,8 @@ def create_app(
         alpha=settings.quality_alpha,
         min_labels=settings.quality_min_labels,
     )
-    recent = RecentRequests(settings.recent_requests)
-    feedback_sink = FeedbackSink(settings.feedback_db)
+    feedback_sink = FeedbackSink.from_settings(settings, metrics.registry)
+    recent = RecentRequests(settings.recent_requests, shared=feedback_sink.served_rows)
     metrics.watch_quality(quality, recent.scores)
 
     async def follow_model(model: LoadedModel) -> None:

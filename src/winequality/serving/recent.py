@@ -8,18 +8,25 @@ rather than the parsed JSON objects (about 1 kB a wine): 10,000 remembered 100-w
 would otherwise hold a gigabyte. Its float32 values are turned back into their shortest decimal
 form, which gives back the submitted numbers for measurements of up to 7 significant digits
 (and otherwise exactly what the model saw); this happens only when feedback arrives.
+
+When replicas share the feedback store (``served_rows_shared``), ``remember`` also hands the same
+references to the store's ``ServedRowWriter`` (a deque append; the thread writes them), so
+feedback received by another replica finds the request there; this cache stays the fast lookup
+for the requests this process answered.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from winequality.contract import schema
 from winequality.contract.features import Matrix
+from winequality.feedback_store.rows import ServedRequest
+from winequality.feedback_store.writer import ServedRowWriter
 
 
 def matrix_row(matrix: Matrix, index: int) -> dict[str, Any]:
@@ -37,22 +44,22 @@ ROWS_PER_REQUEST: Final = 10
 ``capacity * max_batch_rows`` wines (10,000 x 100-wine requests: +48 MB of resident memory)."""
 
 
-class Served(NamedTuple):
-    """One remembered request: its rows, the scores answered and the model that answered."""
-
-    rows: Matrix
-    quality: npt.NDArray[np.float32] | None
-    model_version: str | None
+Served = ServedRequest
+"""One remembered request: its rows, the scores answered and the model that answered."""
 
 
 class RecentRequests:
     """A bounded mapping request id -> rows; the oldest request is forgotten first.
 
     At most ``capacity`` requests and ``max_rows`` wines (default ``ROWS_PER_REQUEST`` per
-    request) are kept; the newest request is always kept.
+    request) are kept; the newest request is always kept. ``shared``: the writer that also sends
+    each request to the shared feedback store (None: this process alone can name its requests).
     """
 
-    def __init__(self, capacity: int, max_rows: int | None = None) -> None:
+    def __init__(
+        self, capacity: int, max_rows: int | None = None, shared: ServedRowWriter | None = None
+    ) -> None:
+        self.shared = shared
         self.capacity = capacity
         self.max_rows = capacity * ROWS_PER_REQUEST if max_rows is None else max_rows
         self._requests: OrderedDict[str, Served] = OrderedDict()
@@ -65,6 +72,8 @@ class RecentRequests:
         quality: npt.NDArray[np.float32] | None = None,
         model_version: str | None = None,
     ) -> None:
+        if self.shared is not None:
+            self.shared.put(request_id, rows, quality, model_version)
         if self.capacity <= 0:
             return
         entries = self._requests
@@ -81,6 +90,10 @@ class RecentRequests:
 
     def __contains__(self, request_id: object) -> bool:
         return request_id in self._requests
+
+    def get(self, request_id: str) -> Served | None:
+        """What was served for a remembered request (None if not remembered)."""
+        return self._requests.get(request_id)
 
     def rows(self, request_id: str) -> Matrix | None:
         served = self._requests.get(request_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -230,3 +232,81 @@ def test_openapi_references_of_the_feedback_body_all_resolve(model_dir: Path) ->
     body = document["paths"]["/feedback"]["post"]["requestBody"]["content"]["application/json"]
     titles = [variant["title"] for variant in body["schema"]["oneOf"]]
     assert titles == ["FeedbackByRequest", "FeedbackRows"]
+
+
+def test_a_locked_store_answers_503_and_the_next_label_after_the_lock_is_stored(
+    model_dir: Path, feedback_db: Path
+) -> None:
+    settings = ServingSettings(
+        model_dir=model_dir,
+        feedback_db=feedback_db,
+        database_timeout_s=0.2,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health/ready").json()["feedback_store"]["state"] == "unused"
+        label = {"wines": [example_wine()], "quality": [6]}
+        assert client.post("/feedback", json=label).status_code == 201
+        holder = sqlite3.connect(feedback_db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        refused = client.post("/feedback", json=label)
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "5"
+        body = refused.json()
+        assert body["detail"][0]["type"] == "store_unavailable"
+        assert "nothing was stored" in body["error"]
+        assert "database is locked" in body["error"]
+        ready = client.get("/health/ready")
+        assert ready.status_code == 200  # predictions still work: the Service keeps the pod
+        assert ready.json()["feedback_store"]["state"] == "unavailable"
+        assert "database is locked" in ready.json()["feedback_store"]["reason"]
+        holder.execute("ROLLBACK")
+        holder.close()
+        for quality in (7, 8):
+            assert client.post("/feedback", json=label | {"quality": [quality]}).status_code == 201
+        assert client.get("/health/ready").json()["feedback_store"]["state"] == "ok"
+    assert stored(feedback_db)[schema.TARGET].tolist() == [6, 7, 8]
+
+
+def test_feedback_by_request_id_works_on_another_app_sharing_the_store(
+    model_dir: Path, feedback_db: Path
+) -> None:
+    def app_settings() -> ServingSettings:
+        return ServingSettings(
+            model_dir=model_dir,
+            feedback_db=feedback_db,
+            served_rows_shared=True,
+            served_rows_linger_s=0.05,
+            _env_file=None,  # type: ignore[call-arg]
+        )
+
+    with (
+        TestClient(create_app(app_settings())) as first,
+        TestClient(create_app(app_settings())) as second,
+    ):
+        wines = [example_wine("red"), example_wine("white") | {"alcohol": 12.5}]
+        answer = first.post("/predict", json={"wines": wines}).json()
+        rid = answer["request_id"]
+        # The second app never saw the request: it finds what the first one served in the store.
+        response = second.post("/feedback", json={"request_id": rid, "index": 1, "quality": 7})
+        assert response.status_code == 201, response.text
+        unknown = second.post("/feedback", json={"request_id": "nope", "index": 0, "quality": 7})
+        assert unknown.status_code == 404
+        assert "among the requests the replicas served" in unknown.json()["detail"][0]["msg"]
+        deadline = time.monotonic() + 10
+        while "winequality_served_rows_written_total 2.0" not in (
+            metrics := first.get("/metrics").text
+        ):
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.05)
+    assert 'winequality_served_rows_dropped_total{reason="queue_full"} 0.0' in metrics
+    store = FeedbackStore(feedback_db)
+    try:
+        assert store.labelled(answer["model_version"], 10) == [
+            (7.0, pytest.approx(answer["predictions"][1]["quality"], abs=1e-4))
+        ]
+        frame = store.frame()
+    finally:
+        store.close()
+    assert frame.iloc[0]["alcohol"] == 12.5
+    assert frame.iloc[0][schema.WINE_TYPE] == "white"

@@ -5,13 +5,17 @@ rows are remembered for the last ``recent_requests`` requests; the label is stor
 served for it and the model version, and enters that version's realized quality) or
 ``{"wines": [{...}], "quality": [6, ...]}``. Refusals use the prediction endpoints' error body
 (each problem names the index, field and reason): 404 for an unknown or forgotten request id,
-422 for anything invalid, 503 when the store cannot be written.
+422 for anything invalid, 503 when the store cannot be written (nothing was stored: retry).
+
+A request id is looked up in this process's recent cache first, then, when replicas share the
+store, among the served rows the replicas wrote there (another replica answered it). A 201 is
+sent only after the label is committed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import sqlite3
 from typing import Any, Final
 
 from fastapi import APIRouter, Request
@@ -20,8 +24,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from winequality.contract.parsers import parse_json
 from winequality.contract.problems import FeatureError, Problem
+from winequality.feedback_store import ServedRequest, StoreError
 from winequality.http_common import BodyError, read_request_body
 from winequality.serving.errors import RequestError
+from winequality.serving.recent import matrix_row
 from winequality.serving.schemas import (
     ErrorResponse,
     FeedbackByRequest,
@@ -41,8 +47,15 @@ _BY_REQUEST: Final = TypeAdapter(FeedbackByRequest)
 _ROWS: Final = TypeAdapter(FeedbackRows)
 
 
+RETRY_AFTER_S: Final = 5
+"""What a 503 tells the client to wait before sending the label again."""
+
+
 def _error(exc: RequestError) -> Response:
-    return Response(exc.body(), status_code=exc.status, media_type="application/json")
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
+    return Response(
+        exc.body(), status_code=exc.status, media_type="application/json", headers=headers
+    )
 
 
 def _problems(exc: ValidationError, quality_row: int | None = None) -> list[Problem]:
@@ -59,6 +72,20 @@ def _problems(exc: ValidationError, quality_row: int | None = None) -> list[Prob
     return problems
 
 
+async def _served(state: ServingState, rid: str) -> ServedRequest | None:
+    """What was served under ``rid``: here, else in the shared store (``StoreError`` when it
+    cannot be read). A request another replica answered a moment ago may still wait in its
+    writer's queue: one more look after a linger."""
+    local = state.recent.get(rid)
+    if local is not None or not state.feedback.shares_served_rows:
+        return local
+    found = await state.feedback.served(rid)
+    if found is None:
+        await asyncio.sleep(state.settings.served_rows_linger_s + 0.3)
+        found = await state.feedback.served(rid)
+    return found
+
+
 async def _by_request(state: ServingState, doc: dict[str, Any]) -> tuple[int, str | None]:
     index = doc.get("index")
     try:
@@ -67,8 +94,14 @@ async def _by_request(state: ServingState, doc: dict[str, Any]) -> tuple[int, st
         wine = index if type(index) is int and index >= 0 else None
         raise RequestError(422, _problems(exc, wine)) from None
     rid, index = body.request_id, body.index
-    rows = state.recent.rows(rid)
-    if rows is None:
+    served = await _served(state, rid)
+    if served is None:
+        shared = (
+            f", nor among the requests the replicas served in the last "
+            f"{state.settings.served_rows_retention_s:.0f} s"
+            if state.feedback.shares_served_rows
+            else ""
+        )
         raise RequestError(
             404,
             [
@@ -76,12 +109,14 @@ async def _by_request(state: ServingState, doc: dict[str, Any]) -> tuple[int, st
                     None,
                     "request_id",
                     f"unknown or expired request id {rid!r} (the app remembers the last "
-                    f"{state.settings.recent_requests} requests, fewer when they are large)",
+                    f"{state.settings.recent_requests} requests, fewer when they are large"
+                    f"{shared})",
                     "not_found",
                     ("body", "request_id"),
                 )
             ],
         )
+    rows = served.rows
     if index >= len(rows):
         raise RequestError(
             422,
@@ -95,10 +130,12 @@ async def _by_request(state: ServingState, doc: dict[str, Any]) -> tuple[int, st
                 )
             ],
         )
-    served = state.recent.served(rid, index)
-    score, version = served if served is not None else (None, None)
+    score: float | None = None
+    version = served.model_version
+    if served.quality is not None and version is not None and index < len(served.quality):
+        score = float(served.quality[index])
     stored = await state.feedback.add(
-        [state.recent.row(rid, index)],
+        [matrix_row(rows, index)],
         [body.quality],
         rid,
         [index],
@@ -206,13 +243,11 @@ async def feedback(request: Request, state: StateDep) -> Response:
         return _error(exc)
     except FeatureError as exc:  # invalid JSON, or rows the store refused
         return _error(RequestError.invalid(exc))
-    except (sqlite3.Error, OSError) as exc:
-        log.error("feedback store %s failed: %s", state.feedback.path, exc)
-        return _error(
-            RequestError(
-                503, [], f"the feedback store cannot be written: {exc}", "store_unavailable"
-            )
-        )
+    except StoreError as exc:  # the database is down, locked or unwritable
+        log.error("feedback not stored: %s", exc)
+        why = f"the feedback store cannot be written, nothing was stored (retry later): {exc}"
+        problem = Problem(None, None, why, "store_unavailable", ("body",))
+        return _error(RequestError(503, [problem], why))
     return JSONResponse(
         FeedbackResponse(stored=stored, request_id=rid).model_dump(), status_code=201
     )
