@@ -51,7 +51,13 @@ from prometheus_client import (
 from winequality.api_docs import add_docs
 from winequality.contract.features import BoolArray, FloatArray
 from winequality.contract.problems import FeatureError
-from winequality.http_common import BodyTooLargeError, TokenDep, read_request_body, set_token
+from winequality.http_common import (
+    BodyTooLargeError,
+    TokenDep,
+    install_error_handling,
+    read_request_body,
+    set_token,
+)
 from winequality.monitoring import sequential
 from winequality.monitoring.decisions import (
     DecisionLog,
@@ -518,7 +524,7 @@ def _structured_event(event: Any, specversion: str | None) -> StructuredEvent:
         encoded = event["data_base64"]
         try:
             decoded = base64.b64decode(encoded, validate=True) if isinstance(encoded, str) else None
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: a str with non-ASCII characters
             decoded = None
         if decoded is None:
             raise EventRejectedError(400, "invalid_base64", "data_base64 is not base64")
@@ -884,6 +890,7 @@ def create_app(
     set_token(app, settings.admin_token, "set WINEQ_DRIFT_ADMIN_TOKEN on the detector")
     app.include_router(router)
     add_docs(app)
+    install_error_handling(app)
     return app
 
 

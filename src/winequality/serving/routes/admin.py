@@ -52,8 +52,20 @@ async def reload(request: Request, state: StateDep, _: TokenDep) -> ReloadRespon
     except BodyError as exc:
         raise HTTPException(exc.status, exc.message) from exc
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False)
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
         raise HTTPException(422, [{**e, "loc": ["body", *e["loc"]]} for e in errors]) from exc
+    if body and body.model_dir and "\x00" in body.model_dir:
+        # No file system call takes a NUL byte: refused here, naming the field.
+        raise HTTPException(
+            422,
+            [
+                {
+                    "loc": ["body", "model_dir"],
+                    "msg": "must not contain a NUL byte",
+                    "type": "value_error",
+                }
+            ],
+        )
     bundle = Path(body.model_dir) if body and body.model_dir else None
     try:
         new, old = await state.manager.reload(bundle)
