@@ -519,7 +519,12 @@ def _v2_outputs(requested: Any, problems: list[Problem]) -> tuple[str, ...]:
     if type(requested) is list:
         for k, item in enumerate(requested):
             name = item.get("name") if type(item) is dict else None
-            if name not in _V2_OUTPUTS:
+            parameters = item.get("parameters") if type(item) is dict else None
+            if parameters is not None and type(parameters) is not dict:
+                problems.append(
+                    Problem(None, None, "must be an object", "dict_type", ("body", "outputs", k))
+                )
+            elif name not in _V2_OUTPUTS:
                 problems.append(
                     Problem(
                         None,

@@ -58,7 +58,7 @@ from winequality.http_common import (
     read_request_body,
     set_token,
 )
-from winequality.monitoring import sequential
+from winequality.monitoring import openapi, sequential
 from winequality.monitoring.decisions import (
     DecisionLog,
     SnapshotWriter,
@@ -660,7 +660,7 @@ SettingsDep = Annotated[DetectorSettings, Depends(get_settings)]
 router = APIRouter()
 
 
-@router.post("/")
+@router.post("/", **openapi.RECEIVE_EVENT)
 async def receive_event(request: Request, st: StateDep, settings: SettingsDep) -> Response:
     """CloudEvents: request payloads are added to the window, responses counted and ignored.
 
@@ -700,7 +700,7 @@ async def receive_event(request: Request, st: StateDep, settings: SettingsDep) -
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, **openapi.METRICS)
 async def metrics(st: StateDep) -> Response:
     """Prometheus exposition of the drift metrics."""
     return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -744,7 +744,7 @@ async def report(request: Request, st: StateDep) -> Response:
     return HTMLResponse(html)
 
 
-@router.post("/reference/reload")
+@router.post("/reference/reload", **openapi.RELOAD_REFERENCE)
 async def reload_reference(request: Request, st: StateDep, _: TokenDep) -> Response:
     """Reload the reference (after a retraining): resets the window and the sequential charts.
 
@@ -771,7 +771,7 @@ async def reload_reference(request: Request, st: StateDep, _: TokenDep) -> Respo
     )
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", **openapi.READY)
 async def ready(st: StateDep) -> Response:
     """Ready once a reference is loaded and its sequential threshold calibrated."""
     if st.reference is None:

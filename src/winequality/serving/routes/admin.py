@@ -20,7 +20,8 @@ MAX_RELOAD_BODY: Final = 16_384
 """A reload body names one directory."""
 _RELOAD_MEDIA_TYPES: Final = frozenset({b"application/json", None})
 """The body is optional, and a client that sends none often sends no content type either."""
-_BODY: Final = TypeAdapter(ReloadRequest | None)
+_BODY: Final = TypeAdapter(ReloadRequest)
+"""No body, or an object: a JSON ``null`` is neither (the schema says object)."""
 
 
 @router.post(
