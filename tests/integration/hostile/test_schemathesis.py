@@ -44,8 +44,8 @@ def _resolves(document: dict[str, Any], ref: str) -> bool:
     if not ref.startswith("#/"):
         return False
     node: Any = document
-    for part in ref.removeprefix("#/").split("/"):
-        part = part.replace("~1", "/").replace("~0", "~")
+    for escaped in ref.removeprefix("#/").split("/"):
+        part = escaped.replace("~1", "/").replace("~0", "~")
         if not isinstance(node, dict) or part not in node:
             return False
         node = node[part]
