@@ -47,6 +47,7 @@ from winequality.pipeline.trigger import (
     now,
     write_trigger,
 )
+from winequality.serving.schemas import inline_json_schema
 from winequality.settings import WebhookSettings
 
 Action = Literal["started", "already_running", "cooling_down", "ignored"]
@@ -240,7 +241,8 @@ def create_app(settings: WebhookSettings, retrainer: Retrainer) -> FastAPI:
             "requestBody": {
                 "required": True,
                 "content": {
-                    "application/json": {"schema": AlertmanagerPayload.model_json_schema()}
+                    # Inlined: a "#/$defs/Alert" reference would point at nothing in OpenAPI.
+                    "application/json": {"schema": inline_json_schema(AlertmanagerPayload)}
                 },
             }
         },

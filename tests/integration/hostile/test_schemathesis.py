@@ -1,4 +1,5 @@
-"""Schemathesis against the app's and the detector's OpenAPI documents, served for real.
+"""Schemathesis against the OpenAPI documents of the app, the detector and the webhook, served
+for real.
 
 Every check (no 5xx, documented statuses, content types and headers, response bodies that
 conform to their schemas, schema-violating requests refused, schema-valid ones accepted) over
@@ -19,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support.services import APP_TOKEN, DETECTOR_TOKEN, Service
+from tests.support.services import APP_TOKEN, DETECTOR_TOKEN, WEBHOOK_TOKEN, Service
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +53,7 @@ def _resolves(document: dict[str, Any], ref: str) -> bool:
     return True
 
 
-@pytest.mark.parametrize("service", ["app", "detector"])
+@pytest.mark.parametrize("service", ["app", "detector", "webhook"])
 def test_every_reference_of_the_openapi_document_resolves(
     service: str, request: pytest.FixtureRequest
 ) -> None:
@@ -63,14 +64,18 @@ def test_every_reference_of_the_openapi_document_resolves(
     assert not dangling
 
 
-@pytest.mark.parametrize(("service", "token"), [("app", APP_TOKEN), ("detector", DETECTOR_TOKEN)])
+@pytest.mark.parametrize(
+    ("service", "token"),
+    [("app", APP_TOKEN), ("detector", DETECTOR_TOKEN), ("webhook", WEBHOOK_TOKEN)],
+)
 def test_schemathesis_finds_no_failure(
     service: str, token: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     served: Service = request.getfixturevalue(service)
+    config = HERE / f"schemathesis-{service}.toml"
     cmd = [
         str(Path(sys.executable).with_name("schemathesis")),
-        "--config-file", str(HERE / f"schemathesis-{service}.toml"),
+        *(["--config-file", str(config)] if config.is_file() else []),
         "run", f"{served.url}/openapi.json",
         "--checks", "all",
         "--phases", "examples,coverage,fuzzing",
