@@ -17,16 +17,22 @@ bearer-token dependency.
   ``{"detail": {"reason": ..., "message": ...}}`` with reason ``auth_disabled`` (no token
   configured), ``missing_token`` or ``invalid_token``. It is a dependency, and the endpoints it
   guards declare no body parameter, so it runs before a byte of the body is read.
+- ``install_error_handling`` gives every answer of an app an ``X-Request-ID`` (the caller's when
+  it is a sane token, else a fresh one) and turns an exception no endpoint handled into a JSON
+  500 carrying that id: ``{"detail": {"reason": "internal_error", "message": ...,
+  "request_id": ...}}`` (the traceback goes to the log, never to the client).
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import uuid
 from typing import Annotated, Final
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,6 +51,8 @@ __all__ = [
     "TokenDep",
     "UnsupportedMediaTypeError",
     "header",
+    "install_error_handling",
+    "internal_error_body",
     "media_type",
     "read_body",
     "read_request_body",
@@ -59,6 +67,11 @@ JSON_HEADER: Final = (b"content-type", b"application/json")
 _REQUEST_ID_OK: Final = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 BODY_TIMED_OUT: Final = "winequality.body_timed_out"
 """Scope key the server sets to its read timeout (seconds) once the body is overdue."""
+REQUEST_ID_HEADER: Final = b"x-request-id"
+_REQUEST_ID_KEY: Final = "winequality.request_id"
+"""Where ``RequestIdMiddleware`` leaves the request's id in the ASGI scope."""
+
+log = logging.getLogger(__name__)
 
 
 # --- body ------------------------------------------------------------------------------------
@@ -175,8 +188,12 @@ async def read_request_body(
 
 
 def request_id(scope: Scope) -> str:
-    """The caller's X-Request-ID when it is a sane token, else a fresh one."""
-    given = header(scope, b"x-request-id")
+    """The caller's X-Request-ID when it is a sane token, else a fresh one (the same one for
+    the whole request once ``RequestIdMiddleware`` has chosen it)."""
+    chosen = scope.get(_REQUEST_ID_KEY)
+    if isinstance(chosen, str):
+        return chosen
+    given = header(scope, REQUEST_ID_HEADER)
     if given is not None and _REQUEST_ID_OK.match(given):
         return given.decode()
     return uuid.uuid4().hex
@@ -188,6 +205,62 @@ async def send_json(send: Send, status: int, body: bytes, request_id: str | None
         headers.append((b"x-request-id", request_id.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+# --- request ids and unexpected errors ------------------------------------------------------
+
+
+class RequestIdMiddleware:
+    """Pure ASGI: chooses the request's id once and adds it to the answer's headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id(scope)
+        # In place: the error handler outside this middleware reads the same scope dict.
+        scope[_REQUEST_ID_KEY] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if not any(bytes(k).lower() == REQUEST_ID_HEADER for k, _ in headers):
+                    headers.append((REQUEST_ID_HEADER, rid.encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def internal_error_body(rid: str) -> dict[str, object]:
+    """The JSON of a 500: no exception text (it may hold paths or data), the id to look it up."""
+    return {
+        "detail": {
+            "reason": "internal_error",
+            "message": f"internal server error; the log has its details under request id {rid}",
+            "request_id": rid,
+        }
+    }
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    rid = request_id(request.scope)
+    log.error("request %s %s (id %s) failed: %r", request.method, request.url.path, rid, exc)
+    return JSONResponse(internal_error_body(rid), status_code=500, headers={"X-Request-ID": rid})
+
+
+def install_error_handling(app: FastAPI) -> None:
+    """Every answer of ``app`` carries X-Request-ID; an unhandled exception is a JSON 500.
+
+    Starlette hands the ``Exception`` handler to its outermost ``ServerErrorMiddleware``, which
+    answers with it and then re-raises (the server logs the traceback); the app's middleware
+    sees the exception pass, so request metrics count the 500.
+    """
+    app.add_middleware(RequestIdMiddleware)
+    app.add_exception_handler(Exception, _internal_error)
 
 
 # --- bearer token ----------------------------------------------------------------------------

@@ -290,6 +290,9 @@ def v2_request(doc: Any, max_rows: int | None, raw: bytes | None = None) -> V2Re
     request_id = doc.get("id")
     if request_id is not None and type(request_id) is not str:
         raise _refuse(("body", "id"), "must be a string", "string_type")
+    parameters = doc.get("parameters")
+    if parameters is not None and type(parameters) is not dict:
+        raise _refuse(("body", "parameters"), "must be an object", "dict_type")
     inputs = doc.get("inputs")
     if type(inputs) is not list:
         raise _refuse(("body", "inputs"), "must be an array of tensors", "list_type")
@@ -339,7 +342,7 @@ def _v2_tensor(  # noqa: PLR0911 (one early return per refused part of the tenso
         problems.append(Problem(None, None, "must be an object", "object_type", loc))
         return None
     name = tensor.get("name")
-    if name not in _V2_DATATYPES:
+    if type(name) is not str or name not in _V2_DATATYPES:
         problems.append(
             Problem(
                 None,
@@ -351,7 +354,7 @@ def _v2_tensor(  # noqa: PLR0911 (one early return per refused part of the tenso
         )
         return None
     datatype = tensor.get("datatype")
-    if datatype not in _V2_DATATYPES[name]:
+    if type(datatype) is not str or datatype not in _V2_DATATYPES[name]:
         problems.append(
             Problem(
                 None,
@@ -361,6 +364,10 @@ def _v2_tensor(  # noqa: PLR0911 (one early return per refused part of the tenso
                 (*loc, "datatype"),
             )
         )
+        return None
+    parameters = tensor.get("parameters")
+    if parameters is not None and type(parameters) is not dict:
+        problems.append(Problem(None, name, "must be an object", "dict_type", (*loc, "parameters")))
         return None
     shape = tensor.get("shape")
     if (
@@ -424,6 +431,8 @@ def _v2_binary(inputs: list[Any], raw: bytes, problems: list[Problem]) -> dict[s
         chunk = raw[offset : offset + size]
         offset += size
         datatype = tensor.get("datatype")
+        if type(name) is not str or type(datatype) is not str:
+            continue  # _v2_tensor names the problem
         if datatype in _BINARY_DTYPES:
             width = int(datatype[2:]) // 8
             if size % width:
@@ -510,7 +519,12 @@ def _v2_outputs(requested: Any, problems: list[Problem]) -> tuple[str, ...]:
     if type(requested) is list:
         for k, item in enumerate(requested):
             name = item.get("name") if type(item) is dict else None
-            if name not in _V2_OUTPUTS:
+            parameters = item.get("parameters") if type(item) is dict else None
+            if parameters is not None and type(parameters) is not dict:
+                problems.append(
+                    Problem(None, None, "must be an object", "dict_type", ("body", "outputs", k))
+                )
+            elif name not in _V2_OUTPUTS:
                 problems.append(
                     Problem(
                         None,

@@ -98,7 +98,10 @@ def _rows_from_v2(body: Mapping[str, Any]) -> tuple[FloatArray, BoolArray]:
     inputs = body["inputs"]
     if not isinstance(inputs, list) or not inputs:
         raise PayloadError("'inputs' must be a non-empty list of tensors")
-    by_name = {t.get("name"): t for t in inputs if isinstance(t, Mapping)}
+    # Only string names: a list or an object is no tensor name (and cannot be a dict key).
+    by_name = {
+        t["name"]: t for t in inputs if isinstance(t, Mapping) and type(t.get("name")) is str
+    }
     if set(schema.FEATURE_NAMES) & by_name.keys():
         tensor = by_name.get(schema.IS_WHITE)
         if tensor is not None and schema.WINE_TYPE not in by_name:

@@ -57,10 +57,11 @@ from winequality.http_common import (
     BodyTimeoutError,
     BodyTooLargeError,
     TokenDep,
+    install_error_handling,
     read_request_body,
     set_token,
 )
-from winequality.monitoring import sequential
+from winequality.monitoring import openapi, sequential
 from winequality.monitoring.decisions import (
     DecisionLog,
     SnapshotWriter,
@@ -548,7 +549,7 @@ def _structured_event(event: Any, specversion: str | None) -> StructuredEvent:
         encoded = event["data_base64"]
         try:
             decoded = base64.b64decode(encoded, validate=True) if isinstance(encoded, str) else None
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: a str with non-ASCII characters
             decoded = None
         if decoded is None:
             raise EventRejectedError(400, "invalid_base64", "data_base64 is not base64")
@@ -750,7 +751,7 @@ SettingsDep = Annotated[DetectorSettings, Depends(get_settings)]
 router = APIRouter()
 
 
-@router.post("/")
+@router.post("/", **openapi.RECEIVE_EVENT)
 async def receive_event(request: Request, st: StateDep, settings: SettingsDep) -> Response:
     """CloudEvents: request payloads are added to the window, responses counted and ignored.
 
@@ -790,7 +791,7 @@ async def receive_event(request: Request, st: StateDep, settings: SettingsDep) -
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, **openapi.METRICS)
 async def metrics(st: StateDep) -> Response:
     """Prometheus exposition of the drift metrics."""
     return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -834,7 +835,7 @@ async def report(request: Request, st: StateDep) -> Response:
     return HTMLResponse(html)
 
 
-@router.post("/reference/reload")
+@router.post("/reference/reload", **openapi.RELOAD_REFERENCE)
 async def reload_reference(request: Request, st: StateDep, _: TokenDep) -> Response:
     """Reload the reference (after a retraining): resets the window and the sequential charts.
 
@@ -861,7 +862,7 @@ async def reload_reference(request: Request, st: StateDep, _: TokenDep) -> Respo
     )
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", **openapi.READY)
 async def ready(st: StateDep) -> Response:
     """Ready once a reference is loaded and its sequential threshold calibrated."""
     if st.reference is None:
@@ -980,6 +981,7 @@ def create_app(
     set_token(app, settings.admin_token, "set WINEQ_DRIFT_ADMIN_TOKEN on the detector")
     app.include_router(router)
     add_docs(app)
+    install_error_handling(app)
     return app
 
 

@@ -9,6 +9,11 @@ The job runs as a child process (``WebhookSettings.command``): the webhook stays
 imports the training stack, and a crashing job cannot take the receiver down. The alerts that
 started it (name, labels, annotations, ``startsAt``) go to the job in a JSON file beside its log,
 named by ``WINEQ_RETRAIN_TRIGGER_FILE`` (``pipeline.trigger``), so its MLflow run records them.
+
+A command that cannot be started (missing, not executable) is recorded in ``/status`` as a run
+with its ``error`` and answered 503 ``{"detail": {"reason": "retrain_not_started", ...}}``: not
+the alert's fault, and Alertmanager retries a 5xx, so the retraining starts once the job is
+fixed. No cool-down follows a run that never started.
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from winequality.http_common import BodyError, TokenDep, read_request_body, set_token
+from winequality.http_common import (
+    BodyError,
+    TokenDep,
+    install_error_handling,
+    read_request_body,
+    set_token,
+)
 from winequality.pipeline.trigger import (
     TRIGGER_FILE_ENV,
     Trigger,
@@ -36,9 +47,15 @@ from winequality.pipeline.trigger import (
     now,
     write_trigger,
 )
+from winequality.serving.schemas import inline_json_schema
 from winequality.settings import WebhookSettings
 
 Action = Literal["started", "already_running", "cooling_down", "ignored"]
+
+
+class RetrainStartError(RuntimeError):
+    """The retraining command could not be started (recorded in ``Retrainer.runs``)."""
+
 
 MAX_ALERT_BODY: Final = 1_000_000
 """Largest Alertmanager notification read: a group of alerts with their labels, far below it."""
@@ -70,13 +87,16 @@ class AlertmanagerPayload(BaseModel):
 class RunRecord:
     started_at: str
     reason: str
-    pid: int
+    pid: int | None
+    """None when the command did not start (see ``error``)."""
     trigger_file: str | None = None
     """The alerts handed to the job (``pipeline.trigger``), if any."""
     finished_at: str | None = None
     exit_code: int | None = None
     result: dict[str, Any] | None = None
     """The last JSON object the job printed (its summary), if any."""
+    error: str | None = None
+    """Why the command did not start (then nothing ran)."""
 
 
 @dataclass
@@ -114,23 +134,40 @@ class Retrainer:
                 return "already_running"
             if current == "cooling_down":
                 return "cooling_down"
-            self.log_dir.mkdir(parents=True, exist_ok=True)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
             log_path = self.log_dir / f"retrain-{stamp}.log"
             env = dict(self.env if self.env is not None else os.environ)
             trigger_file = None
-            if alerts is not None:
-                trigger_file = write_trigger(self.log_dir / f"retrain-{stamp}.trigger.json", alerts)
-                env[TRIGGER_FILE_ENV] = str(trigger_file.absolute())
-            with log_path.open("wb") as log:
-                self._proc = subprocess.Popen(
-                    list(self.command),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    start_new_session=True,
+            try:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                if alerts is not None:
+                    trigger_file = write_trigger(
+                        self.log_dir / f"retrain-{stamp}.trigger.json", alerts
+                    )
+                    env[TRIGGER_FILE_ENV] = str(trigger_file.absolute())
+                with log_path.open("wb") as log:
+                    self._proc = subprocess.Popen(
+                        list(self.command),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        env=env,
+                        start_new_session=True,
+                    )
+            except (OSError, ValueError) as exc:  # ValueError: e.g. a NUL byte in the command
+                failed = datetime.now(UTC).isoformat()
+                error = f"cannot start {list(self.command)}: {exc}"
+                self.runs.append(
+                    RunRecord(
+                        failed,
+                        reason,
+                        None,
+                        str(trigger_file) if trigger_file else None,
+                        finished_at=failed,
+                        error=error,
+                    )
                 )
+                raise RetrainStartError(error) from exc
             record = RunRecord(
                 datetime.now(UTC).isoformat(),
                 reason,
@@ -189,6 +226,7 @@ def create_app(settings: WebhookSettings, retrainer: Retrainer) -> FastAPI:
     """The webhook app: ``POST /alerts`` (Alertmanager), ``GET /status``, health."""
     app = FastAPI(title="winequality retraining webhook", version="1")
     set_token(app, settings.token, "set WINEQ_WEBHOOK_TOKEN on the webhook")
+    install_error_handling(app)
 
     @app.post(
         "/alerts",
@@ -197,12 +235,14 @@ def create_app(settings: WebhookSettings, retrainer: Retrainer) -> FastAPI:
             413: {"description": "Body too large."},
             415: {"description": "Content type is not application/json."},
             422: {"description": "Not an Alertmanager webhook payload."},
+            503: {"description": "The retraining command could not be started (recorded)."},
         },
         openapi_extra={
             "requestBody": {
                 "required": True,
                 "content": {
-                    "application/json": {"schema": AlertmanagerPayload.model_json_schema()}
+                    # Inlined: a "#/$defs/Alert" reference would point at nothing in OpenAPI.
+                    "application/json": {"schema": inline_json_schema(AlertmanagerPayload)}
                 },
             }
         },
@@ -215,7 +255,7 @@ def create_app(settings: WebhookSettings, retrainer: Retrainer) -> FastAPI:
         except BodyError as exc:
             raise HTTPException(exc.status, exc.message) from exc
         except ValidationError as exc:
-            errors = exc.errors(include_url=False, include_context=False)
+            errors = exc.errors(include_url=False, include_context=False, include_input=False)
             raise HTTPException(422, [{**e, "loc": ["body", *e["loc"]]} for e in errors]) from exc
         firing = [
             a
@@ -241,7 +281,12 @@ def create_app(settings: WebhookSettings, retrainer: Retrainer) -> FastAPI:
             group_key=payload.groupKey,
         )
         # trigger starts a process: off the event loop.
-        action = await run_in_threadpool(retrainer.trigger, ",".join(names), handed)
+        try:
+            action = await run_in_threadpool(retrainer.trigger, ",".join(names), handed)
+        except RetrainStartError as exc:
+            raise HTTPException(
+                503, {"reason": "retrain_not_started", "message": str(exc), "alerts": names}
+            ) from exc
         return {"action": action, "alerts": names, "state": retrainer.state()}
 
     @app.get("/status")

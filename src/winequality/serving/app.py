@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 from pathlib import Path
 from time import perf_counter
+from typing import Any
 
 import anyio.to_thread
 import numpy as np
@@ -36,7 +37,7 @@ from winequality.contract.features import Matrix
 from winequality.contract.parsers import frame_to_matrix
 from winequality.contract.problems import FeatureError
 from winequality.feedback_store import FeedbackSink
-from winequality.http_common import set_token
+from winequality.http_common import install_error_handling, set_token
 from winequality.inference.predictor import BundleError, PredictorError
 from winequality.serving.metrics import ServingMetrics
 from winequality.serving.model import LoadedModel, Loader, ModelManager, default_loader
@@ -90,6 +91,11 @@ class ServingApp(FastAPI):
     """FastAPI, with POSTs to the hot paths handed to their endpoints before its stack."""
 
     hot_endpoints: Mapping[str, ASGIApp] = {}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # X-Request-ID on every answer and JSON 500s; the hot endpoints do both themselves.
+        install_error_handling(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":

@@ -7,6 +7,7 @@ prediction into a body.
 
 from __future__ import annotations
 
+import logging
 from time import perf_counter, time
 from typing import Any, ClassVar
 
@@ -36,6 +37,8 @@ from winequality.serving.errors import RequestError, error_body
 from winequality.serving.model import LoadedModel
 from winequality.serving.payload_logger import Exchange
 from winequality.serving.state import ServingState
+
+log = logging.getLogger(__name__)
 
 # Failures of the predictor, as (status, reason label); the message is the exception's.
 _PREDICTOR_FAILURES: tuple[tuple[type[PredictorError], int, str], ...] = (
@@ -93,6 +96,10 @@ class HotEndpoint:
                     break
             status, out = code, error_body(str(exc), reason)
             self._count_error(reason)
+        except Exception:  # a bug, not the client's fault: still JSON, with the id, counted
+            log.exception("%s request %s failed", self.route, rid)
+            status, out = 500, error_body(f"internal server error (request id {rid})", "internal")
+            self._count_error("internal")
         await send_json(send, status, out, rid)
         self.state.metrics.observe_request(self.route, "POST", status, perf_counter() - start)
         payloads = self.state.payloads

@@ -55,6 +55,20 @@ def default_loader(settings: ServingSettings) -> Loader:
     return remote
 
 
+def _shown(path: Path, most: int = 300) -> str:
+    """A path for a message: a 100 kB one is not echoed back whole."""
+    text = str(path)
+    return text if len(text) <= most else f"{text[:most]}... ({len(text)} characters)"
+
+
+def _require_version(bundle: Path) -> None:
+    """A bundle must say which version it is: one without would be served as "0" and the
+    version labels of the metrics, the feedback and the payloads would all lie."""
+    metadata = read_bundle_metadata(bundle)
+    if "version" not in metadata.model_fields_set or not metadata.version.strip():
+        raise BundleError(f"{bundle / METADATA_FILE}: no model version (a non-empty 'version')")
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
     predictor: Predictor
@@ -97,9 +111,16 @@ class ModelManager:
 
     async def load(self, bundle: Path) -> LoadedModel:
         """Build and check a predictor for ``bundle`` without publishing it."""
-        bundle = bundle.resolve()
-        if not bundle.is_dir():
-            raise BundleError(f"{bundle}: not a directory")
+        try:
+            bundle = bundle.resolve()
+            is_dir = bundle.is_dir()
+        except (OSError, ValueError) as exc:  # a name too long, a NUL byte, a loop of links
+            raise BundleError(
+                f"{_shown(bundle)}: not a usable path ({exc.__class__.__name__})"
+            ) from exc
+        if not is_dir:
+            raise BundleError(f"{_shown(bundle)}: not a directory")
+        _require_version(bundle)
         predictor = await anyio.to_thread.run_sync(self._loader, bundle)
         try:
             await predictor.self_check()

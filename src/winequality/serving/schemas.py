@@ -150,16 +150,36 @@ class ReloadResponse(BaseModel):
 # --- Open Inference Protocol (V2) -----------------------------------------------------------
 
 
-class V2InputTensor(BaseModel):
-    name: str = Field(examples=["alcohol"])
-    shape: list[int] = Field(examples=[[1, 1]])
-    datatype: Literal["FP32", "FP64", "BYTES"]
-    data: list[Any]
+# As strict as the endpoint where JSON Schema can say it: the tensor names, each one's datatypes,
+# [N] or [N, 1], numbers or red/white. What it cannot say (all 12 tensors, equal lengths, data
+# matching the shape, the measurements' ranges) is checked by the endpoint (422).
+_V2Rows = Annotated[int, Field(ge=1)]
+_V2Shape = tuple[_V2Rows] | tuple[_V2Rows, Literal[1]]
+_WineTypeName = Literal["red", "white"]
+
+
+class V2FeatureTensor(BaseModel):
+    """One measurement, a number per wine."""
+
+    name: Literal[schema.FEATURE_NAMES] = Field(examples=["alcohol"])  # type: ignore[valid-type]
+    shape: _V2Shape = Field(examples=[[1, 1]])
+    datatype: Literal["FP32", "FP64"]
+    data: list[float] | list[tuple[float]]
+    parameters: dict[str, Any] | None = None
+
+
+class V2WineTypeTensor(BaseModel):
+    """``wine_type``, red or white per wine."""
+
+    name: Literal["wine_type"]
+    shape: _V2Shape = Field(examples=[[1, 1]])
+    datatype: Literal["BYTES"]
+    data: list[_WineTypeName] | list[tuple[_WineTypeName]]
     parameters: dict[str, Any] | None = None
 
 
 class V2RequestedOutput(BaseModel):
-    name: str
+    name: Literal["quality", "quality_class"]
     parameters: dict[str, Any] | None = None
 
 
@@ -179,7 +199,7 @@ class V2InferRequest(BaseModel):
 
     id: str | None = None
     parameters: dict[str, Any] | None = None
-    inputs: list[V2InputTensor]
+    inputs: list[V2FeatureTensor | V2WineTypeTensor] = Field(min_length=1)
     outputs: list[V2RequestedOutput] | None = None
 
 

@@ -87,3 +87,40 @@ def test_the_firing_alerts_reach_the_job_in_its_trigger_file(tmp_path: Path) -> 
     assert only.starts_at == "2026-12-01T21:00:00Z"
     assert only.annotations == {"summary": "drift"}
     assert retrainer.status()["runs"][0]["trigger_file"].endswith(".trigger.json")
+
+
+def test_invalid_json_is_a_422_not_a_500(client: TestClient) -> None:
+    headers = {**AUTH, "content-type": "application/json"}
+    response = client.post("/alerts", content=b"{\xff", headers=headers)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize(
+    "command", [["/no/such/retrain-job"], [str(Path(__file__))], ["python\x00", "-c", "pass"]]
+)
+def test_a_job_that_cannot_start_is_a_503_recorded_in_the_status(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Missing, not executable, or not even a valid argument: no 500, and /status says why."""
+    settings = WebhookSettings(token=TOKEN, _env_file=None)  # type: ignore[call-arg]
+    app = create_app(settings, Retrainer(command, 60.0, tmp_path / "logs"))
+    doc = {
+        "version": "4",
+        "status": "firing",
+        "alerts": [{"status": "firing", "labels": {"alertname": "WineQualityDrift"}}],
+    }
+    with TestClient(app) as client:
+        response = client.post("/alerts", json=doc, headers=AUTH)
+        assert response.status_code == 503
+        detail = response.json()["detail"]
+        assert detail["reason"] == "retrain_not_started"
+        assert detail["alerts"] == ["WineQualityDrift"]
+        status = client.get("/status").json()
+    assert status["state"] == "idle"
+    assert status["cooldown_remaining_s"] == 0.0
+    (run,) = status["runs"]
+    assert run["pid"] is None
+    assert run["reason"] == "WineQualityDrift"
+    assert run["error"].startswith("cannot start")
+    assert run["trigger_file"] is not None

@@ -20,7 +20,8 @@ MAX_RELOAD_BODY: Final = 16_384
 """A reload body names one directory."""
 _RELOAD_MEDIA_TYPES: Final = frozenset({b"application/json", None})
 """The body is optional, and a client that sends none often sends no content type either."""
-_BODY: Final = TypeAdapter(ReloadRequest | None)
+_BODY: Final = TypeAdapter(ReloadRequest)
+"""No body, or an object: a JSON ``null`` is neither (the schema says object)."""
 
 
 @router.post(
@@ -52,8 +53,20 @@ async def reload(request: Request, state: StateDep, _: TokenDep) -> ReloadRespon
     except BodyError as exc:
         raise HTTPException(exc.status, exc.message) from exc
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False)
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
         raise HTTPException(422, [{**e, "loc": ["body", *e["loc"]]} for e in errors]) from exc
+    if body and body.model_dir and "\x00" in body.model_dir:
+        # No file system call takes a NUL byte: refused here, naming the field.
+        raise HTTPException(
+            422,
+            [
+                {
+                    "loc": ["body", "model_dir"],
+                    "msg": "must not contain a NUL byte",
+                    "type": "value_error",
+                }
+            ],
+        )
     bundle = Path(body.model_dir) if body and body.model_dir else None
     try:
         new, old = await state.manager.reload(bundle)

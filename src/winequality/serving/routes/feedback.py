@@ -182,6 +182,7 @@ async def _rows(state: ServingState, doc: dict[str, Any]) -> int:
 @router.post(
     "/feedback",
     response_model=FeedbackResponse,
+    status_code=201,
     responses={
         404: {"model": ErrorResponse, "description": "Unknown or forgotten request id."},
         413: {"model": ErrorResponse, "description": "Body too large."},
