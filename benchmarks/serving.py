@@ -497,6 +497,13 @@ def main() -> None:
         print("parity with in-process ONNX (answers checked / differing):")
         for what, n in parity.checked.items():
             print(f"  {what}: {n} / {parity.mismatches[what]}")
+        # Before any load: under load the payload logger's buffer (up to payload_queue_size
+        # exchanges, a 100-row one ~30 kB) grows with the throughput whenever the detector lags.
+        warm = {name: rss_mb(s.process.pid)[0] for name, s in servers.items()}
+        print(
+            "RSS MB after start and the parity pass: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in warm.items())
+        )
 
         runs: dict[str, dict[str, list[Measured]]] = {
             name: {server: [] for server in scenario.servers}
@@ -563,7 +570,7 @@ def measure(server: Server, path: str, script: Path, connections: int, duration:
 # "function (file:line)"); the endpoint's frames are in most stacks, so it comes late.
 CATEGORIES: tuple[tuple[str, str], ...] = (
     ("idle: waiting for a request", r"epoll_pwait"),
-    ("onnxruntime run", r"onnxruntime|InferenceSession|libonnxruntime"),
+    ("onnxruntime run", r"onnxruntime|InferenceSession|_BoundRun\.run"),
     ("payload logging", r"payload_logger"),
     ("metrics", r"metrics\.py|prometheus_client"),
     ("recent requests", r"recent\.py"),

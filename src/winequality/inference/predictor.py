@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -145,6 +145,18 @@ def read_bundle_metadata(bundle: Path) -> ModelMetadata:
     return metadata
 
 
+def _read_only(array: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
+    array.flags.writeable = False
+    return array
+
+
+_ONE_CLASS: Final = tuple(
+    _read_only(np.array([c], dtype=np.int32))
+    for c in range(schema.QUALITY_MIN, schema.QUALITY_MAX + 1)
+)
+"""The class array of a one-row prediction, shared (read-only): one allocation less a request."""
+
+
 class _BoundRun:
     """An I/O binding of a session to an input and an output array of ``rows`` rows."""
 
@@ -245,6 +257,8 @@ class OnnxPredictor:
             # Within the scale, clipping changes nothing and round() is np.rint (half to even);
             # NaN fails the comparisons.
             if min(values) >= schema.QUALITY_MIN and max(values) <= schema.QUALITY_MAX:
+                if len(values) == 1:
+                    return Prediction(scores, _ONE_CLASS[round(values[0])])
                 return Prediction(scores, np.array(list(map(round, values)), dtype=np.int32))
         quality, klass = postprocess(scores)
         return Prediction(quality, klass)
