@@ -1,11 +1,19 @@
-"""The tutorial-style FastAPI app the serving benchmark compares against.
+"""The apps the serving benchmark measures ours against, each an ASGI app factory for uvicorn.
 
-What most "deploy your model with FastAPI" tutorials write: a pydantic model per wine, a pandas
-DataFrame built from the parsed request, ``model.predict`` of a pickled scikit-learn pipeline,
-a dict returned for FastAPI to serialise. The model is the same StandardScaler + ElasticNet as the
-served bundle, trained on the same real data (by benchmarks/serving.py).
+* ``tutorial``: what most "deploy your model with FastAPI" tutorials write: a pydantic model per
+  wine, a pandas DataFrame built from the parsed request, ``model.predict`` of a pickled
+  scikit-learn pipeline (``BASELINE_MODEL``), a dict returned for FastAPI to serialise.
+* ``lean``: FastAPI + orjson + onnxruntime on the bundle's ONNX file (``LEAN_MODEL``), validating
+  nothing: the cheapest honest FastAPI app serving the same model.
+* ``constant``: a raw ASGI app reading the body and answering a constant JSON body of the size of
+  a single-row answer: what uvicorn itself costs per request, the floor.
 
-    BASELINE_MODEL=/path/model.pkl uvicorn benchmarks.baseline_app:app
+The model is the same StandardScaler + ElasticNet as the served bundle, trained on the same real
+data (by benchmarks/serving.py).
+
+    BASELINE_MODEL=/path/model.pkl uvicorn --factory benchmarks.baseline_app:tutorial
+    LEAN_MODEL=/path/model.onnx uvicorn --factory benchmarks.baseline_app:lean
+    uvicorn --factory benchmarks.baseline_app:constant
 """
 
 from __future__ import annotations
@@ -13,11 +21,11 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import pandas as pd
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from winequality.contract import schema
 
@@ -41,22 +49,103 @@ class Wines(BaseModel):
     wines: list[Wine]
 
 
-app = FastAPI()
-model = pickle.loads(Path(os.environ["BASELINE_MODEL"]).read_bytes())
+def _health(app: FastAPI) -> None:
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
 
 
-@app.get("/health")
-def health() -> dict[str, str]:
-    return {"status": "ok"}
+def tutorial() -> FastAPI:
+    import pandas as pd
+
+    app = FastAPI()
+    model = pickle.loads(Path(os.environ["BASELINE_MODEL"]).read_bytes())
+    _health(app)
+
+    @app.post("/predict")
+    def predict(request: Wines) -> dict[str, list[dict[str, float | int]]]:
+        frame = pd.DataFrame([wine.model_dump() for wine in request.wines])
+        frame[schema.IS_WHITE] = (frame[schema.WINE_TYPE] == "white").astype(float)
+        scores = model.predict(frame[list(schema.MODEL_COLUMNS)])
+        return {
+            "predictions": [
+                {"quality": float(s), "quality_class": int(min(max(round(s), 0), 10))}
+                for s in scores
+            ]
+        }
+
+    return app
 
 
-@app.post("/predict")
-def predict(request: Wines) -> dict[str, list[dict[str, float | int]]]:
-    frame = pd.DataFrame([wine.model_dump() for wine in request.wines])
-    frame[schema.IS_WHITE] = (frame[schema.WINE_TYPE] == "white").astype(float)
-    scores = model.predict(frame[list(schema.MODEL_COLUMNS)])
-    return {
-        "predictions": [
-            {"quality": float(s), "quality_class": int(min(max(round(s), 0), 10))} for s in scores
-        ]
-    }
+def lean() -> FastAPI:
+    import numpy as np
+    import onnxruntime as ort
+    import orjson
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(
+        os.environ["LEAN_MODEL"], options, providers=["CPUExecutionProvider"]
+    )
+    name = session.get_inputs()[0].name
+    features = schema.FEATURE_NAMES
+    app = FastAPI()
+    _health(app)
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        wines = orjson.loads(await request.body())["wines"]
+        matrix = np.array(
+            [[*(w[f] for f in features), w[schema.WINE_TYPE] == "white"] for w in wines],
+            dtype=np.float32,
+        )
+        scores = np.clip(session.run(None, {name: matrix})[0].reshape(-1), 0.0, 10.0)
+        body = orjson.dumps(
+            {
+                "predictions": [
+                    {"quality": q, "quality_class": c}
+                    for q, c in zip(
+                        scores.tolist(), np.rint(scores).astype(int).tolist(), strict=True
+                    )
+                ]
+            }
+        )
+        return Response(body, media_type="application/json")
+
+    return app
+
+
+CONSTANT_BODY = (
+    b'{"model_name":"wine-quality","model_version":"bench","request_id":'
+    b'"0123456789abcdef0123456789abcdef","predictions":[{"quality":5.4321,"quality_class":5}]}'
+)
+
+
+def constant() -> ASGIApp:
+    def headers(body: bytes) -> list[tuple[bytes, bytes]]:
+        return [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+
+    answer, answer_headers = CONSTANT_BODY, headers(CONSTANT_BODY)
+    ready = b'{"status":"ok"}'
+    ready_headers = headers(ready)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan: nothing to set up
+            message: Any = await receive()
+            while message["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+                message = await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body, head = answer, answer_headers
+        if scope["method"] == "POST":
+            message = await receive()
+            while message.get("more_body"):
+                message = await receive()
+        else:
+            body, head = ready, ready_headers
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        await send({"type": "http.response.body", "body": body})
+
+    return app

@@ -1,15 +1,31 @@
-"""Serving benchmark: our app against a tutorial-style FastAPI app, side by side.
+"""Serving benchmark: our app between the HTTP server's floor and the peers, side by side.
 
-Both servers run at the same time on free loopback ports, each a single uvicorn process
-(uvloop + httptools, access log off) pinned to core 0; ``wrk`` runs pinned to core 1 and loads
-one server at a time. Both serve the same StandardScaler + ElasticNet trained on the real UCI
-data (ours as the ONNX bundle, the baseline as a pickled scikit-learn pipeline).
+All servers run at the same time on free loopback ports, each a single uvicorn process (uvloop +
+httptools, access log off) pinned to core 0; ``wrk`` runs pinned to core 1 and loads one server at
+a time, the servers taking turns (``--repeat`` rounds; medians compared, so every server sees the
+same moments of a shared machine). Servers (``benchmarks/baseline_app.py``):
 
-Targets (issue "Serving"): single-row req/s >= 10x the baseline, 100-row batch rows/s >= 6x,
-single-row p99 at one connection <= 1 ms, cold start to ready <= 1.5 s, RSS <= 150 MB, and zero
-failed requests under load (16 connections, 30 s) with a model swap every 5 s.
+* ``floor``: uvicorn + a constant-answer ASGI app (reads the body, sends a fixed answer): what
+  the HTTP server costs per request, the limit;
+* ``lean``: FastAPI + orjson + onnxruntime on the same ONNX file, validating nothing;
+* ``tutorial``: pydantic + pandas + the pickled scikit-learn pipeline;
+* ``winequality``: ``python -m winequality.serving`` on the bundle, full validation, metrics on,
+  payload logging on (to a real ``winequality drift serve`` on core 1 under ``SCHED_IDLE``, so it
+  only gets the CPU time wrk leaves idle).
 
-    uv run python benchmarks/serving.py [--short] [--duration 10] [--connections 16]
+Scenarios: single-row and 100-row ``/predict`` at ``--connections``, single-row at one connection
+(latency), and single-row V2 ``infer`` as JSON tensors and with the binary tensor extension. The
+CPU time each server used per request (``/proc``: user + system, other tenants excluded) is
+printed for every scenario. Before the load, a parity pass sends every wine of a sample one at a
+time (``/predict``, V2 JSON, V2 binary) and in 100-row batches, and compares each answer with the
+bundle's ONNX model run in this process. ``--profile DIR`` then samples our server with py-spy
+under each scenario's load and prints where its time goes (``uv run --with py-spy``).
+
+Targets (issue 13): single-row req/s >= 0.5x floor; 100-row batches >= 2x lean; V2 JSON and binary
+>= /predict; p99 at one connection <= 2x the floor's; cold start <= 1.5 s, RSS <= 150 MB; zero
+failed requests, also under load with a model swap every 5 s; every answer equal to in-process ONNX.
+
+    uv run python benchmarks/serving.py [--short] [--duration 10] [--repeat 3] [--profile DIR]
 
 Needs ``wrk`` (Debian: apt-get install wrk) and ``taskset`` (util-linux).
 """
@@ -29,16 +45,21 @@ import tempfile
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnxruntime as ort
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.bundles import train_model, write_model_bundle
 
+from winequality import artifacts
 from winequality.contract import schema
 from winequality.data.ingest import read_uci_dir
 from winequality.process import ManagedProcess, free_port
@@ -49,10 +70,19 @@ CLIENT_CORE = "1"
 LUA = """\
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-local f = assert(io.open("{body}", "rb"))
+{headers}local f = assert(io.open("{body}", "rb"))
 wrk.body = f:read("*a")
 f:close()
 """
+
+
+V2_INFER = f"/v2/models/{schema.MODEL_NAME}/infer"
+
+
+def lua_script(body: Path, headers: dict[str, str] | None = None) -> str:
+    """A wrk script POSTing ``body`` (JSON unless ``headers`` set another content type)."""
+    extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
+    return LUA.format(body=body, headers=extra)
 
 
 @dataclass
@@ -203,51 +233,246 @@ def load_setup(args: argparse.Namespace) -> tuple[float, pd.DataFrame]:
     return (3.0 if args.short else args.duration), read_uci_dir(Path(args.data))
 
 
+def v2_bodies(wine: dict[str, Any]) -> tuple[bytes, bytes, int]:
+    """(V2 JSON request, V2 binary request, its JSON header's length) for one wine."""
+    inputs: list[dict[str, Any]] = [
+        {"name": n, "datatype": "FP32", "shape": [1, 1], "data": [wine[n]]}
+        for n in schema.FEATURE_NAMES
+    ]
+    inputs.append(
+        {
+            "name": schema.WINE_TYPE,
+            "datatype": "BYTES",
+            "shape": [1, 1],
+            "data": [wine[schema.WINE_TYPE]],
+        }
+    )
+    as_json = json.dumps({"inputs": inputs}).encode()
+    raw = b""
+    header_inputs = []
+    for tensor in inputs:
+        if tensor["datatype"] == "FP32":
+            chunk = np.asarray(tensor["data"], dtype="<f4").tobytes()
+        else:
+            text = tensor["data"][0].encode()
+            chunk = len(text).to_bytes(4, "little") + text
+        raw += chunk
+        meta = {k: v for k, v in tensor.items() if k != "data"}
+        header_inputs.append({**meta, "parameters": {"binary_data_size": len(chunk)}})
+    header = json.dumps({"inputs": header_inputs}).encode()
+    return as_json, header + raw, len(header)
+
+
+@dataclass
+class Scenario:
+    path: str
+    body: str
+    connections: int
+    servers: tuple[str, ...]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+APPS = ("floor", "lean", "tutorial", "winequality")
+OURS = "winequality"
+
+
+class Parity:
+    """Each answer of our app against the bundle's ONNX model run in this process."""
+
+    def __init__(self, bundle: Path, url: str) -> None:
+        self.session = ort.InferenceSession(
+            str(bundle / artifacts.MODEL_FILE), providers=["CPUExecutionProvider"]
+        )
+        self.input = self.session.get_inputs()[0].name
+        host, port = url.removeprefix("http://").split(":")
+        self.connection = HTTPConnection(host, int(port), timeout=10)
+        self.checked: Counter[str] = Counter()
+        self.mismatches: Counter[str] = Counter()
+
+    def reference(self, wines: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        matrix = np.column_stack(
+            [
+                wines[list(schema.FEATURE_NAMES)].to_numpy(np.float32),
+                (wines[schema.WINE_TYPE] == "white").to_numpy(np.float32),
+            ]
+        ).astype(np.float32)
+        scores = self.session.run(None, {self.input: matrix})[0].reshape(-1)
+        quality = np.clip(scores, schema.QUALITY_MIN, schema.QUALITY_MAX).astype(np.float32)
+        return quality, np.rint(quality).astype(np.int64)
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+        self.connection.request("POST", path, body, {"content-type": "application/json", **headers})
+        response = self.connection.getresponse()
+        text = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{path}: {response.status} {text[:200]!r}")
+        result: dict[str, Any] = json.loads(text)
+        return result
+
+    def check(
+        self,
+        what: str,
+        got_q: list[float],
+        got_c: list[int],
+        ref: tuple[np.ndarray, np.ndarray],
+        exact: bool,
+    ) -> None:
+        quality, klass = ref
+        for q, c, rq, rc in zip(got_q, got_c, quality.tolist(), klass.tolist(), strict=True):
+            self.checked[what] += 1
+            # /predict answers scores rounded to 4 decimals; V2 answers the FP32 scores as such.
+            close = q == rq if exact else abs(q - rq) <= 5e-5 + 1e-9
+            if not close or c != rc:
+                self.mismatches[what] += 1
+
+    def predict(self, wines: pd.DataFrame) -> None:
+        records = wines[[*schema.FEATURE_NAMES, schema.WINE_TYPE]].to_dict(orient="records")
+        answer = self.post("/predict", json.dumps({"wines": records}).encode(), {})
+        predictions = answer["predictions"]
+        what = "/predict single" if len(wines) == 1 else f"/predict {len(wines)}-row"
+        self.check(
+            what, [p["quality"] for p in predictions], [p["quality_class"] for p in predictions],
+            self.reference(wines), exact=False,
+        )  # fmt: skip
+
+    def v2(self, wine: pd.DataFrame) -> None:
+        as_json, binary, header_length = v2_bodies(wine.to_dict(orient="records")[0])
+        ref = self.reference(wine)
+        for what, body, headers in (
+            ("V2 JSON", as_json, {}),
+            ("V2 binary", binary, {
+                "content-type": "application/octet-stream",
+                "inference-header-content-length": str(header_length),
+            }),
+        ):  # fmt: skip
+            outputs = {o["name"]: o["data"] for o in self.post(V2_INFER, body, headers)["outputs"]}
+            self.check(
+                what, outputs[schema.OUTPUT_QUALITY], outputs[schema.OUTPUT_CLASS], ref, exact=True
+            )
+
+
+def parity_pass(bundle: Path, url: str, wines: pd.DataFrame, rows: int) -> Parity:
+    parity = Parity(bundle, url)
+    sample = wines.sample(rows, random_state=3)
+    for i in range(rows):
+        one = sample.iloc[i : i + 1]
+        parity.predict(one)
+        parity.v2(one)
+    for i in range(0, rows - 99, 100):
+        parity.predict(sample.iloc[i : i + 100])
+    parity.connection.close()
+    return parity
+
+
+def metric_total(url: str, name: str, label: str = "") -> float:
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(value)
+        for labels, value in re.findall(rf"^{name}(\{{.*\}})? (\S+)$", text, re.M)
+        if label in labels
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_load_options(parser)
     parser.add_argument("--connections", type=int, default=16, help="for the throughput runs")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per scenario (best kept)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of runs (medians kept)")
     parser.add_argument("--cold-starts", type=int, default=3, help="starts timed (median kept)")
+    parser.add_argument("--parity-rows", type=int, default=300, help="wines of the parity pass")
     parser.add_argument(
         "--swap-duration", type=float, default=30.0, help="seconds of load with model swaps"
     )
     parser.add_argument("--swap-every", type=float, default=5.0, help="seconds between swaps")
+    parser.add_argument("--profile", type=Path, help="py-spy our server under load, into DIR")
+    parser.add_argument("--only", nargs="*", default=None, help="scenarios to run (default: all)")
     args = parser.parse_args()
     duration, wines = load_setup(args)
     tmp = Path(tempfile.mkdtemp(prefix="wineq-bench-"))
-    servers: list[Server] = []
+    servers: dict[str, Server] = {}
+    processes: list[ManagedProcess] = []
     try:
-        # One model for both apps: the baseline pickles the very pipeline the bundle exports.
+        # One model for all apps: the tutorial pickles the very pipeline the bundle exports.
         model = train_model(wines)
         bundle = write_model_bundle(tmp / "bundle", model, version="bench")
         other = write_model_bundle(tmp / "bundle-2", model, version="bench-2")
         (tmp / "model.pkl").write_bytes(pickle.dumps(model))
-        bodies = {"single": wines_body(wines, 1, 1), "batch": wines_body(wines, 100, 2)}
-        scripts = {}
+        wines.sample(1000, random_state=0).to_parquet(tmp / "reference.parquet")
+        one = wines.sample(1, random_state=1)
+        v2_json, v2_binary, v2_header = v2_bodies(
+            one[[*schema.FEATURE_NAMES, schema.WINE_TYPE]].to_dict(orient="records")[0]
+        )
+        bodies = {
+            "single": wines_body(wines, 1, 1),
+            "batch": wines_body(wines, 100, 2),
+            "v2_json": v2_json,
+            "v2_binary": v2_binary,
+        }
         for kind, body in bodies.items():
             (tmp / f"{kind}.json").write_bytes(body)
-            scripts[kind] = tmp / f"{kind}.lua"
-            scripts[kind].write_text(LUA.format(body=tmp / f"{kind}.json"))
+        everyone = APPS
+        scenarios = {
+            "single": Scenario("/predict", "single", args.connections, everyone),
+            "batch": Scenario("/predict", "batch", args.connections, everyone),
+            "latency": Scenario("/predict", "single", 1, everyone),
+            "v2 JSON": Scenario(V2_INFER, "v2_json", args.connections, ("floor", OURS)),
+            "v2 binary": Scenario(
+                V2_INFER, "v2_binary", args.connections, ("floor", OURS),
+                {"Content-Type": "application/octet-stream",
+                 "Inference-Header-Content-Length": str(v2_header)},
+            ),
+        }  # fmt: skip
+        if args.only:
+            scenarios = {k: v for k, v in scenarios.items() if k in args.only}
+        scripts: dict[str, Path] = {}
+        for name, scenario in scenarios.items():
+            scripts[name] = tmp / f"{name.replace(' ', '_')}.lua"
+            scripts[name].write_text(lua_script(tmp / f"{scenario.body}.json", scenario.headers))
 
-        env = dict(os.environ, BASELINE_MODEL=str(tmp / "model.pkl"), WINEQ_ADMIN_TOKEN=TOKEN)
-        uvicorn_flags = ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
-        baseline = start(
-            "baseline",
-            [sys.executable, "-m", "uvicorn", "benchmarks.baseline_app:app", *uvicorn_flags],
-            "/health",
-            tmp,
-            env,
+        det_port = free_port()
+        detector_url = f"http://127.0.0.1:{det_port}"
+        detector = ManagedProcess(
+            "detector",
+            ["taskset", "-c", CLIENT_CORE, "chrt", "--idle", "0", sys.executable, "-m",
+             "winequality.cli", "drift", "serve", "--reference", str(tmp / "reference.parquet"),
+             "--port", str(det_port)],
+            tmp / "detector.log",
+            cwd=ROOT,
+            own_session=False,
+        ).start()  # fmt: skip
+        processes.append(detector)
+        detector.wait_ready(url=f"{detector_url}/health/ready", timeout=90)
+
+        env = dict(
+            os.environ,
+            BASELINE_MODEL=str(tmp / "model.pkl"),
+            LEAN_MODEL=str(bundle / artifacts.MODEL_FILE),
+            WINEQ_ADMIN_TOKEN=TOKEN,
+            WINEQ_DETECTOR_URL=detector_url,
+            WINEQ_FEEDBACK_DB=str(tmp / "feedback.sqlite"),
         )
-        servers.append(baseline)
+        uvicorn_flags = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--factory"]
+        for name, factory, ready in (
+            ("floor", "constant", "/health"),
+            ("lean", "lean", "/health"),
+            ("tutorial", "tutorial", "/health"),
+        ):
+            cmd = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                f"benchmarks.baseline_app:{factory}",
+                *uvicorn_flags,
+            ]
+            servers[name] = start(name, cmd, ready, tmp, env)
         serve_args = ["--model-dir", str(bundle), "--log-level", "warning"]
         entries = {
             "python -m winequality.serving": [sys.executable, "-m", "winequality.serving"],
             "winequality serve": [sys.executable, "-m", "winequality.cli", "serve"],
         }
         ours_cmd = [*entries["python -m winequality.serving"], *serve_args]
-        ours = start("winequality", ours_cmd, "/health/ready", tmp, env)
-        servers.append(ours)
+        servers[OURS] = ours = start(OURS, ours_cmd, "/health/ready", tmp, env)
 
         cold: dict[str, tuple[float, float] | None] = {}
         for entry, cmd in entries.items():
@@ -262,46 +487,56 @@ def main() -> None:
                 print(f"cold start of {entry!r} failed: {str(exc).splitlines()[-1]}")
                 cold[entry] = None
 
-        ref = post(baseline.url + "/predict", bodies["batch"])["predictions"]
-        got = post(ours.url + "/predict", bodies["batch"])["predictions"]
-        diff = max(abs(a["quality"] - b["quality"]) for a, b in zip(ref, got, strict=True))
-        print(f"same model check: max |quality difference| over 100 wines = {diff:.2e}")
+        for peer in ("lean", "tutorial"):
+            for kind in ("single", "batch"):
+                ref = post(servers[peer].url + "/predict", bodies[kind])["predictions"]
+                got = post(ours.url + "/predict", bodies[kind])["predictions"]
+                diff = max(abs(a["quality"] - b["quality"]) for a, b in zip(ref, got, strict=True))
+                print(f"same model check, {peer}, {kind}: max |quality difference| {diff:.1e}")
+        parity = parity_pass(bundle, ours.url, wines, args.parity_rows)
+        print("parity with in-process ONNX (answers checked / differing):")
+        for what, n in parity.checked.items():
+            print(f"  {what}: {n} / {parity.mismatches[what]}")
+        # Before any load: under load the payload logger's buffer (up to payload_queue_size
+        # exchanges, a 100-row one ~30 kB) grows with the throughput whenever the detector lags.
+        warm = {name: rss_mb(s.process.pid)[0] for name, s in servers.items()}
+        print(
+            "RSS MB after start and the parity pass: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in warm.items())
+        )
 
-        results: dict[str, dict[str, Run]] = {}
-        scenarios = {
-            "single": (scripts["single"], args.connections),
-            "batch": (scripts["batch"], args.connections),
-            "latency": (scripts["single"], 1),
+        runs: dict[str, dict[str, list[Measured]]] = {
+            name: {server: [] for server in scenario.servers}
+            for name, scenario in scenarios.items()
         }
-        contention: tuple[float, float, int] | None = None
-        histogram_before: dict[float, float] = {}
-        server_p99 = float("nan")
-        for scenario, (script, connections) in scenarios.items():
-            results[scenario] = {}
-            for server in servers:
-                before = sched(server.process.pid)
-                if scenario == "latency" and server is ours:
-                    histogram_before = latency_buckets(ours.url)
-                runs = [
-                    wrk(server.url + "/predict", script, connections, duration)
-                    for _ in range(args.repeat)
-                ]
-                after = sched(server.process.pid)
-                results[scenario][server.name] = max(runs, key=lambda r: r.requests_per_s)
-                if scenario == "latency" and server is ours:
-                    contention = (
-                        after[0] - before[0],
-                        after[1] - before[1],
-                        after[2] - before[2],
+        for _ in range(args.repeat):
+            for name, scenario in scenarios.items():
+                for server in scenario.servers:
+                    runs[name][server].append(
+                        measure(
+                            servers[server],
+                            scenario.path,
+                            scripts[name],
+                            scenario.connections,
+                            duration,
+                        )
                     )
-                    server_p99 = p99_bound(histogram_before, latency_buckets(ours.url))
-
-        memory = {s.name: rss_mb(s.process.pid) for s in servers}
-        report(results, servers, memory, cold, duration, args.connections)
+        memory = {name: rss_mb(s.process.pid) for name, s in servers.items()}
+        sent = metric_total(ours.url, "winequality_payloads_sent_total")
+        dropped = metric_total(ours.url, "winequality_payloads_dropped_total")
+        report(runs, servers, memory, cold, duration, args)
+        print(f"\npayload logging: {sent:,.0f} events sent to the detector, {dropped:,.0f} dropped")
+        if args.profile is not None:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            for name, scenario in scenarios.items():
+                if scenario.connections == 1:
+                    continue
+                profile(ours, scenario.path, scripts[name], scenario.connections, duration,
+                        args.profile / f"{name.replace(' ', '_')}.txt", name)  # fmt: skip
         swap_duration = min(args.swap_duration, duration) if args.short else args.swap_duration
         swaps = swap_under_load(
-            ours.url, scripts["single"], args.connections, swap_duration, args.swap_every,
-            [other, bundle],
+            ours.url, scripts.get("single", next(iter(scripts.values()))), args.connections,
+            swap_duration, args.swap_every, [other, bundle],
         )  # fmt: skip
         print(
             f"\nunder load (c={args.connections}, {swap_duration:g} s) with a model swap every "
@@ -309,22 +544,99 @@ def main() -> None:
             f"{swaps.run.errors} failed requests (target 0), {swaps.accepted}/{swaps.attempted} "
             f"swaps accepted, versions served: {', '.join(swaps.versions)}"
         )
-        if contention is not None:
-            on_cpu, waited, preempted = contention
-            total = duration * args.repeat
-            print(
-                f"\nour server during the c=1 latency run(s): on CPU {on_cpu:.2f} s, runnable but "
-                f"waiting for a CPU {waited * 1e3:.0f} ms, preempted {preempted} times in "
-                f"{total:g} s (time taken by other processes on core {SERVER_CORE})"
-            )
-            print(
-                "the same run seen by the app (its latency histogram, request start to response "
-                f"sent): p99 <= {server_p99 * 1e3:g} ms"
-            )
     finally:
-        for server in servers:
+        for server in servers.values():
             server.process.stop()
+        for process in processes:
+            process.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Measured:
+    run: Run
+    cpu_us: float
+    """The server's own CPU time (user + system, /proc) per answered request."""
+
+
+def measure(server: Server, path: str, script: Path, connections: int, duration: float) -> Measured:
+    before = cpu_seconds(server.process.pid)
+    run = wrk(server.url + path, script, connections, duration)
+    used = cpu_seconds(server.process.pid) - before
+    return Measured(run, used / max(run.requests_per_s * duration, 1.0) * 1e6)
+
+
+# Where a sample's time goes: the first category one of its frames matches (py-spy frames read
+# "function (file:line)"); the endpoint's frames are in most stacks, so it comes late.
+CATEGORIES: tuple[tuple[str, str], ...] = (
+    ("idle: waiting for a request", r"epoll_pwait"),
+    ("onnxruntime run", r"onnxruntime|InferenceSession|_BoundRun\.run"),
+    ("payload logging", r"payload_logger"),
+    ("metrics", r"metrics\.py|prometheus_client"),
+    ("recent requests", r"recent\.py"),
+    ("post-processing", r"postprocess|predictor\.py"),
+    ("request parsing + validation", r"parsers\.py|features\.py|read_body|loads"),
+    ("request id", r"request_id|uuid"),
+    ("response send", r"send_json|\(send\)|send \("),
+    ("our endpoint, other", r"serving/(hot|app)\.py|serving/routes"),
+    ("uvicorn + httptools", r"uvicorn|httptools"),
+)
+
+
+def summarize(raw: Path, top: int = 12) -> list[str]:
+    """py-spy raw (collapsed) stacks of the event loop's thread -> the share of samples per
+    category, and the frames with the most samples of their own."""
+    per_category: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if "Server.run (uvicorn" not in stack:  # another thread (anyio's idle workers)
+            continue
+        frames = stack.split(";")
+        count = int(count_text)
+        total += count
+        own[frames[-1]] += count
+        category = next(
+            (c for c, pattern in CATEGORIES if any(re.search(pattern, f) for f in frames)),
+            "event loop, sockets, interpreter",
+        )
+        per_category[category] += count
+    if not total:
+        return ["no samples"]
+    lines = [f"{n / total:5.1%} {c}" for c, n in per_category.most_common()]
+    lines.append("frames with the most samples of their own:")
+    lines += [f"  {n / total:5.1%} {frame[:110]}" for frame, n in own.most_common(top)]
+    return lines
+
+
+def profile(
+    server: Server, path: str, script: Path, connections: int, duration: float, out: Path, name: str
+) -> None:
+    """py-spy on ``server`` while wrk loads ``path``; prints the summary.
+
+    Python frames only, sampled without pausing the process: ``--native`` unwinding stopped the
+    server for long enough to cut its throughput several times and skewed the attribution.
+    """
+    if shutil.which("py-spy") is None:
+        print("py-spy not found: uv run --with py-spy python benchmarks/serving.py --profile DIR")
+        return
+    spy = subprocess.Popen(
+        ["py-spy", "record", "--nonblocking", "--format", "raw", "--rate", "500", "--duration",
+         f"{duration + 1:g}", "--pid", str(server.process.pid), "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.5)
+    before = cpu_seconds(server.process.pid)
+    run = wrk(server.url + path, script, connections, duration)
+    used = cpu_seconds(server.process.pid) - before
+    spy.wait(60)
+    print(
+        f"\nprofile of {name} (py-spy, {run.requests_per_s:,.0f} req/s while sampled, "
+        f"{used / max(run.requests_per_s * duration, 1) * 1e6:.0f} us CPU/request; {out}):"
+    )
+    for line in summarize(out):
+        print("  " + line)
 
 
 TOKEN = "bench-admin-token"  # a throwaway token for a loopback server
@@ -374,80 +686,79 @@ def swap_under_load(
 
 
 def report(
-    results: dict[str, dict[str, Run]],
-    servers: list[Server],
+    runs: dict[str, dict[str, list[Measured]]],
+    servers: dict[str, Server],
     memory: dict[str, tuple[float, float]],
     cold: dict[str, tuple[float, float] | None],
     duration: float,
-    connections: int,
+    args: argparse.Namespace,
 ) -> None:
-    base, ours = "baseline", "winequality"
+    def med(scenario: str, server: str, what: str) -> float:
+        got = runs.get(scenario, {}).get(server, [])
+        if not got:
+            return float("nan")
+        values = [getattr(m.run, what) if what != "cpu_us" else m.cpu_us for m in got]
+        return statistics.median(values)
 
-    def ratio(a: float, b: float) -> str:
-        return f"{a / b:.1f}x" if b else "-"
-
-    s, b, lat = results["single"], results["batch"], results["latency"]
-    rows = [
-        (
-            f"single-row req/s (c={connections})",
-            f"{s[base].requests_per_s:,.0f}",
-            f"{s[ours].requests_per_s:,.0f}",
-            ratio(s[ours].requests_per_s, s[base].requests_per_s),
-            ">= 10x",
-        ),
-        (
-            f"100-row batch rows/s (c={connections})",
-            f"{b[base].requests_per_s * 100:,.0f}",
-            f"{b[ours].requests_per_s * 100:,.0f}",
-            ratio(b[ours].requests_per_s, b[base].requests_per_s),
-            ">= 6x",
-        ),
-        ("single-row p50 ms (c=1)", f"{lat[base].p50_ms:.3f}", f"{lat[ours].p50_ms:.3f}", "", ""),
-        (
-            "single-row p99 ms (c=1)",
-            f"{lat[base].p99_ms:.3f}",
-            f"{lat[ours].p99_ms:.3f}",
-            "",
-            "<= 1 ms",
-        ),
-        *[
-            (
-                f"cold start to ready s, wall / CPU ({entry})",
-                f"{servers[0].cold_start_s:.2f} / {servers[0].cold_start_cpu_s:.2f}",
-                "failed" if times is None else "{:.2f} / {:.2f}".format(*times),
-                "",
-                "<= 1.5 s",
-            )
-            for entry, times in cold.items()
-        ],
-        (
-            "RSS MB (now / peak)",
-            "{:.0f} / {:.0f}".format(*memory[base]),
-            "{:.0f} / {:.0f}".format(*memory[ours]),
-            "",
-            "<= 150 MB",
-        ),
-        (
-            "failed requests (non-2xx + socket)",
-            str(sum(r[base].errors for r in results.values())),
-            str(sum(r[ours].errors for r in results.values())),
-            "",
-            "0",
-        ),
-    ]
     print(
-        f"\nserver pinned to core {SERVER_CORE}, wrk to core {CLIENT_CORE}, "
-        f"{duration:g} s per run, {os.cpu_count()} cores"
+        f"\nserver pinned to core {SERVER_CORE}, wrk to core {CLIENT_CORE}, {duration:g} s per "
+        f"run, {args.repeat} round(s), medians; {os.cpu_count()} cores"
     )
-    header = ("", "baseline", "winequality", "ratio", "target")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    header = ("scenario", *APPS)
+    rows: list[tuple[str, ...]] = []
+    for scenario in runs:
+        unit = "rows/s" if scenario == "batch" else "req/s"
+        scale = 100 if scenario == "batch" else 1
+        rows.append((f"{scenario} {unit}", *(
+            "-" if (v := med(scenario, a, "requests_per_s")) != v else f"{v * scale:,.0f}"
+            for a in APPS
+        )))  # fmt: skip
+        rows.append((f"{scenario} CPU us/request", *(
+            "-" if (v := med(scenario, a, "cpu_us")) != v else f"{v:,.0f}" for a in APPS
+        )))  # fmt: skip
+    if "latency" in runs:
+        for q in ("p50_ms", "p99_ms"):
+            rows.append(
+                (f"latency {q[:3]} ms (c=1)", *(f"{med('latency', a, q):.3f}" for a in APPS))
+            )
+    rows.append(("RSS MB (now / peak)", *("{:.0f} / {:.0f}".format(*memory[a]) for a in APPS)))
+    rows.append(("failed requests", *(
+        str(sum(m.run.errors for s in runs.values() for m in s.get(a, []))) for a in APPS
+    )))  # fmt: skip
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print(
             "  ".join(
-                str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                c.ljust(w) if i == 0 else c.rjust(w)
                 for i, (c, w) in enumerate(zip(row, widths, strict=True))
             )
         )
+    for entry, times in cold.items():
+        shown = "failed" if times is None else "{:.2f} s wall / {:.2f} s CPU".format(*times)
+        print(f"cold start to ready ({entry}): {shown} (target <= 1.5 s)")
+
+    def ratio(a: tuple[str, str], b: tuple[str, str], what: str = "requests_per_s") -> float:
+        return med(*a, what) / med(*b, what)
+
+    bars = [
+        ("single /predict vs floor", ("single", OURS), ("single", "floor"), ">= 0.5", 0.5, False),
+        ("100-row /predict vs lean", ("batch", OURS), ("batch", "lean"), ">= 2", 2.0, False),
+        ("single /predict vs lean", ("single", OURS), ("single", "lean"), "", None, False),
+        ("single /predict vs tutorial", ("single", OURS), ("single", "tutorial"), "", None, False),
+        ("V2 JSON vs /predict", ("v2 JSON", OURS), ("single", OURS), ">= 1", 1.0, False),
+        ("V2 binary vs /predict", ("v2 binary", OURS), ("single", OURS), ">= 1", 1.0, False),
+        ("p99 at c=1 vs floor's", ("latency", OURS), ("latency", "floor"), "<= 2", 2.0, True),
+    ]
+    print("\nratios (medians of the same run):")
+    for label, a, b, target, bound, lower_is_better in bars:
+        if a[0] not in runs or b[0] not in runs:
+            continue
+        value = ratio(a, b, "p99_ms" if lower_is_better else "requests_per_s")
+        verdict = ""
+        if bound is not None:
+            ok = value <= bound if lower_is_better else value >= bound
+            verdict = "met" if ok else "MISSED"
+        print(f"  {label}: {value:.2f}x {target} {verdict}")
 
 
 if __name__ == "__main__":

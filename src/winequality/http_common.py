@@ -50,6 +50,7 @@ __all__ = [
     "Send",
     "TokenDep",
     "UnsupportedMediaTypeError",
+    "given_request_id",
     "header",
     "install_error_handling",
     "internal_error_body",
@@ -187,16 +188,20 @@ async def read_request_body(
     return await read_body(request.scope, request.receive, limit, media_types)
 
 
+def given_request_id(value: bytes | None) -> str | None:
+    """An X-Request-ID header value when it is a sane token, else None."""
+    if value is not None and _REQUEST_ID_OK.match(value):
+        return value.decode()
+    return None
+
+
 def request_id(scope: Scope) -> str:
     """The caller's X-Request-ID when it is a sane token, else a fresh one (the same one for
     the whole request once ``RequestIdMiddleware`` has chosen it)."""
     chosen = scope.get(_REQUEST_ID_KEY)
     if isinstance(chosen, str):
         return chosen
-    given = header(scope, REQUEST_ID_HEADER)
-    if given is not None and _REQUEST_ID_OK.match(given):
-        return given.decode()
-    return uuid.uuid4().hex
+    return given_request_id(header(scope, REQUEST_ID_HEADER)) or uuid.uuid4().hex
 
 
 async def send_json(send: Send, status: int, body: bytes, request_id: str | None = None) -> None:

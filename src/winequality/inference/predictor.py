@@ -11,9 +11,12 @@ Failures are typed so the HTTP layer can map them without knowing the backend:
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +27,7 @@ from winequality import artifacts
 from winequality.artifacts import ModelMetadata
 from winequality.contract import schema
 from winequality.contract.features import Matrix, postprocess
+from winequality.contract.parsers import SMALL_ROWS
 
 
 class PredictorError(RuntimeError):
@@ -141,6 +145,49 @@ def read_bundle_metadata(bundle: Path) -> ModelMetadata:
     return metadata
 
 
+def _read_only(array: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
+    array.flags.writeable = False
+    return array
+
+
+_ONE_CLASS: Final = tuple(
+    _read_only(np.array([c], dtype=np.int32))
+    for c in range(schema.QUALITY_MIN, schema.QUALITY_MAX + 1)
+)
+"""The class array of a one-row prediction, shared (read-only): one allocation less a request."""
+
+
+class _BoundRun:
+    """An I/O binding of a session to an input and an output array of ``rows`` rows."""
+
+    def __init__(
+        self, session: ort.InferenceSession, input_name: str, output: str, rows: int, rank: int
+    ) -> None:
+        self.inputs = np.zeros((rows, schema.N_MODEL_COLUMNS), dtype=np.float32)
+        self.outputs = np.zeros((rows, 1) if rank == 2 else (rows,), dtype=np.float32)
+        binding = session.io_binding()
+        binding.bind_cpu_input(input_name, self.inputs)
+        binding.bind_output(
+            output, "cpu", 0, np.float32, list(self.outputs.shape), self.outputs.ctypes.data
+        )
+        # InferenceSession.run_with_iobinding checks, before the call, for a GPU graph capture
+        # a CPU session never does; the binding's own method is what it then calls.
+        native = getattr(session, "_sess", None)
+        native_binding = getattr(binding, "_iobinding", None)
+        if native is not None and native_binding is not None:
+            self._run: Callable[[ort.RunOptions], None] = partial(
+                native.run_with_iobinding, native_binding
+            )
+        else:
+            self._run = partial(session.run_with_iobinding, binding)
+        self._binding = binding  # owns the native binding
+
+    def run(self, matrix: Matrix, options: ort.RunOptions) -> npt.NDArray[np.float32]:
+        self.inputs[...] = matrix
+        self._run(options)
+        return self.outputs.reshape(-1).copy()
+
+
 class OnnxPredictor:
     """The bundle's ONNX model in an onnxruntime session, in this process."""
 
@@ -155,6 +202,38 @@ class OnnxPredictor:
         # One session per model: spinning threads would steal the core from the event loop.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session, self._input = open_onnx_session(model_file, str(model_file), options)
+        self._outputs = [self._session.get_outputs()[0].name]
+        self._run_options = ort.RunOptions()
+        # Without the entry, every bound run asks for it and gets an exception (graph capture
+        # is a GPU feature; -1 says "none"): that exception cost more than the inference.
+        self._run_options.add_run_config_entry("gpu_graph_id", "-1")
+        self._bound = self._bind_small_batches()
+        self._bound_lock = threading.Lock()
+
+    def _bind_small_batches(self) -> dict[int, _BoundRun]:
+        """One I/O binding with preallocated input and output arrays per small batch size:
+        onnxruntime then allocates, checks and converts nothing per call. None fit when the
+        output is not one float per row; the bindings must agree with ``run``."""
+        out = self._session.get_outputs()[0]
+        if out.type != "tensor(float)" or not out.shape or len(out.shape) > 2:
+            return {}
+        if len(out.shape) == 2 and out.shape[1] != 1:
+            return {}
+        bound = {
+            n: _BoundRun(self._session, self._input, out.name, n, len(out.shape))
+            for n in range(1, SMALL_ROWS + 1)
+        }
+        sample = example_matrix()
+        try:
+            expected = self._run(sample)
+            got = bound[len(sample)].run(sample, self._run_options)
+        except Exception:  # onnxruntime's own exception types are not exported
+            return {}
+        return bound if np.array_equal(expected, got) else {}
+
+    def _run(self, matrix: Matrix) -> npt.NDArray[np.float32]:
+        (scores,) = self._session.run(self._outputs, {self._input: matrix}, self._run_options)
+        return np.asarray(scores, dtype=np.float32).reshape(-1)
 
     @property
     def metadata(self) -> ModelMetadata:
@@ -162,13 +241,26 @@ class OnnxPredictor:
 
     def scores(self, matrix: Matrix) -> npt.NDArray[np.float32]:
         """Raw regression scores, before clipping to the quality scale."""
-        (scores,) = self._session.run(None, {self._input: matrix})[:1]
-        return np.asarray(scores, dtype=np.float32).reshape(-1)
+        bound = self._bound.get(len(matrix))
+        if bound is None:
+            return self._run(matrix)
+        with self._bound_lock:  # the arrays are shared; the event loop is not the only caller
+            return bound.run(matrix, self._run_options)
 
     def predict_sync(self, matrix: Matrix) -> Prediction:
         """Synchronous path: onnxruntime releases the GIL and a small batch is cheaper to run
         here than a hop to a worker thread."""
-        quality, klass = postprocess(self.scores(matrix))
+        scores = self.scores(matrix)
+        # A few rows are post-processed in Python: numpy costs more per call than the work.
+        if len(scores) <= SMALL_ROWS:
+            values = scores.tolist()
+            # Within the scale, clipping changes nothing and round() is np.rint (half to even);
+            # NaN fails the comparisons.
+            if min(values) >= schema.QUALITY_MIN and max(values) <= schema.QUALITY_MAX:
+                if len(values) == 1:
+                    return Prediction(scores, _ONE_CLASS[round(values[0])])
+                return Prediction(scores, np.array(list(map(round, values)), dtype=np.int32))
+        quality, klass = postprocess(scores)
         return Prediction(quality, klass)
 
     async def predict(self, matrix: Matrix) -> Prediction:

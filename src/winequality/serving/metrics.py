@@ -31,7 +31,9 @@ Realized quality of the served model version, over its latest ``quality_window``
 
 from __future__ import annotations
 
+import math
 import threading
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Final
 
@@ -42,6 +44,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 
 from winequality.contract import schema
+from winequality.contract.parsers import SMALL_ROWS
 
 if TYPE_CHECKING:
     from winequality.serving.quality import QualityMonitor
@@ -77,6 +80,9 @@ class QualityHistogram(Collector):
         self._name = name
         self._documentation = documentation
         self._edges = np.asarray(sorted(buckets), dtype=np.float64)
+        self._edge_list = self._edges.tolist()
+        self._few_counts = [0] * (len(self._edges) + 1)
+        """Counts of ``observe``'s few-value calls, added to ``_counts`` when collected."""
         self._counts = np.zeros(len(self._edges) + 1, dtype=np.int64)  # last slot: +Inf
         self._sum = 0.0
         self._lock = threading.Lock()
@@ -90,9 +96,22 @@ class QualityHistogram(Collector):
             self._counts += counts
             self._sum += total
 
+    def observe(self, values: npt.NDArray[np.floating]) -> None:
+        """``observe_many``, with a bisection per value for a few values (no numpy call)."""
+        if len(values) > SMALL_ROWS:
+            self.observe_many(values)
+            return
+        floats = values.tolist()
+        edges, few, top = self._edge_list, self._few_counts, len(self._edge_list)
+        with self._lock:
+            # bisect_left is searchsorted(side="left"); NaN, which sorts last there, goes to +Inf.
+            for v in floats:
+                few[top if math.isnan(v) else bisect_left(edges, v)] += 1
+            self._sum += sum(floats)
+
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            cumulative = np.cumsum(self._counts).tolist()
+            cumulative = np.cumsum(self._counts + np.array(self._few_counts)).tolist()
             total = self._sum
         buckets = [(repr(float(e)), c) for e, c in zip(self._edges, cumulative, strict=False)]
         buckets.append(("+Inf", cumulative[-1]))

@@ -6,17 +6,19 @@ Tensors are named as in the Triton ensemble: the 11 measurements (FP32) and ``wi
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, ClassVar, Final
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from winequality.contract import schema
 from winequality.contract.features import Matrix
-from winequality.contract.parsers import parse_v2_infer
+from winequality.contract.parsers import SMALL_ROWS, V2Request, parse_v2_infer
 from winequality.contract.problems import Problem
-from winequality.http_common import Scope, header
+from winequality.inference.predictor import Prediction
 from winequality.serving.errors import RequestError
 from winequality.serving.hot import HotEndpoint, HotRoute
 from winequality.serving.model import LoadedModel
@@ -42,11 +44,10 @@ class V2InferEndpoint(HotEndpoint):
         {b"application/json", b"application/octet-stream", None}
     )
 
-    async def answer(
-        self, scope: Scope, body: bytes, model: LoadedModel, rid: str
-    ) -> tuple[bytes, bytes | Matrix]:
-        json_length = header(scope, b"inference-header-content-length")
-        if json_length is not None and not json_length.isdigit():
+    extra_header: ClassVar[bytes | None] = b"inference-header-content-length"
+
+    def parse(self, body: bytes, extra: bytes | None) -> tuple[Matrix, tuple[V2Request, bool]]:
+        if extra is not None and not extra.isdigit():
             raise RequestError(
                 422,
                 [
@@ -59,14 +60,19 @@ class V2InferEndpoint(HotEndpoint):
                     )
                 ],
             )
-        request = parse_v2_infer(
-            body, self._max_rows, int(json_length) if json_length is not None else None
-        )
-        prediction = await model.predictor.predict(request.matrix)
-        self._recent.remember(rid, request.matrix, prediction.quality, model.metadata.version)
+        request = parse_v2_infer(body, self._max_rows, int(extra) if extra is not None else None)
+        return request.matrix, (request, extra is not None)
+
+    def respond(
+        self,
+        parsed: tuple[V2Request, bool],
+        prediction: Prediction,
+        model: LoadedModel,
+        rid: str,
+        body: bytes,
+    ) -> tuple[bytes, bytes | Matrix]:
+        request, binary = parsed
         n = len(request.matrix)
-        self._rows.inc(n)
-        self.state.metrics.quality.observe_many(prediction.quality)
         shape = [n, 1] if request.column_shape else [n]
         data: dict[str, tuple[str, list[Any]]] = {
             schema.OUTPUT_QUALITY: ("FP32", prediction.quality.tolist()),
@@ -83,8 +89,42 @@ class V2InferEndpoint(HotEndpoint):
                 ],
             }
         )
-        # Binary tensor data is not JSON: the logger then encodes the matrix, off this path.
-        return out, (body if json_length is None else request.matrix)
+        if not binary:
+            return out, body
+        # Binary tensor data is not JSON: the logger gets the matrix as a V2 JSON request.
+        small = logged_request(request.matrix)
+        return out, (request.matrix if small is None else small)
+
+
+@lru_cache(maxsize=SMALL_ROWS)
+def _logged_template(rows: int) -> bytes:
+    """``encode_request``'s output for ``rows`` rows with a ``%b`` slot per tensor's values."""
+    # Imported here, as the payload logger does: aiohttp comes with the remote client.
+    from winequality.inference.remote import build_v2_request
+
+    doc = build_v2_request(np.zeros((rows, schema.N_MODEL_COLUMNS), dtype=np.float32))
+    for i, tensor in enumerate(doc["inputs"]):
+        tensor["data"] = f"@{i}@"
+    template = orjson.dumps(doc).replace(b"%", b"%%")
+    for i in range(len(doc["inputs"])):
+        template = template.replace(b'"@%d@"' % i, b"[%b]", 1)
+    return template
+
+
+def logged_request(matrix: Matrix) -> bytes | None:
+    """The payload logger's encoding of a small matrix (``remote.encode_request``, byte for
+    byte), or None for a larger one (the logger encodes it). One orjson call writes the float32
+    values in their shortest form, as ``encode_request`` does, instead of one per tensor."""
+    rows = len(matrix)
+    if rows > SMALL_ROWS:
+        return None
+    columns = orjson.dumps(np.ascontiguousarray(matrix.T), option=orjson.OPT_SERIALIZE_NUMPY)
+    values = columns[2:-2].split(b"],[")
+    values[-1] = b",".join([_WINE_TYPE_JSON[flag >= 0.5] for flag in matrix[:, -1].tolist()])
+    return _logged_template(rows) % tuple(values)
+
+
+_WINE_TYPE_JSON: Final = {False: b'"red"', True: b'"white"'}
 
 
 # OpenAPI signature of the infer route; HotRoute hands requests to V2InferEndpoint.
