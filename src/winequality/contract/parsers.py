@@ -390,6 +390,9 @@ def _small_v2_request(  # noqa: PLR0911, PLR0912 (one early return per refusal)
         return None
     if request_id is not None and type(request_id) is not str:
         return None
+    parameters = doc.get("parameters")
+    if parameters is not None and type(parameters) is not dict:
+        return None
     outputs: tuple[str, ...] = _V2_OUTPUTS
     if requested is not None:
         refused: list[Problem] = []
@@ -447,6 +450,9 @@ def _small_v2_column(  # noqa: PLR0911, PLR0912 (one early return per refusal)
     n = shape[0]
     if not 1 <= n <= SMALL_ROWS:
         return None
+    params = tensor.get("parameters")
+    if params is not None and type(params) is not dict:
+        return None
     if raw is None:
         data = tensor.get("data")
         if type(data) is not list or len(data) != n:
@@ -456,8 +462,7 @@ def _small_v2_column(  # noqa: PLR0911, PLR0912 (one early return per refusal)
                 return None
             data = [row[0] for row in data]
         return name, data, len(shape) == 2, offset
-    params = tensor.get("parameters")
-    size = params.get("binary_data_size") if type(params) is dict else None
+    size = params.get("binary_data_size") if params is not None else None
     if type(size) is not int or size < 0 or offset + size > len(raw):
         return None
     chunk = raw[offset : offset + size]
