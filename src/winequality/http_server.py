@@ -12,7 +12,7 @@ no access log, no websockets) with two rules plain uvicorn lacks:
   closes every idle keep-alive connection at the first instant, even when the client's next
   request already sits unread in the socket, and the kernel answers those bytes with a reset.
   Then the app's lifespan shutdown runs and the process exits 0 (uvicorn re-raises the signal,
-  which would end it with 143).
+  which would end it with 143 or 130).
 - **Read timeout.** A body that has not arrived ``read_timeout_s`` after the packet that
   completed its headers is overdue: if the endpoint is still reading it, ``read_body`` answers
   408 (``http_common.BODY_TIMED_OUT``) and the connection is closed after that answer; if the
@@ -172,8 +172,10 @@ class DrainingServer(uvicorn.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         with super().capture_signals():
             yield
-            # Drained on SIGTERM, the orchestrator's stop: a clean exit, not the signal again.
-            self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
+            # Drained on SIGTERM (the orchestrator's stop) or Ctrl-C (the user's, which also stops
+            # a bundled Triton): a clean exit, not the signal again.
+            stops = (signal.SIGTERM, signal.SIGINT)
+            self._captured_signals = [s for s in self._captured_signals if s not in stops]
 
 
 class _DrainingApp:
