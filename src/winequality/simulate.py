@@ -280,15 +280,24 @@ def load_urls(run_dir: Path, overrides: dict[str, str | None]) -> dict[str, str]
     return found
 
 
-def send_batch(client: httpx.Client, app: str, batch: pd.DataFrame) -> str:
-    """Score a batch, then report its true qualities; returns the request id."""
+def send_batch(
+    client: httpx.Client, app: str, batch: pd.DataFrame, token: str | None = None
+) -> str:
+    """Score a batch, then report its true qualities (with the feedback ``token``); returns the
+    request id."""
     wines = batch.loc[:, [*schema.FEATURE_NAMES, schema.WINE_TYPE]].to_dict(orient="records")
     resp = client.post(f"{app}/predict", json={"wines": wines}, timeout=30.0)
     if resp.status_code != 200:
         raise SimulationError(f"POST {app}/predict answered {resp.status_code}: {resp.text[:300]}")
     request_id = str(resp.json().get("request_id"))
     quality = [int(q) for q in batch[schema.TARGET]]
-    fb = client.post(f"{app}/feedback", json={"wines": wines, "quality": quality}, timeout=30.0)
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    fb = client.post(
+        f"{app}/feedback",
+        json={"wines": wines, "quality": quality},
+        headers=headers,
+        timeout=30.0,
+    )
     if fb.status_code not in (200, 201):
         raise SimulationError(f"POST {app}/feedback answered {fb.status_code}: {fb.text[:300]}")
     return request_id
@@ -304,6 +313,7 @@ def run_simulation(
     until_loop_closed: bool,
     poll_s: float = 0.5,
     echo: Callable[[str], None] = typer.echo,
+    feedback_token: str | None = None,
 ) -> Timeline:
     """Send the traffic batch by batch, narrating; then keep watching for ``follow_s``."""
     import httpx
@@ -319,7 +329,7 @@ def run_simulation(
         last_poll = 0.0
         for start in range(0, len(frame), batch):
             chunk = frame.iloc[start : start + batch]
-            send_batch(client, urls["app"], chunk)
+            send_batch(client, urls["app"], chunk, feedback_token)
             narrator.t.rows_sent += len(chunk)
             narrator.t.feedback_rows += len(chunk)
             if time.monotonic() - last_poll >= poll_s:
@@ -378,6 +388,7 @@ def simulate(
     version the app serves as they happen; the last line is a JSON summary with the times.
     """
     from winequality.settings import ProjectSettings
+    from winequality.stack import read_feedback_token
 
     if scenario not in ("drift", "stable"):
         raise typer.BadParameter("must be drift or stable", param_hint="--scenario")
@@ -412,6 +423,7 @@ def simulate(
             pause_s=pause,
             follow_s=follow if follow is not None else (180.0 if scenario == "drift" else 30.0),
             until_loop_closed=until_loop_closed,
+            feedback_token=read_feedback_token(run_dir),
         )
     except SimulationError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)

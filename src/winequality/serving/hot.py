@@ -22,8 +22,8 @@ from winequality.http_common import (
     Receive,
     Scope,
     Send,
+    header,
     read_body,
-    request_id,
     send_json,
 )
 from winequality.inference.predictor import (
@@ -35,6 +35,7 @@ from winequality.inference.predictor import (
 from winequality.serving.errors import RequestError, error_body
 from winequality.serving.model import LoadedModel
 from winequality.serving.payload_logger import Exchange
+from winequality.serving.recent import REQUEST_IDS
 from winequality.serving.state import ServingState
 
 # Failures of the predictor, as (status, reason label); the message is the exception's.
@@ -69,7 +70,9 @@ class HotEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = perf_counter()
-        rid = request_id(scope)
+        # The id the app issues is the only key of the served rows; the caller's X-Request-ID
+        # is echoed as a correlation id and never names a row (see serving/recent.py).
+        rid = REQUEST_IDS.next()
         status = 200
         logged: tuple[bytes | Matrix, LoadedModel] | None = None
         try:
@@ -93,7 +96,7 @@ class HotEndpoint:
                     break
             status, out = code, error_body(str(exc), reason)
             self._count_error(reason)
-        await send_json(send, status, out, rid)
+        await send_json(send, status, out, rid, header(scope, b"x-request-id"))
         self.state.metrics.observe_request(self.route, "POST", status, perf_counter() - start)
         payloads = self.state.payloads
         if payloads is not None and logged is not None:
