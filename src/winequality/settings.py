@@ -158,11 +158,11 @@ class ServingSettings(ProjectSettings, AppDataSettings):
     feedback_token: str | None = None
     """Bearer token ``POST /feedback`` requires (labels become training rows); unset leaves it
     open, for development only (the app says so at startup). ``winequality up`` sets one."""
-    feedback_rate_per_s: float = 50.0
+    feedback_rate_per_s: float = 100.0
     """Feedback requests a second one client address may send after its burst (429 above);
     0 disables the limit."""
-    feedback_burst: int = 200
-    """Feedback requests one client address may send at once."""
+    feedback_burst: int = 1_000
+    """Feedback requests one client address may send at once (a labelling job's backlog)."""
     reload_watch_s: float = 0.0
     """Poll interval of the model dir's metadata.json for automatic reloads; 0 disables."""
     host: str = "127.0.0.1"
