@@ -177,7 +177,7 @@ def test_every_configmap_and_secret_reference_resolves_or_is_external(
     rendered: dict[str, list[Manifest]],
 ) -> None:
     # Secrets are created out of band (never committed); docs/runbook.md lists them.
-    external_secrets = {"wine-quality-webhook", "wine-quality-mlflow"}
+    external_secrets = {"wine-quality-webhook", "wine-quality-mlflow", "wine-quality-loop"}
     for docs in rendered.values():
         configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in find(docs, "ConfigMap")}
         claims = {d["metadata"]["name"] for d in find(docs, "PersistentVolumeClaim")}
