@@ -642,6 +642,7 @@ def run_stack(config: StackConfig, settings: RetrainSettings, echo: Any = typer.
             echo("the stack is up:")
             for name, url in urls(config).items():
                 echo(f"  {name:<13} {url}")
+            echo(f"POST /feedback takes the bearer token in {paths.feedback_token}")
             echo(f"logs in {paths.logs}; Ctrl-C stops everything")
             while True:
                 time.sleep(0.5)
