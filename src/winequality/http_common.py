@@ -12,8 +12,10 @@ bearer-token dependency.
   ``read_body`` stops with ``BodyTimeoutError`` (408; the server closes the connection after
   the answer). The server arms that timer only for a body that did not come with its headers,
   where an ``asyncio.timeout`` per body would cost every request a timer.
-- ``TokenDep`` checks ``Authorization: Bearer <token>`` against the app's token in constant
-  time. Every failure is the same answer: 401, ``WWW-Authenticate: Bearer`` and
+- ``TokenDep`` checks ``Authorization: Bearer <token>`` against the app's admin token in
+  constant time; ``token_dependency(name)`` the same for another of its tokens (``set_token``
+  with ``name``: the feedback and ingestion tokens). Every failure is the same answer: 401,
+  ``WWW-Authenticate: Bearer`` and
   ``{"detail": {"reason": ..., "message": ...}}`` with reason ``auth_disabled`` (no token
   configured), ``missing_token`` or ``invalid_token``. It is a dependency, and the endpoints it
   guards declare no body parameter, so it runs before a byte of the body is read.
@@ -29,6 +31,7 @@ import hmac
 import logging
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Final
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -50,6 +53,7 @@ __all__ = [
     "Send",
     "TokenDep",
     "UnsupportedMediaTypeError",
+    "check_token",
     "given_request_id",
     "header",
     "install_error_handling",
@@ -61,6 +65,7 @@ __all__ = [
     "require_token",
     "send_json",
     "set_token",
+    "token_dependency",
 ]
 
 JSON_MEDIA_TYPES: Final[frozenset[bytes | None]] = frozenset({b"application/json"})
@@ -204,10 +209,19 @@ def request_id(scope: Scope) -> str:
     return given_request_id(header(scope, REQUEST_ID_HEADER)) or uuid.uuid4().hex
 
 
-async def send_json(send: Send, status: int, body: bytes, request_id: str | None = None) -> None:
+async def send_json(
+    send: Send,
+    status: int,
+    body: bytes,
+    request_id: str | None = None,
+    correlation_id: bytes | None = None,
+) -> None:
+    """``correlation_id``: the caller's X-Request-ID, echoed as X-Correlation-ID when sane."""
     headers = [JSON_HEADER, (b"content-length", str(len(body)).encode())]
     if request_id is not None:
         headers.append((b"x-request-id", request_id.encode()))
+    if correlation_id is not None and _REQUEST_ID_OK.match(correlation_id):
+        headers.append((b"x-correlation-id", correlation_id))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -271,13 +285,25 @@ def install_error_handling(app: FastAPI) -> None:
 # --- bearer token ----------------------------------------------------------------------------
 
 _bearer = HTTPBearer(auto_error=False, description="The service's bearer token.")
-_TOKEN_ATTRIBUTE: Final = "bearer_token"  # noqa: S105 (an attribute name, not a secret)
+_TOKENS_ATTRIBUTE: Final = "bearer_tokens"
 
 
-def set_token(app: FastAPI, token: str | None, disabled_hint: str) -> None:
-    """The token ``TokenDep`` checks in ``app``; None refuses every call, naming ``disabled_hint``
-    (how to enable it) in the answer."""
-    setattr(app.state, _TOKEN_ATTRIBUTE, (token, disabled_hint))
+def set_token(
+    app: FastAPI,
+    token: str | None,
+    disabled_hint: str,
+    *,
+    name: str = "admin",
+    open_when_unset: bool = False,
+) -> None:
+    """The token ``name`` that ``token_dependency(name)`` (``TokenDep``: ``"admin"``) checks in
+    ``app``. None refuses every call, naming ``disabled_hint`` (how to enable it) in the answer,
+    unless ``open_when_unset`` (a development default: the caller must say so in its log)."""
+    tokens = getattr(app.state, _TOKENS_ATTRIBUTE, None)
+    if tokens is None:
+        tokens = {}
+        setattr(app.state, _TOKENS_ATTRIBUTE, tokens)
+    tokens[name] = (token, disabled_hint, open_when_unset)
 
 
 def _refuse(reason: str, message: str) -> HTTPException:
@@ -287,20 +313,35 @@ def _refuse(reason: str, message: str) -> HTTPException:
     )
 
 
-async def require_token(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """The app's bearer token must be presented (see the module docstring for the answers)."""
-    expected, disabled_hint = getattr(request.app.state, _TOKEN_ATTRIBUTE, (None, "no token set"))
+def check_token(request: Request, name: str, presented: str | None) -> None:
+    """Raise the 401 when ``presented`` is not the app's token ``name``."""
+    tokens = getattr(request.app.state, _TOKENS_ATTRIBUTE, {})
+    expected, disabled_hint, open_when_unset = tokens.get(name, (None, "no token set", False))
     if not expected:
+        if open_when_unset:
+            return
         raise _refuse("auth_disabled", f"this endpoint is disabled: {disabled_hint}")
-    if credentials is None or not credentials.credentials:
+    if not presented:
         raise _refuse("missing_token", "an Authorization: Bearer <token> header is required")
     # compare_digest takes time independent of where the tokens differ: no timing oracle.
-    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+    if not hmac.compare_digest(presented.encode(), expected.encode()):
         raise _refuse("invalid_token", "the bearer token is not valid")
 
+
+def token_dependency(name: str) -> Callable[..., Awaitable[None]]:
+    """A dependency checking the token ``name`` (see the module docstring for the answers)."""
+
+    async def require(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        check_token(request, name, None if credentials is None else credentials.credentials)
+
+    return require
+
+
+require_token = token_dependency("admin")
+"""The app's admin bearer token must be presented."""
 
 TokenDep = Annotated[None, Depends(require_token)]
 """Add ``_: TokenDep`` to an endpoint (or ``dependencies=[Depends(require_token)]``)."""

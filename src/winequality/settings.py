@@ -168,6 +168,14 @@ class ServingSettings(ProjectSettings, AppDataSettings, HttpServerSettings):
     """Largest request body accepted (413 above)."""
     admin_token: str | None = None
     """Bearer token for ``POST /admin/reload``; unset disables the endpoint (401)."""
+    feedback_token: str | None = None
+    """Bearer token ``POST /feedback`` requires (labels become training rows); unset leaves it
+    open, for development only (the app says so at startup). ``winequality up`` sets one."""
+    feedback_rate_per_s: float = 100.0
+    """Feedback requests a second one client address may send after its burst (429 above);
+    0 disables the limit."""
+    feedback_burst: int = 1_000
+    """Feedback requests one client address may send at once (a labelling job's backlog)."""
     reload_watch_s: float = 0.0
     """Poll interval of the model dir's metadata.json for automatic reloads; 0 disables."""
     host: str = "127.0.0.1"
@@ -186,6 +194,12 @@ class ServingSettings(ProjectSettings, AppDataSettings, HttpServerSettings):
     ``benchmarks/quality_alarms.py`` measures it)."""
     detector_url: str | None = None
     """Drift detector base URL that receives CloudEvents; unset disables payload logging."""
+    detector_ingest_token: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("detector_ingest_token", "WINEQ_DRIFT_INGEST_TOKEN"),
+    )
+    """The detector's ingestion token (``WINEQ_DRIFT_INGEST_TOKEN``, the same variable as the
+    detector's), sent by the payload logger as ``Authorization: Bearer``."""
     detector_max_body_bytes: int = DEFAULT_DETECTOR_MAX_BODY_BYTES
     """The detector's body limit (its ``WINEQ_DRIFT_MAX_BODY_BYTES``) that the payload logger's
     batched POSTs stay under; set both together."""
@@ -241,6 +255,15 @@ class DetectorSettings(HttpServerSettings):
     must not exceed it."""
     admin_token: str | None = None
     """Bearer token for ``POST /reference/reload``; unset disables the endpoint (401)."""
+    ingest_token: str | None = None
+    """Bearer token ``POST /`` (CloudEvents in) requires, checked before the body is read: the
+    serving app's payload logger sends it; unset leaves ingestion open, for development only
+    (the detector says so at startup). ``winequality up`` sets one."""
+    ingest_rate_per_s: float = 1_000.0
+    """Ingestion POSTs a second one client address may send after its burst (429 above): room
+    for the binary mode's two POSTs per prediction; 0 disables the limit."""
+    ingest_burst: int = 2_000
+    """Ingestion POSTs one client address may send at once."""
     model_dir: Path = Path("models/serving")
     """Model bundle whose ``reference.parquet`` is the reference sample."""
     params_file: Path = Path("params.yaml")

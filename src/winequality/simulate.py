@@ -362,9 +362,14 @@ def load_urls(run_dir: Path, overrides: dict[str, str | None]) -> dict[str, str]
 
 
 def send_batch(
-    client: httpx.Client, app: str, batch: pd.DataFrame, labels: list[int] | None = None
+    client: httpx.Client,
+    app: str,
+    batch: pd.DataFrame,
+    labels: list[int] | None = None,
+    token: str | None = None,
 ) -> str:
-    """Score a batch, then report its qualities; returns the request id.
+    """Score a batch, then report its qualities (with the feedback ``token``); returns the
+    request id.
 
     Without ``labels`` the true qualities go as labelled rows in one request; with them each
     label names its wine by request id and index, so the app joins it to the score it served.
@@ -381,8 +386,9 @@ def send_batch(
         bodies = [
             {"request_id": request_id, "index": i, "quality": q} for i, q in enumerate(labels)
         ]
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     for body in bodies:
-        fb = client.post(f"{app}/feedback", json=body, timeout=30.0)
+        fb = client.post(f"{app}/feedback", json=body, headers=headers, timeout=30.0)
         if fb.status_code not in (200, 201):
             raise SimulationError(f"POST {app}/feedback answered {fb.status_code}: {fb.text[:300]}")
     return request_id
@@ -400,6 +406,7 @@ def run_simulation(
     echo: Callable[[str], None] = typer.echo,
     labels: list[int] | None = None,
     alert: str = "WineQualityDrift",
+    feedback_token: str | None = None,
 ) -> Timeline:
     """Send the traffic batch by batch, narrating; then keep watching for ``follow_s``.
 
@@ -420,7 +427,7 @@ def run_simulation(
         for start in range(0, len(frame), batch):
             chunk = frame.iloc[start : start + batch]
             chunk_labels = None if labels is None else labels[start : start + batch]
-            send_batch(client, urls["app"], chunk, chunk_labels)
+            send_batch(client, urls["app"], chunk, chunk_labels, feedback_token)
             narrator.t.rows_sent += len(chunk)
             narrator.t.feedback_rows += len(chunk)
             if time.monotonic() - last_poll >= poll_s:
@@ -480,6 +487,7 @@ def simulate(
     version the app serves as they happen; the last line is a JSON summary with the times.
     """
     from winequality.settings import ProjectSettings
+    from winequality.stack import read_feedback_token
 
     if scenario not in SCENARIO_ALERTS:
         raise typer.BadParameter("must be drift, stable or degraded", param_hint="--scenario")
@@ -516,6 +524,7 @@ def simulate(
             until_loop_closed=until_loop_closed,
             labels=degraded_labels(frame[schema.TARGET], seed) if scenario == "degraded" else None,
             alert=SCENARIO_ALERTS[scenario],
+            feedback_token=read_feedback_token(run_dir),
         )
     except SimulationError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)

@@ -16,8 +16,11 @@ Everything a run writes lives in the run folder (``.stack/`` by default):
     .stack/logs/*.log                 one log per service and for the champion pull,
                                       retraining runs under logs/retrain/
     .stack/feedback.sqlite            labelled feedback (unless WINEQ_FEEDBACK_DB is set)
+    .stack/feedback.token             the run's WINEQ_FEEDBACK_TOKEN (0600; `simulate` reads it)
 
-Tokens (admin, webhook) are generated per run and handed to the children in their environment.
+Tokens (admin, webhook, feedback, detector ingestion) are generated per run (a feedback or
+ingestion token already in the environment is kept) and handed to the children in their
+environment.
 """
 
 from __future__ import annotations
@@ -199,6 +202,32 @@ class RunPaths:
     def state(self) -> Path:
         return self.run_dir / STATE_FILE
 
+    @property
+    def feedback_token(self) -> Path:
+        return self.run_dir / "feedback.token"
+
+
+def write_token(path: Path, token: str) -> None:
+    """A token file only its owner can read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token)
+    path.chmod(0o600)  # an existing file keeps its mode through O_CREAT
+
+
+def read_feedback_token(run_dir: Path) -> str | None:
+    """``WINEQ_FEEDBACK_TOKEN``, else the token file of the run in ``run_dir`` (None: neither)."""
+    token = os.environ.get("WINEQ_FEEDBACK_TOKEN")
+    if token:
+        return token
+    named = read_state(run_dir).get("feedback_token_file")
+    path = Path(named) if isinstance(named, str) else RunPaths(run_dir).feedback_token
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
 
 def run_params(base: Path, window_size: int | None) -> dict[str, Any]:
     """The project's params with the run's overrides (validated like any params file)."""
@@ -219,6 +248,8 @@ def service_env(
     admin_token: str,
     webhook_token: str,
     base_env: Mapping[str, str],
+    feedback_token: str | None = None,
+    ingest_token: str | None = None,
 ) -> dict[str, str]:
     """One environment for every child: where things are, the URLs, the run's tokens."""
     u = urls(config)
@@ -248,6 +279,10 @@ def service_env(
         "WINEQ_WEBHOOK_COMMAND": json.dumps([sys.executable, "-m", "winequality.cli", "retrain"]),
         "PYTHONUNBUFFERED": "1",
     }
+    if feedback_token:
+        env["WINEQ_FEEDBACK_TOKEN"] = feedback_token
+    if ingest_token:  # the detector checks it, the app's payload logger sends it
+        env["WINEQ_DRIFT_INGEST_TOKEN"] = ingest_token
     return env
 
 
@@ -559,6 +594,9 @@ def run_stack(config: StackConfig, settings: RetrainSettings, echo: Any = typer.
         base = config.params_file or settings.params_path()
         paths.params.write_text(yaml.safe_dump(run_params(base, config.window_size)))
         admin_token, webhook_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        feedback_token = os.environ.get("WINEQ_FEEDBACK_TOKEN") or secrets.token_urlsafe(32)
+        ingest_token = os.environ.get("WINEQ_DRIFT_INGEST_TOKEN") or secrets.token_urlsafe(32)
+        write_token(paths.feedback_token, feedback_token)
         env = service_env(
             config,
             settings=settings,
@@ -566,6 +604,8 @@ def run_stack(config: StackConfig, settings: RetrainSettings, echo: Any = typer.
             admin_token=admin_token,
             webhook_token=webhook_token,
             base_env=os.environ,
+            feedback_token=feedback_token,
+            ingest_token=ingest_token,
         )
         alerting = write_alerting_configs(
             paths.alerting,
@@ -599,12 +639,14 @@ def run_stack(config: StackConfig, settings: RetrainSettings, echo: Any = typer.
                 "pids": {p.name: p.pid for p in stack.started},
                 "model_dir": str(paths.current.absolute()),
                 "feedback_db": env["WINEQ_FEEDBACK_DB"],
+                "feedback_token_file": str(paths.feedback_token.resolve()),
                 "logs": str(paths.logs.resolve()),
             }
             paths.state.write_text(json.dumps(state, indent=2))
             echo("the stack is up:")
             for name, url in urls(config).items():
                 echo(f"  {name:<13} {url}")
+            echo(f"POST /feedback takes the bearer token in {paths.feedback_token}")
             echo(f"logs in {paths.logs}; Ctrl-C stops everything")
             while True:
                 time.sleep(0.5)

@@ -71,13 +71,20 @@ def reference_dir(
     return root / "reference.parquet", params
 
 
-def detector_process(log_dir: Path, port: int, reference: tuple[Path, Path]) -> ManagedProcess:
+INGEST_TOKEN = "ingest-s3cret"
+
+
+def detector_process(
+    log_dir: Path, port: int, reference: tuple[Path, Path], **env: str
+) -> ManagedProcess:
     ref, params = reference
     cmd = [
         sys.executable, "-m", "winequality.cli", "drift", "serve",
         "--reference", str(ref), "--params", str(params), "--port", str(port),
     ]  # fmt: skip
-    return ManagedProcess("detector", cmd, log_dir / f"detector-{port}.log")
+    return ManagedProcess(
+        "detector", cmd, log_dir / f"detector-{port}.log", env={**os.environ, **env}
+    )
 
 
 def app_process(log_dir: Path, bundle: Path, detector_url: str, **env: str) -> ManagedProcess:
@@ -134,8 +141,12 @@ def test_predictions_reach_the_real_detector_as_cloudevents(
 ) -> None:
     det_port = free_port()
     det_url = f"http://127.0.0.1:{det_port}"
-    detector = detector_process(tmp_path, det_port, reference_dir)
-    app = app_process(tmp_path, serving_bundles["1"], det_url, WINEQ_PAYLOAD_BATCH_MAX=batch_max)
+    # Both with the ingestion token: the detector requires it, the app's logger sends it.
+    token = {"WINEQ_DRIFT_INGEST_TOKEN": INGEST_TOKEN}
+    detector = detector_process(tmp_path, det_port, reference_dir, **token)
+    app = app_process(
+        tmp_path, serving_bundles["1"], det_url, WINEQ_PAYLOAD_BATCH_MAX=batch_max, **token
+    )
     with detector, app:
         detector.wait_ready(url=f"{det_url}/health/ready", timeout=60)
         app_url = ready(app)
@@ -168,6 +179,43 @@ def test_predictions_reach_the_real_detector_as_cloudevents(
         assert metric(app_metrics, "winequality_payloads_sent_total", type="request") == 4
         assert metric(app_metrics, "winequality_payloads_sent_total", type="response") == 4
         assert metric(app_metrics, "winequality_payloads_dropped_total") == 0
+
+
+@MODES
+def test_an_app_without_the_ingestion_token_feeds_no_row_to_the_detector(
+    tmp_path: Path,
+    serving_bundles: dict[str, Path],
+    reference_dir: tuple[Path, Path],
+    real_wines: pd.DataFrame,
+    batch_max: str,
+) -> None:
+    det_port = free_port()
+    det_url = f"http://127.0.0.1:{det_port}"
+    detector = detector_process(
+        tmp_path, det_port, reference_dir, WINEQ_DRIFT_INGEST_TOKEN=INGEST_TOKEN
+    )
+    app = app_process(
+        tmp_path,
+        serving_bundles["1"],
+        det_url,
+        WINEQ_PAYLOAD_BATCH_MAX=batch_max,
+        WINEQ_DRIFT_INGEST_TOKEN="not-the-token",
+    )
+    with detector, app:
+        detector.wait_ready(url=f"{det_url}/health/ready", timeout=60)
+        app_url = ready(app)
+        with httpx.Client(base_url=app_url, timeout=10) as client:
+            for i in range(3):
+                response = client.post("/predict", json={"wines": wines(real_wines, 10, i)})
+                assert response.status_code == 200  # a refused delivery fails no prediction
+        wait_for(
+            lambda: (
+                metric(scrape(app_url), "winequality_payloads_dropped_total", reason="rejected") > 0
+            ),
+            what="the refused deliveries to be counted",
+        )
+        assert metric(scrape(det_url), "wineq_drift_rows_total") == 0
+        assert metric(scrape(det_url), "wineq_drift_events_total", kind="request") == 0
 
 
 def test_detector_down_then_back_predictions_never_fail_and_delivery_resumes(

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.integration
 
 WEBHOOK_TOKEN = "webhook-t0ken"
 ADMIN = "admin-t0ken"
+FEEDBACK_TOKEN = "feedback-t0ken"
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
@@ -97,7 +98,7 @@ def test_degraded_labels_fire_the_alert_and_the_webhook_retrains(
          "--port", str(app_port), "--log-level", "warning"],
         logs / "app.log",
         env={**env, "WINEQ_ADMIN_TOKEN": ADMIN, "WINEQ_FEEDBACK_DB": str(tmp_path / "fb.sqlite"),
-             "WINEQ_QUALITY_MIN_LABELS": "200"},
+             "WINEQ_QUALITY_MIN_LABELS": "200", "WINEQ_FEEDBACK_TOKEN": FEEDBACK_TOKEN},
     )  # fmt: skip
     webhook = ManagedProcess(
         "webhook",
@@ -123,7 +124,14 @@ def test_degraded_labels_fire_the_alert_and_the_webhook_retrains(
         logs / "prometheus.log",
     )  # fmt: skip
     prom = f"http://127.0.0.1:{prom_port}"
-    with app, webhook, alertmanager, prometheus, httpx.Client(base_url=app_url, timeout=30) as c:
+    auth = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
+    with (
+        app,
+        webhook,
+        alertmanager,
+        prometheus,
+        httpx.Client(base_url=app_url, timeout=30, headers=auth) as c,
+    ):
         app.wait_ready(f"{app_url}/health/ready", timeout=60)
         webhook.wait_ready(f"http://127.0.0.1:{hook_port}/health/ready", timeout=30)
         alertmanager.wait_ready(f"http://127.0.0.1:{am_port}/-/ready", timeout=60)
@@ -140,6 +148,11 @@ def test_degraded_labels_fire_the_alert_and_the_webhook_retrains(
             label = min(int(quality) + 1, schema.QUALITY_MAX)
             body = {"request_id": answer["request_id"], "index": i, "quality": label}
             assert c.post("/feedback", json=body).status_code == 201
+        # One label a wine: relabelling the first one otherwise is refused, and without the
+        # token nothing is taken.
+        again = {"request_id": answer["request_id"], "index": 0, "quality": 0}
+        assert c.post("/feedback", json=again).status_code == 409
+        assert httpx.post(f"{app_url}/feedback", json=again, timeout=5).status_code == 401
 
         # The chain is fast: the retraining may already have swapped the model, so what fired
         # is read back from Prometheus' own series.

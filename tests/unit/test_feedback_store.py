@@ -13,7 +13,13 @@ import pytest
 
 from winequality.contract import schema
 from winequality.contract.problems import FeatureError
-from winequality.feedback_store import FeedbackStore, ServedRequest, StoreError, read_feedback
+from winequality.feedback_store import (
+    FeedbackStore,
+    LabelConflictError,
+    ServedRequest,
+    StoreError,
+    read_feedback,
+)
 
 
 def example_row(**changes: object) -> dict[str, object]:
@@ -164,3 +170,59 @@ def test_an_unreachable_postgresql_store_raises_store_error_without_the_password
     assert "hunter2" not in message
     assert "postgresql://wineq:***@127.0.0.1" in message
     assert "cannot open" in message
+
+
+def test_one_label_per_request_row_the_same_again_adds_nothing_another_is_refused(
+    tmp_path: Path,
+) -> None:
+    store = FeedbackStore(tmp_path / "fb.sqlite")
+    assert store.add([example_row()], [6], "req-1", [0]) == 1
+    assert store.add([example_row()], [6], "req-1", [0]) == 0
+    with pytest.raises(LabelConflictError, match="already labelled 6") as conflict:
+        store.add([example_row()], [3], "req-1", [0])
+    assert (conflict.value.index, conflict.value.stored, conflict.value.given) == (0, 6, 3)
+    assert store.add([example_row()], [3], "req-1", [1]) == 1  # another wine of the request
+    assert store.add([example_row()], [4], None) == 1  # labelled rows carry no request id
+    assert store.add([example_row()], [4], None) == 1
+    assert store.frame()[schema.TARGET].tolist() == [6, 3, 4, 4]
+
+
+def test_the_unique_label_is_the_database_s_rule_not_only_the_store_s(tmp_path: Path) -> None:
+    FeedbackStore(tmp_path / "fb.sqlite").close()
+    with sqlite3.connect(tmp_path / "fb.sqlite") as conn:
+        insert = (
+            "INSERT INTO feedback (received_at, request_id, row_index, quality, features) "
+            "VALUES ('t', 'r', 0, ?, '{}')"
+        )
+        conn.execute(insert, (5,))
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            conn.execute(insert, (7,))
+
+
+def test_an_old_file_with_repeated_labels_keeps_the_first_and_sets_the_others_aside(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:  # the schema before one label a row
+        conn.execute(
+            "CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT "
+            "NULL, request_id TEXT, row_index INTEGER, quality INTEGER NOT NULL, features TEXT "
+            "NOT NULL, served_quality FLOAT, model_version TEXT)"
+        )
+        features = json.dumps(example_row(), sort_keys=True)
+        for rid, idx, q in [("r", 0, 6), ("r", 0, 3), ("r", 0, 8), ("r", 1, 5), (None, None, 4),
+                            (None, None, 4)]:  # fmt: skip
+            conn.execute(
+                "INSERT INTO feedback (received_at, request_id, row_index, quality, features) "
+                "VALUES ('t', ?, ?, ?, ?)",
+                (rid, idx, q, features),
+            )
+    store = FeedbackStore(path)
+    assert store.frame()[schema.TARGET].tolist() == [6, 5, 4, 4]
+    with pytest.raises(LabelConflictError):
+        store.add([example_row()], [3], "r", [0])
+    store.close()
+    with sqlite3.connect(path) as conn:
+        aside = conn.execute("SELECT quality FROM feedback_relabelled ORDER BY id").fetchall()
+    assert aside == [(3,), (8,)]
+    FeedbackStore(path).close()  # reopening migrates nothing more

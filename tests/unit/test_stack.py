@@ -29,10 +29,12 @@ from winequality.stack import (
     Tools,
     find_tools,
     plan,
+    read_feedback_token,
     run_lock,
     run_params,
     service_env,
     urls,
+    write_token,
 )
 
 
@@ -113,7 +115,11 @@ def test_every_service_gets_the_run_tokens_urls_and_paths(tmp_path: Path) -> Non
         admin_token="adm",
         webhook_token="hook",
         base_env={"PATH": "/bin"},
+        feedback_token="fb",
+        ingest_token="ing",
     )
+    assert env["WINEQ_FEEDBACK_TOKEN"] == "fb"
+    assert env["WINEQ_DRIFT_INGEST_TOKEN"] == "ing"  # the detector's and the app's logger's
     assert env["WINEQ_ADMIN_TOKEN"] == "adm"
     assert env["WINEQ_DRIFT_ADMIN_TOKEN"] == "adm"
     assert env["WINEQ_WEBHOOK_TOKEN"] == "hook"
@@ -133,6 +139,19 @@ def test_every_service_gets_the_run_tokens_urls_and_paths(tmp_path: Path) -> Non
         base_env={},
     )
     assert env["WINEQ_FEEDBACK_DB"] == str(tmp_path / "fb.sqlite")
+
+
+def test_the_feedback_token_file_is_private_and_simulate_finds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WINEQ_FEEDBACK_TOKEN", raising=False)
+    paths = RunPaths(tmp_path / "run")
+    assert read_feedback_token(paths.run_dir) is None
+    write_token(paths.feedback_token, "t0k")
+    assert paths.feedback_token.stat().st_mode & 0o777 == 0o600
+    assert read_feedback_token(paths.run_dir) == "t0k"
+    monkeypatch.setenv("WINEQ_FEEDBACK_TOKEN", "from-env")
+    assert read_feedback_token(paths.run_dir) == "from-env"
 
 
 def test_plan_starts_every_service_on_loopback_with_its_port(tmp_path: Path) -> None:

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from winequality.feedback_store.rows import ServedRequest, StoreError, validate_labelled_rows
+from winequality.feedback_store.rows import (
+    LabelConflictError,
+    ServedRequest,
+    StoreError,
+    validate_labelled_rows,
+)
 from winequality.feedback_store.sink import FeedbackSink
 from winequality.feedback_store.writer import ServedRowWriter
 
@@ -20,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FeedbackSink",
     "FeedbackStore",
+    "LabelConflictError",
     "ServedRequest",
     "ServedRowWriter",
     "StoreError",

@@ -20,6 +20,20 @@ class StoreError(OSError):
     failure like an unwritable file, answered 503 and retried, never a 500."""
 
 
+class LabelConflictError(ValueError):
+    """A (request id, row) already has another label: one label a row, the first one stays."""
+
+    def __init__(self, request_id: str, index: int, stored: int, given: int) -> None:
+        super().__init__(
+            f"wine {index} of request {request_id!r} is already labelled {stored}; "
+            f"a different label ({given}) is refused"
+        )
+        self.request_id = request_id
+        self.index = index
+        self.stored = stored
+        self.given = given
+
+
 class ServedRequest(NamedTuple):
     """What the app answered for one request: the model matrix of its rows, the scores and the
     model version (None when unknown)."""

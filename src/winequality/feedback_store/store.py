@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,12 +26,13 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from winequality.contract import schema
 from winequality.contract.problems import FeatureError
 from winequality.database import is_postgresql, normalize_url, redact, sqlite_file
 from winequality.feedback_store.rows import (
+    LabelConflictError,
     ServedRequest,
     StoreError,
     pg_connect_args,
@@ -40,6 +42,8 @@ from winequality.feedback_store.rows import (
 
 if TYPE_CHECKING:
     import pandas as pd
+
+log = logging.getLogger(__name__)
 
 _METADATA: Final = sa.MetaData()
 
@@ -61,6 +65,18 @@ request id, the score served for it and the model version that served it."""
 _FEEDBACK_BY_VERSION: Final = sa.Index(
     "feedback_by_version", FEEDBACK.c.model_version, FEEDBACK.c.id
 )
+_ONE_LABEL: Final = sa.Index(
+    "feedback_one_label", FEEDBACK.c.request_id, FEEDBACK.c.row_index, unique=True
+)
+"""One label per (request id, row): a second, different one is a ``LabelConflictError``. Labels
+given with the wines (no request id) are NULL there, and NULLs never collide."""
+RELABELLED: Final = sa.Table(
+    "feedback_relabelled",
+    _METADATA,
+    *(sa.Column(c.name, c.type) for c in FEEDBACK.columns),
+)
+"""Labels set aside when ``_ONE_LABEL`` was added to a database that held several for one
+(request id, row): every one after the first, kept here, not trained on."""
 _ADDED_COLUMNS: Final = ("served_quality", "model_version")
 """Columns added after the first release: a database written before them gains them (NULL for
 its old rows, which were labelled without the served score) when it is opened."""
@@ -184,6 +200,29 @@ class FeedbackStore:
                 conn.execute(sa.text(f"ALTER TABLE {FEEDBACK.name} ADD COLUMN {name} {kind}"))
         for index in (_FEEDBACK_BY_VERSION, _SERVED_BY_REQUEST, _SERVED_BY_TIME):
             index.create(conn, checkfirst=True)
+        indexes = {i["name"] for i in sa.inspect(conn).get_indexes(FEEDBACK.name)}
+        if _ONE_LABEL.name not in indexes:
+            FeedbackStore._set_aside_relabels(conn)
+            _ONE_LABEL.create(conn)
+
+    @staticmethod
+    def _set_aside_relabels(conn: sa.Connection) -> None:
+        """Move every label after the first of a (request id, row) to ``RELABELLED``."""
+        first = (
+            sa.select(sa.func.min(FEEDBACK.c.id))
+            .where(FEEDBACK.c.request_id.is_not(None))
+            .group_by(FEEDBACK.c.request_id, FEEDBACK.c.row_index)
+        )
+        later = sa.and_(FEEDBACK.c.request_id.is_not(None), FEEDBACK.c.id.not_in(first))
+        columns = [c.name for c in FEEDBACK.columns]
+        conn.execute(RELABELLED.insert().from_select(columns, sa.select(FEEDBACK).where(later)))
+        moved = conn.execute(FEEDBACK.delete().where(later)).rowcount
+        if moved:
+            log.warning(
+                "%d repeated label(s) of a (request id, row) moved to %s: one label a row now",
+                moved,
+                RELABELLED.name,
+            )
 
     def add(
         self,
@@ -219,9 +258,32 @@ class FeedbackStore:
             }
             for row, q, idx, score in zip(rows, qualities, indices, scores, strict=True)
         ]
-        with self._failing("store the labels"), self._engine.begin() as conn:
-            conn.execute(FEEDBACK.insert(), records)
+        with self._failing("store the labels"):
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(FEEDBACK.insert(), records)
+            except IntegrityError:
+                if request_id is None:
+                    raise
+                return self._relabel(request_id, records)
         return len(records)
+
+    def _relabel(self, request_id: str, records: list[dict[str, Any]]) -> int:
+        """A label for a (request id, row) that has one: 0 (nothing new) when it is the same,
+        else ``LabelConflictError`` naming both."""
+        wanted = {r["row_index"]: r["quality"] for r in records}
+        query = sa.select(FEEDBACK.c.row_index, FEEDBACK.c.quality).where(
+            FEEDBACK.c.request_id == request_id, FEEDBACK.c.row_index.in_(list(wanted))
+        )
+        with self._engine.connect() as conn:
+            existing = dict(conn.execute(query).tuples().all())
+        for index, quality in wanted.items():
+            have = existing.get(index)
+            if have is not None and int(have) != quality:
+                raise LabelConflictError(request_id, index, int(have), quality)
+        if len(existing) != len(wanted):  # a unique violation, yet not all rows labelled?
+            raise StoreError(f"feedback store {self.where} cannot store the labels: conflict")
+        return 0
 
     def labelled(self, model_version: str, limit: int) -> list[tuple[float, float]]:
         """The latest ``limit`` (true quality, served score) pairs of a version, oldest first."""

@@ -60,6 +60,7 @@ from winequality.http_common import (
     install_error_handling,
     read_request_body,
     set_token,
+    token_dependency,
 )
 from winequality.monitoring import openapi, sequential
 from winequality.monitoring.decisions import (
@@ -88,6 +89,7 @@ from winequality.monitoring.sequential import (
     WindowPolicy,
 )
 from winequality.params import DriftParams
+from winequality.rate_limit import CallerLimiter, limit_dependency, set_limit
 from winequality.settings import DetectorSettings
 
 log = logging.getLogger("winequality.drift")
@@ -751,7 +753,16 @@ SettingsDep = Annotated[DetectorSettings, Depends(get_settings)]
 router = APIRouter()
 
 
-@router.post("/", **openapi.RECEIVE_EVENT)
+INGEST: Final = "ingest"
+"""The name of the ingestion token and limit (``WINEQ_DRIFT_INGEST_TOKEN``)."""
+
+
+# The token, then the caller's rate, both before a byte of the body is read.
+@router.post(
+    "/",
+    dependencies=[Depends(token_dependency(INGEST)), Depends(limit_dependency(INGEST))],
+    **openapi.RECEIVE_EVENT,
+)
 async def receive_event(request: Request, st: StateDep, settings: SettingsDep) -> Response:
     """CloudEvents: request payloads are added to the window, responses counted and ignored.
 
@@ -979,6 +990,19 @@ def create_app(
     app.state.settings = settings
     app.state.reload_lock = asyncio.Lock()
     set_token(app, settings.admin_token, "set WINEQ_DRIFT_ADMIN_TOKEN on the detector")
+    set_token(
+        app,
+        settings.ingest_token,
+        "set WINEQ_DRIFT_INGEST_TOKEN",
+        name=INGEST,
+        open_when_unset=True,
+    )
+    if not settings.ingest_token:
+        log.warning(
+            "WINEQ_DRIFT_INGEST_TOKEN is not set: anyone who can reach POST / can feed the drift "
+            "windows (acceptable in development only)"
+        )
+    set_limit(app, INGEST, CallerLimiter(settings.ingest_rate_per_s, settings.ingest_burst))
     app.include_router(router)
     add_docs(app)
     install_error_handling(app)

@@ -173,6 +173,7 @@ def create_app(
             batch_max=settings.payload_batch_max,
             linger_s=settings.payload_linger_s,
             detector_max_body_bytes=settings.detector_max_body_bytes,
+            token=settings.detector_ingest_token,
         )
         if settings.detector_url
         else None
@@ -230,7 +231,7 @@ def create_app(
     app.include_router(metadata.router)
     app.include_router(v2.router)
     app.include_router(admin.router)
-    app.include_router(feedback.router)
+    feedback.install(app, settings)
     add_docs(app)
     app.hot_endpoints = {predict_route.path: predict_route.app, infer_route.path: infer_route.app}
     app.add_middleware(RouteTimer, metrics=metrics)

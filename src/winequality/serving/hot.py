@@ -12,9 +12,7 @@ headers built without a helper, and request ids made from a counter rather than 
 
 from __future__ import annotations
 
-import itertools
 import logging
-import uuid
 from time import perf_counter, time
 from typing import Any, ClassVar
 
@@ -44,6 +42,7 @@ from winequality.inference.predictor import (
 from winequality.serving.errors import RequestError, error_body
 from winequality.serving.model import LoadedModel
 from winequality.serving.payload_logger import Exchange
+from winequality.serving.recent import REQUEST_IDS
 from winequality.serving.state import ServingState
 
 log = logging.getLogger(__name__)
@@ -55,26 +54,6 @@ _PREDICTOR_FAILURES: tuple[tuple[type[PredictorError], int, str], ...] = (
     (UpstreamBadResponse, 502, "upstream_bad_response"),
     (PredictorError, 500, "predictor_error"),
 )
-
-
-class RequestIds:
-    """Fresh request ids, 32 hex digits: a random per-process prefix and a counter.
-
-    Unique within the process by the counter and across processes (restarts, replicas) by the
-    64 random bits of the prefix, which is all a request id needs; a uuid4 reads the system's
-    random source on every request.
-    """
-
-    def __init__(self) -> None:
-        self._prefix = uuid.uuid4().hex[:16]
-        self._count = itertools.count(1)
-
-    def next(self) -> str:
-        return f"{self._prefix}{next(self._count):016x}"
-
-
-REQUEST_IDS = RequestIds()
-"""One sequence for both endpoints: their requests share the remembered-rows mapping."""
 
 
 class HotEndpoint:
@@ -120,7 +99,9 @@ class HotEndpoint:
                 given = value if given is None else given
             elif key == wanted and extra is None:
                 extra = value
-        rid = (given_request_id(given) if given is not None else None) or REQUEST_IDS.next()
+        # The id the app issues is the only key of the served rows; the caller's X-Request-ID
+        # is echoed as a correlation id and never names a row (see serving/recent.py).
+        rid = REQUEST_IDS.next()
         status = 200
         logged: tuple[bytes | Matrix, LoadedModel] | None = None
         try:
@@ -151,6 +132,8 @@ class HotEndpoint:
             (b"content-length", b"%d" % len(out)),
             (b"x-request-id", rid.encode()),
         ]
+        if given is not None and given_request_id(given) is not None:
+            headers.append((b"x-correlation-id", given))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": out})
         elapsed = perf_counter() - start

@@ -13,10 +13,16 @@ When replicas share the feedback store (``served_rows_shared``), ``remember`` al
 references to the store's ``ServedRowWriter`` (a deque append; the thread writes them), so
 feedback received by another replica finds the request there; this cache stays the fast lookup
 for the requests this process answered.
+
+The key of a remembered request is always an id the app issued (``RequestIds``): 128 bits from
+the operating system's CSPRNG, so knowing any number of ids (one's own) tells nothing about
+another client's, and a client-chosen ``X-Request-ID`` never names a served row (it is kept only
+as a correlation id, echoed back).
 """
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from typing import Any, Final
 
@@ -37,6 +43,35 @@ def matrix_row(matrix: Matrix, index: int) -> dict[str, Any]:
     }
     row[schema.WINE_TYPE] = "white" if values[-1] >= 0.5 else "red"
     return row
+
+
+class RequestIds:
+    """Server-issued request ids: 32 hex digits of ``os.urandom``, unguessable and (by their
+    128 bits) unique. The random bytes are read ``pool`` ids at a time: one ``getrandom`` call
+    per id would cost several times the slicing (``benchmarks/request_ids.py``). A forked child
+    starts a fresh pool, so no two processes hand out the same ids. Called from the event loop
+    (one thread)."""
+
+    def __init__(self, pool: int = 4096) -> None:
+        self._size = 16 * pool
+        self._buf = b""
+        self._pos = 0
+        self._end = 0
+        os.register_at_fork(after_in_child=self._drop)
+
+    def _drop(self) -> None:
+        self._buf, self._pos, self._end = b"", 0, 0
+
+    def next(self) -> str:
+        pos = self._pos
+        if pos >= self._end:
+            self._buf, pos, self._end = os.urandom(self._size), 0, self._size
+        self._pos = pos + 16
+        return self._buf[pos : pos + 16].hex()
+
+
+REQUEST_IDS: Final = RequestIds()
+"""One sequence for both hot endpoints: their requests share the remembered-rows mapping."""
 
 
 ROWS_PER_REQUEST: Final = 10

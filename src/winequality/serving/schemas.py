@@ -72,7 +72,10 @@ class PredictResponse(BaseModel):
 
     model_name: str
     model_version: str
-    request_id: str = Field(description="Echoes the X-Request-ID header when one was sent.")
+    request_id: str = Field(
+        description="Issued by the app (also its X-Request-ID header): the key `/feedback` "
+        "names this request by. A caller's own X-Request-ID comes back as X-Correlation-ID."
+    )
     predictions: list[WinePrediction]
 
 

@@ -260,6 +260,7 @@ def test_every_configmap_and_secret_reference_resolves_or_is_external(
         "wine-quality-database",
         "postgres",
         "mlflow-database",
+        "wine-quality-loop",
     }
     for docs in [*rendered.values(), mlflow]:
         configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in find(docs, "ConfigMap")}

@@ -69,11 +69,24 @@ def test_predict_matches_scikit_learn_on_real_wines(
     np.testing.assert_allclose(got, wine_model.predict(frame_to_matrix(sample)), atol=1e-3)
 
 
-def test_request_id_header_is_echoed(client: TestClient) -> None:
+def test_a_callers_request_id_is_echoed_as_correlation_id_never_the_key(
+    client: TestClient,
+) -> None:
     response = client.post(
         "/predict", json={"wines": [example_wine()]}, headers={"x-request-id": "abc-123"}
     )
-    assert response.json()["request_id"] == "abc-123"
+    issued = response.json()["request_id"]
+    assert issued != "abc-123"
+    assert response.headers["x-request-id"] == issued
+    assert response.headers["x-correlation-id"] == "abc-123"
+
+
+def test_issued_request_ids_are_random_32_hex_digits(client: TestClient) -> None:
+    ids = [predict(client, {"wines": [example_wine()]}).json()["request_id"] for _ in range(50)]
+    assert len(set(ids)) == 50
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    # Not a prefix and a counter: every part of an id is new each time.
+    assert len({i[:8] for i in ids}) == len({i[-8:] for i in ids}) == 50
 
 
 @pytest.mark.parametrize(

@@ -47,9 +47,8 @@ def stored(db: Path) -> pd.DataFrame:
         store.close()
 
 
-def predict(client: TestClient, wines: list[dict[str, Any]], rid: str | None = None) -> str:
-    headers = {"x-request-id": rid} if rid else {}
-    response = client.post("/predict", json={"wines": wines}, headers=headers)
+def predict(client: TestClient, wines: list[dict[str, Any]]) -> str:
+    response = client.post("/predict", json={"wines": wines})
     assert response.status_code == 200
     request_id: str = response.json()["request_id"]
     return request_id
@@ -86,9 +85,10 @@ def test_feedback_for_a_v2_request_recovers_the_tensor_values(
     inputs.append(
         {"name": schema.WINE_TYPE, "shape": [1, 1], "datatype": "BYTES", "data": ["white"]}
     )
-    response = fb_client.post(V2_INFER, json={"inputs": inputs}, headers={"x-request-id": "v2-1"})
+    response = fb_client.post(V2_INFER, json={"inputs": inputs})
     assert response.status_code == 200
-    answer = fb_client.post("/feedback", json={"request_id": "v2-1", "index": 0, "quality": 5})
+    rid = response.headers["x-request-id"]  # the V2 body's id echoes the request's own
+    answer = fb_client.post("/feedback", json={"request_id": rid, "index": 0, "quality": 5})
     assert answer.status_code == 201
     row = stored(feedback_db).iloc[0]
     assert row["fixed_acidity"] == 7.4  # not float32's 7.400000095367432
@@ -115,13 +115,12 @@ def test_unknown_request_id_is_404_naming_it(fb_client: TestClient) -> None:
 def test_forgotten_request_id_is_404_once_newer_requests_pushed_it_out(
     fb_client: TestClient,
 ) -> None:
-    first = predict(fb_client, [example_wine()], "first")
-    for i in range(3):  # recent_requests=3
-        predict(fb_client, [example_wine()], f"later-{i}")
+    first = predict(fb_client, [example_wine()])
+    later = [predict(fb_client, [example_wine()]) for _ in range(3)]  # recent_requests=3
     response = fb_client.post("/feedback", json={"request_id": first, "index": 0, "quality": 6})
     assert response.status_code == 404
-    assert "first" in response.json()["error"]
-    ok = fb_client.post("/feedback", json={"request_id": "later-0", "index": 0, "quality": 6})
+    assert first in response.json()["error"]
+    ok = fb_client.post("/feedback", json={"request_id": later[0], "index": 0, "quality": 6})
     assert ok.status_code == 201
 
 

@@ -10,6 +10,12 @@ served for it and the model version, and enters that version's realized quality)
 A request id is looked up in this process's recent cache first, then, when replicas share the
 store, among the served rows the replicas wrote there (another replica answered it). A 201 is
 sent only after the label is committed.
+
+The request id is the one the app issued for the prediction (unguessable; a caller's
+X-Request-ID never names a served row). A wine has one label: the same label again answers 200
+with ``stored: 0`` (idempotent: a retried POST is harmless), another one 409 naming both.
+Callers present ``WINEQ_FEEDBACK_TOKEN`` as a bearer token (401 otherwise) and stay under a
+per-address rate (429 with Retry-After); both are checked before the body is read.
 """
 
 from __future__ import annotations
@@ -18,14 +24,15 @@ import asyncio
 import logging
 from typing import Any, Final
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
 from winequality.contract.parsers import parse_json
 from winequality.contract.problems import FeatureError, Problem
-from winequality.feedback_store import ServedRequest, StoreError
-from winequality.http_common import BodyError, read_request_body
+from winequality.feedback_store import LabelConflictError, ServedRequest, StoreError
+from winequality.http_common import BodyError, read_request_body, set_token, token_dependency
+from winequality.rate_limit import CallerLimiter, limit_dependency, set_limit
 from winequality.serving.errors import RequestError
 from winequality.serving.recent import matrix_row
 from winequality.serving.schemas import (
@@ -36,10 +43,32 @@ from winequality.serving.schemas import (
     inline_json_schema,
 )
 from winequality.serving.state import ServingState, StateDep
+from winequality.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["monitoring"])
+
+TOKEN_NAME: Final = "feedback"  # noqa: S105 (the token's name, not a secret)
+
+
+def install(app: FastAPI, settings: ServingSettings) -> None:
+    """The route, with its token and per-caller limit; an open endpoint is logged."""
+    app.include_router(router)
+    set_token(
+        app,
+        settings.feedback_token,
+        "set WINEQ_FEEDBACK_TOKEN",
+        name=TOKEN_NAME,
+        open_when_unset=True,
+    )
+    if not settings.feedback_token:
+        log.warning(
+            "WINEQ_FEEDBACK_TOKEN is not set: anyone who can reach POST /feedback can write "
+            "training labels (acceptable in development only)"
+        )
+    set_limit(app, TOKEN_NAME, CallerLimiter(settings.feedback_rate_per_s, settings.feedback_burst))
+
 
 # Built once at import; validation runs per feedback request, never on the prediction path.
 # Strict: JSON types are taken as they are ("6" is not a quality, true is not an index).
@@ -142,7 +171,7 @@ async def _by_request(state: ServingState, doc: dict[str, Any]) -> tuple[int, st
         served=None if score is None else [score],
         model_version=version,
     )
-    if score is not None and version is not None:
+    if stored and score is not None and version is not None:  # a repeated label adds nothing
         state.quality.observe(version, [float(body.quality)], [score])
     return stored, rid
 
@@ -184,7 +213,11 @@ async def _rows(state: ServingState, doc: dict[str, Any]) -> int:
     response_model=FeedbackResponse,
     status_code=201,
     responses={
+        200: {"model": FeedbackResponse, "description": "The same label again: nothing new."},
+        401: {"description": "Missing or invalid bearer token (`WINEQ_FEEDBACK_TOKEN`)."},
         404: {"model": ErrorResponse, "description": "Unknown or forgotten request id."},
+        409: {"model": ErrorResponse, "description": "The wine already has another label."},
+        429: {"description": "Over this caller's rate; see Retry-After."},
         413: {"model": ErrorResponse, "description": "Body too large."},
         415: {"model": ErrorResponse, "description": "Content type is not application/json."},
         422: {"model": ErrorResponse, "description": "Invalid body: index, field and reason."},
@@ -205,6 +238,7 @@ async def _rows(state: ServingState, doc: dict[str, Any]) -> int:
             },
         }
     },
+    dependencies=[Depends(token_dependency(TOKEN_NAME)), Depends(limit_dependency(TOKEN_NAME))],
 )
 async def feedback(request: Request, state: StateDep) -> Response:
     """Record the true quality of wines, for the next retraining.
@@ -244,11 +278,15 @@ async def feedback(request: Request, state: StateDep) -> Response:
         return _error(exc)
     except FeatureError as exc:  # invalid JSON, or rows the store refused
         return _error(RequestError.invalid(exc))
+    except LabelConflictError as exc:
+        problem = Problem(exc.index, "quality", str(exc), "label_conflict", ("body", "quality"))
+        return _error(RequestError(409, [problem], str(exc), "label_conflict"))
     except StoreError as exc:  # the database is down, locked or unwritable
         log.error("feedback not stored: %s", exc)
         why = f"the feedback store cannot be written, nothing was stored (retry later): {exc}"
         problem = Problem(None, None, why, "store_unavailable", ("body",))
         return _error(RequestError(503, [problem], why))
     return JSONResponse(
-        FeedbackResponse(stored=stored, request_id=rid).model_dump(), status_code=201
+        FeedbackResponse(stored=stored, request_id=rid).model_dump(),
+        status_code=201 if stored else 200,
     )
