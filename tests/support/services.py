@@ -22,6 +22,10 @@ from winequality.process import ManagedProcess, free_port
 APP_TOKEN = "hostile-admin-token"
 DETECTOR_TOKEN = "hostile-detector-token"
 WEBHOOK_TOKEN = "hostile-webhook-token"
+# The loop's input tokens as deployed: the app's feedback token is its admin token and the
+# detector's ingestion token its admin token, so one bearer header (schemathesis') opens all.
+FEEDBACK_TOKEN = APP_TOKEN
+INGEST_TOKEN = DETECTOR_TOKEN
 
 
 @dataclass
@@ -64,6 +68,7 @@ def start_app(root: Path, bundle: Path, **env: str) -> Service:
     cmd = [sys.executable, "-m", "winequality.cli", "serve", "--model-dir", str(model_dir)]
     settings = {
         "WINEQ_ADMIN_TOKEN": APP_TOKEN,
+        "WINEQ_FEEDBACK_TOKEN": FEEDBACK_TOKEN,
         "WINEQ_FEEDBACK_DB": str(root / "feedback.db"),
         "WINEQ_RELOAD_WATCH_S": "0",
         **env,
@@ -82,7 +87,11 @@ def start_detector(root: Path, wines: pd.DataFrame, window: int = 200, **env: st
         sys.executable, "-m", "winequality.cli", "drift", "serve",
         "--reference", str(reference), "--params", str(params),
     ]  # fmt: skip
-    settings = {"WINEQ_DRIFT_ADMIN_TOKEN": DETECTOR_TOKEN, **env}
+    settings = {
+        "WINEQ_DRIFT_ADMIN_TOKEN": DETECTOR_TOKEN,
+        "WINEQ_DRIFT_INGEST_TOKEN": INGEST_TOKEN,
+        **env,
+    }
     return _start("detector", cmd, root, settings, "/health/ready")
 
 

@@ -72,9 +72,11 @@ RECEIVE_EVENT: Final[dict[str, Any]] = {
     "responses": {
         200: {"description": "Applied: the events, their rows and the windows they closed."},
         400: _problem("Not a CloudEvent, not JSON, or a bad event of a batch (named)."),
+        401: _problem("Missing or wrong bearer token (WINEQ_DRIFT_INGEST_TOKEN)."),
         413: _problem("Body too large."),
         415: _problem("A datacontenttype that is not JSON."),
         422: _problem("A request payload of unknown format or with invalid values (named)."),
+        429: _problem("Over this caller's rate; see Retry-After."),
         503: _problem("No reference sample loaded yet."),
     },
     "openapi_extra": {

@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 from tests.support.services import (
     APP_TOKEN,
+    FEEDBACK_TOKEN,
+    INGEST_TOKEN,
     WEBHOOK_TOKEN,
     Service,
     peak_rss_bytes,
@@ -83,7 +85,10 @@ def send_chunked(url: str, path: str, headers: dict[str, str], total: int) -> in
 
 TARGETS = [
     # service, path, headers, the limit of what it may read, the expected answer
-    ("app", "/feedback", {"content-type": "application/json"}, APP_LIMIT, 413),
+    ("app", "/feedback", {"content-type": "application/json"}, 0, 401),
+    ("app", "/feedback",
+     {"content-type": "application/json", "authorization": f"Bearer {FEEDBACK_TOKEN}"},
+     APP_LIMIT, 413),
     ("app", "/predict", {"content-type": "application/json"}, APP_LIMIT, 413),
     ("app", "/v2/models/wine-quality/infer", {"content-type": "application/octet-stream"},
      APP_LIMIT, 413),
@@ -91,10 +96,13 @@ TARGETS = [
     ("app", "/admin/reload",
      {"content-type": "application/json", "authorization": f"Bearer {APP_TOKEN}"},
      MAX_RELOAD_BODY, 413),
-    ("detector", "/", {"content-type": "application/cloudevents-batch+json"},
+    ("detector", "/", {"content-type": "application/cloudevents-batch+json"}, 0, 401),
+    ("detector", "/", {"content-type": "application/cloudevents-batch+json",
+                       "authorization": f"Bearer {INGEST_TOKEN}"},
      DEFAULT_DETECTOR_MAX_BODY_BYTES, 413),
     ("detector", "/", {"content-type": "application/json", "ce-id": "1", "ce-source": "m",
-                       "ce-specversion": "1.0", "ce-type": "io.seldon.serving.inference.request"},
+                       "ce-specversion": "1.0", "ce-type": "io.seldon.serving.inference.request",
+                       "authorization": f"Bearer {INGEST_TOKEN}"},
      DEFAULT_DETECTOR_MAX_BODY_BYTES, 413),
     ("detector", "/reference/reload", {}, 0, 401),
     ("detector", "/reference/reload", {"authorization": "Bearer wrong"}, 0, 401),

@@ -21,7 +21,13 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support.services import APP_TOKEN, WEBHOOK_TOKEN, Service
+from tests.support.services import (
+    APP_TOKEN,
+    FEEDBACK_TOKEN,
+    INGEST_TOKEN,
+    WEBHOOK_TOKEN,
+    Service,
+)
 
 from winequality import artifacts
 from winequality.contract import schema
@@ -494,6 +500,8 @@ def services(app: Service, detector: Service, webhook: Service) -> dict[str, Ser
 @pytest.fixture(scope="module")
 def clients(services: dict[str, Service]) -> Iterator[dict[str, httpx.Client]]:
     made = {name: httpx.Client(base_url=s.url, timeout=30) for name, s in services.items()}
+    made[A].headers["authorization"] = f"Bearer {FEEDBACK_TOKEN}"
+    made[D].headers["authorization"] = f"Bearer {INGEST_TOKEN}"
     try:
         yield made
     finally:
@@ -554,9 +562,18 @@ def assert_refused(response: Answer | httpx.Response, status: int | None, mentio
     assert _SANE_ID.match(response.headers.get("x-request-id", "")), response.headers
 
 
+def with_loop_token(service: str, path: str, headers: dict[str, str | bytes]) -> None:
+    """The caller's token on the loop's inputs (feedback, ingestion) unless the case sets its
+    own: each case is refused for the part it breaks, not for a missing token."""
+    token = {(A, "/feedback"): FEEDBACK_TOKEN, (D, "/"): INGEST_TOKEN}.get((service, path))
+    if token is not None and not any(k.lower() == "authorization" for k in headers):
+        headers["authorization"] = f"Bearer {token}"
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_input_is_refused_with_a_json_4xx(case: Case, services: dict[str, Service]) -> None:
     headers: dict[str, str | bytes] = dict(case.headers)
+    with_loop_token(case.service, case.path, headers)
     response = send(services[case.service].url, case.method, case.path, case.body, headers)
     assert_refused(response, case.status, case.mentions)
 
@@ -603,17 +620,28 @@ def test_cases_cover_every_documented_endpoint(clients: dict[str, httpx.Client])
 def test_every_answer_carries_a_sane_request_id(
     services: dict[str, Service], service: str, method: str, path: str, request_id: str
 ) -> None:
-    """A bad X-Request-ID is replaced, never echoed; a good one is kept, on every endpoint."""
+    """A bad X-Request-ID is replaced, never echoed; a good one is kept, on every endpoint but
+    the two that score wines: their id is the server's (it keys the served rows that labels
+    name) and the caller's comes back as X-Correlation-ID."""
     url = services[service].url
     body = b"" if method == "POST" else None
-    response = send(url, method, path, body, {"x-request-id": request_id.encode()})
+    headers: dict[str, str | bytes] = {"x-request-id": request_id.encode()}
+    with_loop_token(service, path, headers)
+    response = send(url, method, path, body, headers)
     assert response.status_code < 500, response.text[:300]
     given = response.headers.get("x-request-id")
     assert given is not None, path
     assert _SANE_ID.match(given), (path, given)
     assert given != request_id
-    kept = send(url, method, path, body, {"x-request-id": "caller-id-1"})
-    assert kept.headers.get("x-request-id") == "caller-id-1"
+    kept_headers: dict[str, str | bytes] = {"x-request-id": "caller-id-1"}
+    with_loop_token(service, path, kept_headers)
+    kept = send(url, method, path, body, kept_headers)
+    if service == A and path in ("/predict", INFER):
+        assert kept.headers.get("x-correlation-id") == "caller-id-1"
+        assert _SANE_ID.match(kept.headers["x-request-id"])
+        assert kept.headers["x-request-id"] != "caller-id-1"
+    else:
+        assert kept.headers.get("x-request-id") == "caller-id-1"
 
 
 def test_valid_requests_still_succeed(clients: dict[str, httpx.Client]) -> None:
@@ -718,5 +746,6 @@ def test_chunked_bodies_over_the_limits_are_413_before_being_read(
                 yield b" " * 10_000
 
         with httpx.Client(base_url=services[service].url, timeout=60) as client:
+            with_loop_token(service, path, headers)
             response = client.post(path, content=chunks(), headers=headers)
         assert_refused(response, 413, "exceeds")
