@@ -45,7 +45,6 @@ from tests.support.bundles import train_model, write_model_bundle
 
 from benchmarks.serving import (
     CLIENT_CORE,
-    LUA,
     ROOT,
     SERVER_CORE,
     Run,
@@ -53,6 +52,7 @@ from benchmarks.serving import (
     add_load_options,
     cpu_seconds,
     load_setup,
+    lua_script,
     start,
     wines_body,
     wrk,
@@ -100,7 +100,7 @@ def main() -> None:
         wines.sample(1000, random_state=0).to_parquet(tmp / "reference.parquet")
         (tmp / "single.json").write_bytes(wines_body(wines, 1, 1))
         script = tmp / "single.lua"
-        script.write_text(LUA.format(body=tmp / "single.json"))
+        script.write_text(lua_script(tmp / "single.json"))
 
         det_port = free_port()
         detector_url = f"http://127.0.0.1:{det_port}"

@@ -34,13 +34,13 @@ from tests.support.postgres import PostgresServer, postgres_bin
 from benchmarks.payload_logging import scrape, total
 from benchmarks.serving import (
     CLIENT_CORE,
-    LUA,
     SERVER_CORE,
     Run,
     Server,
     add_load_options,
     cpu_seconds,
     load_setup,
+    lua_script,
     start,
     wines_body,
     wrk,
@@ -95,7 +95,7 @@ def main() -> None:
         bundle = write_model_bundle(tmp / "bundle", train_model(wines), version="bench")
         (tmp / "single.json").write_bytes(wines_body(wines, 1, 1))
         script = tmp / "single.lua"
-        script.write_text(LUA.format(body=tmp / "single.json"))
+        script.write_text(lua_script(tmp / "single.json"))
         cmd = [sys.executable, "-m", "winequality.serving", "--model-dir", str(bundle),
                "--log-level", "warning"]  # fmt: skip
         base = {k: v for k, v in os.environ.items() if not k.startswith("WINEQ_")}
