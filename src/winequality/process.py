@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,10 +18,42 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Final
+
+LISTEN_PORTS: Final = (20_000, 32_768)
+"""Where ``free_port`` looks first: below Linux's default ephemeral range (32768-60999)."""
+_PICK: Final = random.SystemRandom()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return LISTEN_PORTS[1]
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on ``host``."""
+    """A TCP port that is free right now on ``host``.
+
+    Picked at random below the ephemeral range when it can be: a port the kernel hands out for
+    binding to 0 is also a source port it may give an outgoing connection before the service
+    that was promised it binds (seen as "address already in use" under parallel tests).
+    """
+    low, high = LISTEN_PORTS[0], min(LISTEN_PORTS[1], _ephemeral_floor())
+    for _ in range(50):
+        if low < high:
+            port = _PICK.randrange(low, high)
+            if _bindable(host, port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
