@@ -5,70 +5,27 @@ and the registry's alias; one that gets ready stays."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-import yaml
 from tests.support.fake_kube import FakeCluster, serve
+from tests.support.retraining import TUNED, retrain_env, retrain_project, run_retrain, shrunk
 
-from winequality.contract import schema
-from winequality.feedback_store import FeedbackStore
 from winequality.settings import TrackingSettings
 
 pytestmark = pytest.mark.integration
 
 NS = "wine-quality-staging"
-FAST = {"alpha_grid": [0.001, 0.01], "l1_ratio_grid": [0.5, 1.0], "cv_folds": 3}
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, real_wines: pd.DataFrame) -> Path:
-    """Base splits, 120 labelled feedback rows, a weak and a tuned params file."""
+    """A weak (shrunk) and a tuned params file."""
     root = tmp_path_factory.mktemp("cluster") / "project"
-    wines = real_wines.drop_duplicates().sample(n=1620, random_state=5).reset_index(drop=True)
-    prepared = root / "data" / "prepared"
-    prepared.mkdir(parents=True)
-    wines.iloc[:1000].to_parquet(prepared / "train.parquet", index=False)
-    wines.iloc[1000:1500].to_parquet(prepared / "test.parquet", index=False)
-    feedback = wines.iloc[1500:]
-    store = FeedbackStore(root / "feedback.sqlite")
-    columns = [*schema.FEATURE_NAMES, schema.WINE_TYPE]
-    rows = [{str(k): v for k, v in r.items()} for r in feedback.loc[:, columns].to_dict("records")]
-    store.add(rows, feedback[schema.TARGET].astype(int).tolist())
-    store.close()
-    retrain = {"min_feedback_rows": 50}
-    weak = {"train": {"search": False, "alpha": 0.08, "l1_ratio": 1.0}, "retrain": retrain}
-    (root / "params-weak.yaml").write_text(yaml.safe_dump(weak))
-    (root / "params-good.yaml").write_text(yaml.safe_dump({"train": FAST, "retrain": retrain}))
-    return root
-
-
-def env_for(project: Path, params: str, cluster: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WINEQ_", "MLFLOW_"))}
-    return env | {
-        "WINEQ_PROJECT_DIR": str(project),
-        "WINEQ_PARAMS_FILE": str(project / params),
-        "WINEQ_FEEDBACK_DB": str(project / "feedback.sqlite"),
-        "WINEQ_MODEL_DIR": str(project / "serving" / "current"),
-        **(cluster or {}),
-    }
-
-
-def retrain(project: Path, env: dict[str, str], *args: str) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "winequality.cli", "retrain", *args],
-        cwd=project, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return retrain_project(root, real_wines, seed=5, params={"weak": shrunk(0.08), "good": TUNED})
 
 
 def registry(project: Path) -> Any:
@@ -86,7 +43,7 @@ def champion(project: Path) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def weak_champion(project: Path) -> tuple[str, str]:
     """v1, a weak model, served before the cluster path is involved."""
-    first = retrain(project, env_for(project, "params-weak.yaml"), "--no-notify")
+    first = run_retrain(project, retrain_env(project, "weak"), "--no-notify")
     assert first["promoted"] is True, first
     return champion(project)
 
@@ -118,7 +75,7 @@ def test_a_champion_that_never_gets_ready_is_rolled_back_in_cluster_and_registry
     project: Path, weak_champion: tuple[str, str], cluster_never_ready_but_v1: Any
 ) -> None:
     served = cluster_never_ready_but_v1
-    result = retrain(project, env_for(project, "params-good.yaml", cluster_env(served)))
+    result = run_retrain(project, retrain_env(project, "good", **cluster_env(served)))
     assert result["outcome"] == "rolled_back", result
     assert result["promoted"] is False
     assert "never became ready" in result["reason"]
@@ -139,7 +96,7 @@ def test_a_champion_that_never_gets_ready_is_rolled_back_in_cluster_and_registry
 def test_a_champion_that_gets_ready_stays_promoted_in_cluster_and_registry(
     project: Path, weak_champion: tuple[str, str], cluster_ready: Any
 ) -> None:
-    result = retrain(project, env_for(project, "params-good.yaml", cluster_env(cluster_ready)))
+    result = run_retrain(project, retrain_env(project, "good", **cluster_env(cluster_ready)))
     assert result["outcome"] == "promoted", result
     assert "rolled out" in result["reason"]
     version, run_id = champion(project)

@@ -12,16 +12,13 @@ served version answering.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
 import httpx
@@ -29,14 +26,13 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-import yaml
+from tests.support.retraining import TUNED, retrain_env, retrain_project, run_retrain, shrunk
 
 from winequality import artifacts
 from winequality.bundled_triton import BundledTriton
 from winequality.contract import schema
 from winequality.contract.parsers import frame_to_matrix
 from winequality.export.triton_repository import repository_versions
-from winequality.feedback_store import FeedbackStore
 from winequality.inference.predictor import OnnxPredictor
 from winequality.pipeline.retrain import ask_app_to_reload
 from winequality.process import ManagedProcess, free_port
@@ -50,52 +46,17 @@ ADMIN = "admin-t0ken"
 CONNECTIONS = 16
 STEPS = ("preprocess", "elasticnet", "postprocess")
 MODELS = (*STEPS, schema.MODEL_NAME)
-# The first champion shrinks hard without a search, so the tuned challenger beats it for sure.
-WEAK = {"train": {"search": False, "alpha": 0.1, "l1_ratio": 1.0}}
-TUNED = {"train": {"alpha_grid": [0.001, 0.01], "l1_ratio_grid": [0.5, 1.0], "cv_folds": 3}}
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, real_wines: pd.DataFrame) -> Path:
-    """Base splits and 120 labelled feedback rows from the real data; two params files."""
+    """The first champion shrinks hard without a search, so the tuned challenger beats it."""
     root = tmp_path_factory.mktemp("triton-reload") / "project"
-    wines = real_wines.drop_duplicates().sample(n=1620, random_state=5).reset_index(drop=True)
-    prepared = root / "data" / "prepared"
-    prepared.mkdir(parents=True)
-    wines.iloc[:1000].to_parquet(prepared / "train.parquet", index=False)
-    wines.iloc[1000:1500].to_parquet(prepared / "test.parquet", index=False)
-    feedback = wines.iloc[1500:]
-    store = FeedbackStore(root / "feedback.sqlite")
-    features = feedback.loc[:, [*schema.FEATURE_NAMES, schema.WINE_TYPE]]
-    rows = [{str(k): v for k, v in row.items()} for row in features.to_dict("records")]
-    store.add(rows, feedback[schema.TARGET].astype(int).tolist())
-    store.close()
-    for name, params in (("weak", WEAK), ("tuned", TUNED)):
-        body = params | {"retrain": {"min_feedback_rows": 50}}
-        (root / f"params-{name}.yaml").write_text(yaml.safe_dump(body))
-    return root
+    return retrain_project(root, real_wines, seed=5, params={"weak": shrunk(0.1), "tuned": TUNED})
 
 
 def env_for(project: Path, params: str, app_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WINEQ_", "MLFLOW_"))}
-    return env | {
-        "WINEQ_PROJECT_DIR": str(project),
-        "WINEQ_PARAMS_FILE": str(project / f"params-{params}.yaml"),
-        "WINEQ_FEEDBACK_DB": str(project / "feedback.sqlite"),
-        "WINEQ_MODEL_DIR": str(project / "serving" / "current"),
-        "WINEQ_APP_URL": app_url,
-        "WINEQ_ADMIN_TOKEN": ADMIN,
-    }
-
-
-def retrain(project: Path, env: dict[str, str], *args: str) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "winequality.cli", "retrain", *args],
-        cwd=project, env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return retrain_env(project, params, WINEQ_APP_URL=app_url, WINEQ_ADMIN_TOKEN=ADMIN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +83,7 @@ def served(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """Champion v1 (first retraining, no app yet), then the app serving it through Triton."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    first = retrain(project, env_for(project, "weak", url), "--no-notify")
+    first = run_retrain(project, env_for(project, "weak", url), "--no-notify")
     assert (first["promoted"], first["version"]) == (True, "1"), first
     cmd = [sys.executable, "-m", "winequality.cli", "serve", "--backend", "triton",
            "--port", str(port), "--log-level", "warning"]  # fmt: skip
@@ -223,7 +184,7 @@ def test_retraining_swaps_triton_under_load_without_a_failed_request(
     first_bundle = (project / "serving" / "current").resolve()
     env = env_for(project, "tuned", served.url)
     result, done, load = under_load(
-        f"{served.url}/predict", predict_body(sample), lambda: retrain(project, env)
+        f"{served.url}/predict", predict_body(sample), lambda: run_retrain(project, env)
     )
     assert (result["promoted"], result["version"]) == (True, "2"), result
     assert load.failures == []
