@@ -75,6 +75,14 @@ BASE_IMAGE ?= winequality-base:bookworm
 base-image: ## the offline base image: Debian bookworm + python3 + this machine's CA bundle (cached)
 	DOCKER=$(DOCKER) deploy/docker/base-image.sh $(BASE_IMAGE)
 
+# `make images PYTHON_IMAGE=python:3.11-slim-bookworm` builds on the official base (a registry).
+PYTHON_IMAGE ?= $(BASE_IMAGE)
+
+.PHONY: images
+images: ## build every image (offline, on the base image) and print their sizes
+	@[ "$(PYTHON_IMAGE)" != "$(BASE_IMAGE)" ] || $(MAKE) --no-print-directory base-image
+	DOCKER=$(DOCKER) PYTHON_IMAGE=$(PYTHON_IMAGE) deploy/docker/build-images.sh
+
 .PHONY: clean
 clean: ## remove generated data, models, tracking store, the local stack's run folder (with its feedback database) and caches (not the DVC remote)
 	rm -rf data models metrics reports mlruns.db mlartifacts .stack triton-repo .pytest_cache .mypy_cache .ruff_cache
