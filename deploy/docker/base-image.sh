@@ -6,7 +6,8 @@
 # Idempotent and cached, cheapest first:
 #   1. NAME exists with this CA bundle: nothing to do;
 #   2. the rootfs image NAME-rootfs exists, or its tarball is in the cache folder
-#      (${XDG_CACHE_HOME:-~/.cache}/winequality/): import it, add the CA bundle (seconds);
+#      ($WINEQ_CACHE_DIR, else ${XDG_CACHE_HOME:-~/.cache}/winequality/): import it, add the CA
+#      bundle (seconds);
 #   3. otherwise debootstrap (about 3 minutes, needs root or `sudo -n`, and Debian's mirror) and
 #      cache it.
 # The tarball holds no host-specific file: the CA bundle goes in a layer of its own, so a new
@@ -21,7 +22,7 @@ DOCKER=${DOCKER:-/usr/bin/docker}
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=python3,python3-venv,ca-certificates
-CACHE_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/winequality
+CACHE_DIR=${WINEQ_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/winequality}
 TARBALL=$CACHE_DIR/debian-$SUITE-minbase-python3.tar.gz
 ROOTFS_IMAGE=${NAME%%:*}:${SUITE}-rootfs
 # The rootfs is root's (debootstrap, then reading /etc/shadow for the tarball).
