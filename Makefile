@@ -5,9 +5,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
-APT_PACKAGES := prometheus prometheus-alertmanager wrk chromium postgresql
-# `make run` needs only the monitoring loop's two; wrk (benchmarks), chromium (page tests) and
-# postgresql (the shared feedback store and MLflow backend tests) are for `make test`.
+APT_PACKAGES := prometheus prometheus-alertmanager wrk chromium postgresql docker.io debootstrap docker-compose
+# `make run` needs only the monitoring loop's two; wrk (benchmarks), chromium (page tests),
+# postgresql (the shared feedback store and MLflow backend tests) and the Docker engine, debootstrap
+# and docker-compose (the container tests, `make base-image`, `make images`) are for `make test`.
 RUN_APT_PACKAGES := prometheus prometheus-alertmanager
 PACKAGES ?= $(APT_PACKAGES)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -65,6 +66,14 @@ test: install system-deps ## install what the tests need and run them all (unit,
 .PHONY: bench
 bench: install system-deps ## run the benchmarks (figures side by side with their baselines)
 	$(RUN) python benchmarks/pipeline.py
+
+# Debian's client: it builds with BuildKit (cache mounts) without a frontend image to pull.
+DOCKER ?= /usr/bin/docker
+BASE_IMAGE ?= winequality-base:bookworm
+
+.PHONY: base-image
+base-image: ## the offline base image: Debian bookworm + python3 + this machine's CA bundle (cached)
+	DOCKER=$(DOCKER) deploy/docker/base-image.sh $(BASE_IMAGE)
 
 .PHONY: clean
 clean: ## remove generated data, models, tracking store, the local stack's run folder (with its feedback database) and caches (not the DVC remote)

@@ -1,25 +1,31 @@
-# syntax=docker/dockerfile:1.7
 # The prediction API (FastAPI): `python -m winequality.serving`, in process (onnx) or as a V2 proxy
-# (WINEQ_BACKEND=remote). Build from the repository root:
+# (WINEQ_BACKEND=remote). Build from the repository root, with a registry:
 #   docker build -f deploy/docker/app.Dockerfile -t wine-quality-app .
-# The serving path imports neither MLflow nor DVC, so they are pruned from the locked dependency
-# tree (with everything only they need): about 70 packages instead of 175.
+# or offline, on the base that `make base-image` makes from Debian's packages:
+#   DOCKER_BUILDKIT=1 docker build --network host --build-arg PYTHON_IMAGE=winequality-base:bookworm \
+#     -f deploy/docker/app.Dockerfile -t wine-quality-app .
+# Only the `serving` dependency group is installed (what the serving path imports, pinned by
+# uv.lock): no MLflow, DVC, scikit-learn, pandas, pyarrow or scipy.
+# No `# syntax=` line: the engine's built-in frontend has cache mounts and needs no registry.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
-
 FROM ${PYTHON_IMAGE} AS build
-COPY --from=uv /uv /bin/uv
+# uv from PyPI, not from its image: PyPI is the one registry both build paths reach.
+ARG UV_VERSION=0.13.9
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python3 -m venv /opt/uv \
+    && /opt/uv/bin/pip install --disable-pip-version-check "uv==${UV_VERSION}"
 WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv export --frozen --no-dev --no-emit-project --prune mlflow --prune dvc -o requirements.txt \
-    && uv venv /opt/venv \
-    && uv pip sync --python /opt/venv/bin/python --require-hashes requirements.txt
+    /opt/uv/bin/uv export --frozen --no-dev --only-group serving --no-emit-project \
+       -o requirements.txt \
+    && /opt/uv/bin/uv venv --python python3 /opt/venv \
+    && /opt/uv/bin/uv pip sync --python /opt/venv/bin/python --require-hashes requirements.txt
 COPY src ./src
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv pip install --python /opt/venv/bin/python --no-deps . \
+    /opt/uv/bin/uv pip install --python /opt/venv/bin/python --no-deps . \
     && /opt/venv/bin/python -m winequality.serving --help >/dev/null
 
 FROM ${PYTHON_IMAGE} AS runtime
