@@ -5,7 +5,8 @@ comes from the same functions (``stack.prepare_run``): the run's params, tokens,
 the generated Prometheus/Alertmanager configs. What differs is where the services see the files:
 the run folder's parts are mounted at fixed paths (``MOUNTS``, which the compose file repeats; a
 test holds them equal), and the project at its own path, because the MLflow store records its
-artifact folder as an absolute path. Written into DIR:
+artifact folder as an absolute path (so the project must be where its store was made, and its
+artifacts inside it). Written into DIR:
 
     compose.env        the compose file's variables (host paths, ports, uid), for --env-file
     stack.env          the services' environment (0600: the run's tokens)
@@ -119,7 +120,8 @@ def compose_variables(
     config: StackConfig, settings: RetrainSettings, uid: int, gid: int
 ) -> dict[str, str]:
     """The variables ``deploy/compose.yaml`` interpolates (all named ``WINEQ_COMPOSE_*``, so
-    none is taken for a setting, and a shell variable of the same name would win)."""
+    none is taken for a setting, and a shell variable of the same name would win). The app's
+    port is not among them: the app reads it from stack.env, as its health check does."""
     from winequality.training.tracking import artifacts_dir
 
     p = config.ports
@@ -129,7 +131,6 @@ def compose_variables(
         "WINEQ_COMPOSE_UID": str(uid),
         "WINEQ_COMPOSE_GID": str(gid),
         "WINEQ_COMPOSE_HOST": config.host,
-        "WINEQ_COMPOSE_APP_PORT": str(p.app),
         "WINEQ_COMPOSE_DETECTOR_PORT": str(p.detector),
         "WINEQ_COMPOSE_WEBHOOK_PORT": str(p.webhook),
         "WINEQ_COMPOSE_MLFLOW_PORT": str(p.mlflow),

@@ -365,6 +365,7 @@ def prepare_run(
     from winequality.monitoring.alerting_config import write_alerting_configs
 
     paths = RunPaths(config.run_dir)
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
     base = config.params_file or settings.params_path()
     paths.params.write_text(yaml.safe_dump(run_params(base, config.window_size)))
     tokens = new_tokens(environ)
