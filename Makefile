@@ -5,10 +5,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
-APT_PACKAGES := prometheus prometheus-alertmanager wrk chromium postgresql docker.io debootstrap docker-compose
+APT_PACKAGES := prometheus prometheus-alertmanager wrk chromium postgresql docker.io debootstrap debian-archive-keyring docker-compose
 # `make run` needs only the monitoring loop's two; wrk (benchmarks), chromium (page tests),
 # postgresql (the shared feedback store and MLflow backend tests) and the Docker engine, debootstrap
 # and docker-compose (the container tests, `make base-image`, `make images`) are for `make test`.
+# A Docker engine or compose installed otherwise (docker-ce on CI runners) stands in for Debian's.
 RUN_APT_PACKAGES := prometheus prometheus-alertmanager
 PACKAGES ?= $(APT_PACKAGES)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -31,8 +32,11 @@ install: ## install uv if missing, then the locked environment into .venv
 	$(UV) sync --frozen --compile-bytecode
 
 .PHONY: system-deps
-system-deps: ## Debian packages for the monitoring loop and the tests (Prometheus, Alertmanager, wrk, Chromium, PostgreSQL)
-	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+system-deps: ## Debian packages for the monitoring loop and the tests (Prometheus, Alertmanager, wrk, Chromium, PostgreSQL, Docker)
+	@missing=""; for p in $(PACKAGES); do \
+	  case $$p in docker.io) command -v dockerd >/dev/null && continue;; \
+	    docker-compose) command -v docker-compose >/dev/null && continue;; esac; \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; $(SUDO) apt-get update -qq && \
@@ -74,6 +78,14 @@ BASE_IMAGE ?= winequality-base:bookworm
 .PHONY: base-image
 base-image: ## the offline base image: Debian bookworm + python3 + this machine's CA bundle (cached)
 	DOCKER=$(DOCKER) deploy/docker/base-image.sh $(BASE_IMAGE)
+
+# `make images PYTHON_IMAGE=python:3.11-slim-bookworm` builds on the official base (a registry).
+PYTHON_IMAGE ?= $(BASE_IMAGE)
+
+.PHONY: images
+images: ## build every image (offline, on the base image) and print their sizes
+	@[ "$(PYTHON_IMAGE)" != "$(BASE_IMAGE)" ] || $(MAKE) --no-print-directory base-image
+	DOCKER=$(DOCKER) PYTHON_IMAGE=$(PYTHON_IMAGE) deploy/docker/build-images.sh
 
 .PHONY: clean
 clean: ## remove generated data, models, tracking store, the local stack's run folder (with its feedback database) and caches (not the DVC remote)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -26,6 +27,7 @@ TEST_DATA_ENV = "WINEQ_TEST_DATA"
 # What the suite fetches into the cache on first use (approximate sizes on disk).
 ALIBI_TESTS = "tests/integration/test_detector_alibi.py"
 TRITON_TESTS = "tests/integration/test_triton*.py, test_serving_triton_backend.py"
+CONTAINER_TESTS = "tests/integration/containers"
 
 
 def _has_uci_files(folder: Path) -> bool:
@@ -100,6 +102,11 @@ def pending_downloads(settings: ProjectSettings) -> list[str]:
             f"{ALIBI_REQUIREMENT} and its dependencies (~800 MB, a venv of its own: it pins "
             f"numpy<2) into {cache / 'alibi-venv'}, for {ALIBI_TESTS}"
         )
+    if not (cache / "debian-bookworm-minbase-python3.tar.gz").is_file():
+        out.append(
+            "the offline base image's Debian rootfs (debootstrap, ~3 min, ~50 MB) into "
+            f"{cache}, for {CONTAINER_TESTS}"
+        )
     server = cache / "tritonserver" / f"pytriton-{PYTRITON_VERSION}" / "dist" / "pytriton"
     if not (server / "tritonserver" / "bin" / "tritonserver").is_file():
         out.append(
@@ -121,6 +128,22 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         lines += [f"  - {item}" for item in downloads]
         lines.append("  (set WINEQ_CACHE_DIR to put the cache elsewhere)")
     return lines
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The container images the tests built, their sizes and build times (``image`` user
+    properties: they reach the controller from the xdist workers with the reports)."""
+    lines = sorted(
+        str(value)
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        for name, value in getattr(report, "user_properties", ())
+        if name == "image" and getattr(report, "when", None) == "call"
+    )
+    if lines:
+        terminalreporter.write_sep("-", "container images")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 _MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")

@@ -6,8 +6,10 @@
 # Idempotent and cached, cheapest first:
 #   1. NAME exists with this CA bundle: nothing to do;
 #   2. the rootfs image NAME-rootfs exists, or its tarball is in the cache folder
-#      (${XDG_CACHE_HOME:-~/.cache}/winequality/): import it, add the CA bundle (seconds);
-#   3. otherwise debootstrap (about 3 minutes, needs root and Debian's mirror) and cache it.
+#      ($WINEQ_CACHE_DIR, else ${XDG_CACHE_HOME:-~/.cache}/winequality/): import it, add the CA
+#      bundle (seconds);
+#   3. otherwise debootstrap (about 3 minutes, needs root or `sudo -n`, and Debian's mirror) and
+#      cache it.
 # The tarball holds no host-specific file: the CA bundle goes in a layer of its own, so a new
 # bundle costs a two-second rebuild, not a debootstrap.
 # Environment: DOCKER (default /usr/bin/docker, Debian's client), DEBIAN_MIRROR, CA_BUNDLE,
@@ -20,9 +22,12 @@ DOCKER=${DOCKER:-/usr/bin/docker}
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=python3,python3-venv,ca-certificates
-CACHE_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/winequality
+CACHE_DIR=${WINEQ_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/winequality}
 TARBALL=$CACHE_DIR/debian-$SUITE-minbase-python3.tar.gz
 ROOTFS_IMAGE=${NAME%%:*}:${SUITE}-rootfs
+# The rootfs is root's (debootstrap, then reading /etc/shadow for the tarball).
+SUDO=
+[ "$(id -u)" = 0 ] || SUDO="sudo -n"
 
 ca_bundle() {
     # pip's certificate first: where pip passes TLS checks, so will pip and uv in the image.
@@ -47,12 +52,12 @@ slim() {
     # What debian:bookworm-slim leaves out (man pages, docs but the copyrights, translations,
     # the package cache and lists), now and for any later `apt-get install` in a build.
     local root=$1
-    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin \
+    $SUDO rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin \
         "$root"/var/lib/apt/lists/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
         "$root"/usr/share/locale/*
-    find "$root"/usr/share/doc -mindepth 1 -not -name copyright -not -type d -delete
-    find "$root"/usr/share/doc -mindepth 1 -type d -empty -delete
-    cat >"$root"/etc/dpkg/dpkg.cfg.d/winequality-slim <<'EOF'
+    $SUDO find "$root"/usr/share/doc -mindepth 1 -not -name copyright -not -type d -delete
+    $SUDO find "$root"/usr/share/doc -mindepth 1 -type d -empty -delete
+    $SUDO tee "$root"/etc/dpkg/dpkg.cfg.d/winequality-slim >/dev/null <<'EOF'
 path-exclude /usr/share/man/*
 path-exclude /usr/share/info/*
 path-exclude /usr/share/locale/*
@@ -65,7 +70,7 @@ write_tarball() {
     local root=$1 tmp
     mkdir -p "$CACHE_DIR"
     tmp=$(mktemp "$TARBALL.XXXXXX")
-    tar -C "$root" --numeric-owner -c . | gzip -1 >"$tmp"
+    $SUDO tar -C "$root" --numeric-owner -c . | gzip -1 >"$tmp"
     chmod 644 "$tmp"
     mv "$tmp" "$TARBALL"
     echo "base-image: cached $TARBALL ($(du -h "$TARBALL" | cut -f1))"
@@ -76,13 +81,13 @@ if ! "$DOCKER" image inspect "$ROOTFS_IMAGE" >/dev/null 2>&1; then
         if [ -n "${ROOTFS_DIR:-}" ]; then
             root=$ROOTFS_DIR
         else
-            [ "$(id -u)" = 0 ] || { echo "base-image: debootstrap needs root" >&2; exit 1; }
+            $SUDO true || { echo "base-image: debootstrap needs root (or sudo -n)" >&2; exit 1; }
             command -v debootstrap >/dev/null || { echo "base-image: apt-get install debootstrap" >&2; exit 1; }
             tmp_root=$(mktemp -d "${TMPDIR:-/tmp}/wineq-rootfs.XXXXXX")
-            trap 'rm -rf "$tmp_root"' EXIT
+            trap '$SUDO rm -rf "$tmp_root"' EXIT
             root=$tmp_root
             echo "base-image: debootstrap $SUITE into $root (about 3 minutes)"
-            debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$MIRROR" \
+            $SUDO debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$MIRROR" \
                 >"$root.log" 2>&1 || { tail -20 "$root.log" >&2; exit 1; }
             rm -f "$root.log"
         fi
@@ -94,7 +99,7 @@ if ! "$DOCKER" image inspect "$ROOTFS_IMAGE" >/dev/null 2>&1; then
 fi
 
 context=$(mktemp -d)
-trap 'rm -rf "$context" ${tmp_root:+"$tmp_root"}' EXIT
+trap 'rm -rf "$context"; [ -z "${tmp_root:-}" ] || $SUDO rm -rf "$tmp_root"' EXIT
 cp "$CA" "$context/ca-certificates.crt"
 cat >"$context/Dockerfile" <<EOF
 FROM $ROOTFS_IMAGE

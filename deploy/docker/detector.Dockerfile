@@ -1,25 +1,32 @@
-# syntax=docker/dockerfile:1.7
 # The drift detector: `winequality drift serve` (CloudEvents on POST /, Seldon drift metrics on
-# /metrics). Build from the repository root:
+# /metrics). Build from the repository root, with a registry:
 #   docker build -f deploy/docker/detector.Dockerfile -t wine-quality-detector .
-# Like the app it imports neither MLflow nor DVC, so both are pruned from the locked tree.
+# or offline, on the base that `make base-image` makes from Debian's packages:
+#   DOCKER_BUILDKIT=1 docker build --network host --build-arg PYTHON_IMAGE=winequality-base:bookworm \
+#     -f deploy/docker/detector.Dockerfile -t wine-quality-detector .
+# Only the `detector` dependency group is installed (what the detector imports, pinned by
+# uv.lock): no MLflow, DVC, scikit-learn or ONNX Runtime.
+# No `# syntax=` line: the engine's built-in frontend has cache mounts and needs no registry.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
-
 FROM ${PYTHON_IMAGE} AS build
-COPY --from=uv /uv /bin/uv
+# uv from PyPI, not from its image: PyPI is the one registry both build paths reach.
+ARG UV_VERSION=0.13.9
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python3 -m venv /opt/uv \
+    && /opt/uv/bin/pip install --disable-pip-version-check "uv==${UV_VERSION}"
 WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv export --frozen --no-dev --no-emit-project --prune mlflow --prune dvc -o requirements.txt \
-    && uv venv /opt/venv \
-    && uv pip sync --python /opt/venv/bin/python --require-hashes requirements.txt
+    /opt/uv/bin/uv export --frozen --no-dev --only-group detector --no-emit-project \
+       -o requirements.txt \
+    && /opt/uv/bin/uv venv --python python3 /opt/venv \
+    && /opt/uv/bin/uv pip sync --python /opt/venv/bin/python --require-hashes requirements.txt
 COPY src ./src
 COPY params.yaml /opt/winequality/params.yaml
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv pip install --python /opt/venv/bin/python --no-deps . \
+    /opt/uv/bin/uv pip install --python /opt/venv/bin/python --no-deps . \
     && /opt/venv/bin/winequality drift serve --help >/dev/null
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -1,24 +1,29 @@
-# syntax=docker/dockerfile:1.7
 # The training side: the DVC pipeline (`dvc repro`), `winequality registry pull` (the model
 # initContainer of the cluster), `winequality export triton`, and the retraining webhook + job.
-# Build from the repository root:
+# Build from the repository root, with a registry:
 #   docker build -f deploy/docker/trainer.Dockerfile -t wine-quality-trainer .
+# or offline, on the base that `make base-image` makes from Debian's packages:
+#   DOCKER_BUILDKIT=1 docker build --network host --build-arg PYTHON_IMAGE=winequality-base:bookworm \
+#     -f deploy/docker/trainer.Dockerfile -t wine-quality-trainer .
+# No `# syntax=` line: the engine's built-in frontend has cache mounts and needs no registry.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
-
 FROM ${PYTHON_IMAGE} AS build
-COPY --from=uv /uv /bin/uv
+# uv from PyPI, not from its image: PyPI is the one registry both build paths reach.
+ARG UV_VERSION=0.13.9
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/opt/venv
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python3 -m venv /opt/uv \
+    && /opt/uv/bin/pip install --disable-pip-version-check "uv==${UV_VERSION}"
 WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 # Dependencies first: this layer survives source-only changes.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-project
+    /opt/uv/bin/uv sync --frozen --no-dev --no-install-project --python python3
 COPY src ./src
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable \
+    /opt/uv/bin/uv sync --frozen --no-dev --no-editable --python python3 \
     && /opt/venv/bin/winequality registry pull --help >/dev/null
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -6,11 +6,14 @@ Layout::
     DIR/model.onnx         the model, input ``schema.ONNX_INPUT`` float32 [N, 12]
     DIR/metadata.json      ``ModelMetadata`` below
     DIR/reference.parquet  reference sample for drift detection (schema.DATA_COLUMNS)
+    DIR/reference_matrix.npy  the same sample as the model's input, float32 [N, 12]
 
 ``DIR`` is a symlink to a version directory ``.DIR.v-*`` beside it; a new bundle is written into
 a new version directory and the link is switched with one rename (``replaced_atomically``).
 
 Only pydantic and the standard library are imported: the serving path must stay free of MLflow.
+The reference matrix is there for the app, which scores it with numpy alone: its image has no
+pandas or pyarrow to read the parquet.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from winequality.contract import schema
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 REFERENCE_FILE = "reference.parquet"
+REFERENCE_MATRIX_FILE = "reference_matrix.npy"
 
 
 class ModelMetadata(BaseModel):
@@ -72,7 +76,18 @@ def write_bundle(
         (tmp / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
         if reference is not None:
             shutil.copyfile(reference, tmp / REFERENCE_FILE)
+            _write_reference_matrix(tmp / REFERENCE_FILE, tmp / REFERENCE_MATRIX_FILE)
     return _canonical(dest)
+
+
+def _write_reference_matrix(parquet: Path, dest: Path) -> None:
+    # Imported here: only the training side writes bundles with a reference sample.
+    import numpy as np
+    import pandas as pd
+
+    from winequality.contract.parsers import frame_to_matrix
+
+    np.save(dest, frame_to_matrix(pd.read_parquet(parquet)), allow_pickle=False)
 
 
 VERSION_INFIX: Final = ".v-"

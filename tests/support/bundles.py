@@ -37,6 +37,7 @@ def write_model_bundle(
     version: str = "1",
     run_id: str | None = None,
     metrics: dict[str, float] | None = None,
+    reference: Path | None = None,
 ) -> Path:
     metadata = artifacts.ModelMetadata(
         version=version,
@@ -44,7 +45,7 @@ def write_model_bundle(
         metrics={"rmse": 0.74, "r2": 0.28} if metrics is None else metrics,
         parity_max_abs_diff=1e-6,
     )
-    return artifacts.write_bundle(dest, export_onnx(model), metadata)
+    return artifacts.write_bundle(dest, export_onnx(model), metadata, reference)
 
 
 def bundle_with_wrong_width(dest: Path, wines: pd.DataFrame) -> Path:

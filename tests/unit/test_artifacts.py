@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from winequality import artifacts
@@ -57,6 +58,22 @@ def test_missing_reference_file_fails_without_touching_the_old_bundle(tmp_path: 
     with pytest.raises(FileNotFoundError):
         artifacts.write_bundle(dest, b"new", ModelMetadata(version="2"), tmp_path / "nope.parquet")
     assert artifacts.read_metadata(dest).version == "1"
+
+
+def test_a_reference_sample_is_also_written_as_the_model_matrix(
+    tmp_path: Path, real_wines: pd.DataFrame
+) -> None:
+    import numpy as np
+
+    from winequality.contract.parsers import frame_to_matrix
+
+    real_wines.head(50).to_parquet(tmp_path / "reference.parquet")
+    dest = artifacts.write_bundle(
+        tmp_path / "b", b"onnx", ModelMetadata(), tmp_path / "reference.parquet"
+    )
+    matrix = np.load(dest / artifacts.REFERENCE_MATRIX_FILE, allow_pickle=False)
+    assert matrix.dtype == np.float32
+    np.testing.assert_array_equal(matrix, frame_to_matrix(real_wines.head(50)))
 
 
 def test_the_bundle_path_is_a_link_switched_to_a_new_version_directory(tmp_path: Path) -> None:

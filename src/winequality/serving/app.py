@@ -32,7 +32,8 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from winequality.api_docs import add_docs
-from winequality.artifacts import REFERENCE_FILE
+from winequality.artifacts import REFERENCE_FILE, REFERENCE_MATRIX_FILE
+from winequality.contract import schema
 from winequality.contract.features import Matrix
 from winequality.contract.parsers import frame_to_matrix
 from winequality.contract.problems import FeatureError
@@ -52,9 +53,17 @@ log = logging.getLogger(__name__)
 
 
 def _reference_matrix(bundle: Path) -> Matrix | None:
+    matrix_file = bundle / REFERENCE_MATRIX_FILE
+    if matrix_file.is_file():
+        matrix = np.load(matrix_file, allow_pickle=False)
+        if matrix.ndim != 2 or matrix.shape[1] != schema.N_MODEL_COLUMNS:
+            raise ValueError(f"{matrix_file}: shape {matrix.shape}, expected [N, 12]")
+        return np.ascontiguousarray(matrix, dtype=np.float32)
     path = bundle / REFERENCE_FILE
     if not path.is_file():
         return None
+    # A bundle written before reference_matrix.npy (or by hand): the app image has no pandas,
+    # so there such a bundle is served without the prediction-distribution statistic.
     import pandas as pd
 
     return frame_to_matrix(pd.read_parquet(path))
@@ -81,7 +90,7 @@ async def start_quality_window(
         matrix = await anyio.to_thread.run_sync(_reference_matrix, model.source)
         if matrix is not None:
             reference = (await model.predictor.predict(matrix)).quality.astype(np.float64)
-    except (OSError, ValueError, FeatureError, PredictorError) as exc:
+    except (OSError, ValueError, ImportError, FeatureError, PredictorError) as exc:
         log.error("no reference scores for version %s: %s", md.version, exc)
     rmse = md.metrics.get("rmse")
     monitor.use_model(md.version, rmse, labelled, reference, test_bias=md.metrics.get("bias"))

@@ -83,8 +83,8 @@ def _closure(lock: dict[str, object], roots: set[str], pruned: set[str]) -> set[
 
 
 def test_lean_images_prune_mlflow_and_dvc_from_the_lock() -> None:
-    # The pruned tree is what `uv export --prune mlflow --prune dvc` installs; it must hold no
-    # MLflow or DVC package at all (neither is imported by the app or the detector).
+    # The pruned tree is what `uv export --prune mlflow --prune dvc` installs (Triton's export
+    # stage); it must hold no MLflow or DVC package at all.
     lock = tomllib.loads((ROOT / "uv.lock").read_text())
     project = next(p for p in lock["package"] if p["name"] == "winequality")
     roots = {d["name"] for d in project["dependencies"]}
@@ -92,9 +92,60 @@ def test_lean_images_prune_mlflow_and_dvc_from_the_lock() -> None:
     lean = _closure(lock, roots, {"mlflow", "dvc"})
     assert not {n for n in lean if n.startswith(("mlflow", "dvc"))}
     assert len(lean) < len(full) / 2
-    for name in LEAN:
-        assert "--prune mlflow --prune dvc" in (DOCKER / name).read_text()
+    assert "--prune mlflow --prune dvc" in (DOCKER / "triton.Dockerfile").read_text()
     assert "--prune" not in (DOCKER / "trainer.Dockerfile").read_text()
+
+
+# What each service image leaves out of its dependency group: the app imports neither the
+# training stack nor pandas/pyarrow/scipy (its KS statistic and reference matrix use numpy).
+GROUPS = {
+    "app.Dockerfile": (
+        "serving",
+        {"mlflow", "dvc", "scikit-learn", "skl2onnx", "pandas", "pyarrow", "scipy", "matplotlib"},
+    ),
+    "detector.Dockerfile": ("detector", {"mlflow", "dvc", "scikit-learn", "onnxruntime"}),
+}
+
+
+@pytest.mark.parametrize("dockerfile", sorted(GROUPS))
+def test_service_images_install_only_their_dependency_group(dockerfile: str) -> None:
+    group, excluded = GROUPS[dockerfile]
+    assert f"--only-group {group} --no-emit-project" in (DOCKER / dockerfile).read_text()
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    project = next(p for p in lock["package"] if p["name"] == "winequality")
+    members = project["dev-dependencies"][group]
+    closure: set[str] = set()
+    stack = [(d["name"], tuple(d.get("extra", ()))) for d in members]
+    packages = {p["name"]: p for p in lock["package"]}
+    while stack:
+        name, extras = stack.pop()
+        if name in closure:
+            continue
+        closure.add(name)
+        deps = list(packages[name].get("dependencies", []))
+        for extra in extras:
+            deps += packages[name].get("optional-dependencies", {}).get(extra, [])
+        stack.extend((d["name"], tuple(d.get("extra", ()))) for d in deps)
+    assert not closure & excluded, sorted(closure & excluded)
+    # The group names only the project's own requirements: one version of each, from uv.lock.
+    assert {d["name"] for d in members} <= {d["name"] for d in project["dependencies"]}
+
+
+def test_triton_local_target_runs_the_python_variant_on_the_python_base() -> None:
+    text = (DOCKER / "triton.Dockerfile").read_text()
+    assert "FROM ${PYTHON_IMAGE} AS local\n" in text
+    assert "--out /models-python --variant python" in text
+    assert text.rindex("AS local\n") < text.rindex("AS runtime\n")  # the default stays official
+
+
+def test_no_dockerfile_pulls_a_frontend_or_the_uv_image() -> None:
+    # Both would stop an offline build at once (no registry): BuildKit's built-in frontend has
+    # cache mounts, and uv comes from PyPI.
+    for dockerfile in DOCKERFILES:
+        text = dockerfile.read_text()
+        assert not re.search(r"^# *syntax *=", text, re.MULTILINE), dockerfile.name
+        assert "ghcr.io/astral-sh/uv" not in text, dockerfile.name
+        assert re.search(r'pip install .*"uv==\$\{UV_VERSION\}"', text), dockerfile.name
 
 
 def test_dockerignore_files_are_one_whitelist_covering_every_copy_source() -> None:

@@ -90,6 +90,18 @@ def test_ks_is_zero_for_the_same_scores_and_large_for_shifted_ones() -> None:
     assert math.isnan(prediction_ks(reference[:10], reference))
 
 
+def test_ks_is_scipys_two_sample_statistic_ties_included() -> None:
+    from scipy.stats import ks_2samp
+
+    rng = np.random.default_rng(5)
+    for served, reference in [
+        (rng.normal(5.8, 0.5, 300), rng.normal(5.9, 0.6, 1000)),
+        (rng.integers(3, 9, 400).astype(float), rng.integers(4, 8, 700).astype(float)),
+    ]:
+        expected = ks_2samp(served, reference).statistic
+        assert prediction_ks(served, reference) == pytest.approx(expected, abs=1e-12)
+
+
 def test_monitor_window_keeps_the_latest_labels_of_the_served_version_only() -> None:
     monitor = QualityMonitor(3, alpha=0.02, min_labels=2)
     assert monitor.snapshot() is None

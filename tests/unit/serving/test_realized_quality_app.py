@@ -116,6 +116,19 @@ def test_prediction_ks_compares_served_scores_with_the_reference_sample(
     assert near < 0.2 < far
 
 
+def test_prediction_ks_is_scored_from_the_bundles_reference_matrix_alone(
+    tmp_path: Path, db: Path, wine_model: Pipeline, real_wines: pd.DataFrame
+) -> None:
+    # The app image has no pandas to read reference.parquet: write_bundle leaves the matrix.
+    reference = tmp_path / "reference.parquet"
+    real_wines.sample(500, random_state=3).to_parquet(reference)
+    bundle = write_model_bundle(tmp_path / "bundle", wine_model, "7", reference=reference)
+    (bundle / "reference.parquet").unlink()
+    with TestClient(create_app(settings_for(bundle, db))) as c:
+        c.post("/predict", json={"wines": wines_of(real_wines.nlargest(200, "alcohol"))})
+        assert gauge(c, "prediction_ks")["7"] > 0.2
+
+
 def test_the_window_survives_a_restart_and_a_new_version_starts_empty(
     model_dir: Path, db: Path, tmp_path: Path, wine_model: Pipeline, real_wines: pd.DataFrame
 ) -> None:
