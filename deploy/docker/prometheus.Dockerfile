@@ -10,10 +10,12 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG PROMETHEUS_IMAGE=prom/prometheus:v2.53.4
 
 FROM ${PYTHON_IMAGE} AS debian
+# The UI loads moment-timezone-with-data.min.js only: the package's data/ (every tz release
+# unpacked, about 200 MB) goes.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus wget \
-    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /usr/share/javascript/moment-timezone/data \
     && mkdir -p /prometheus \
     && chown 65534:65534 /prometheus
 WORKDIR /prometheus
