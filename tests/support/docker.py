@@ -63,6 +63,7 @@ class DockerEngine:
     env: dict[str, str]
     daemon: ManagedProcess | None = None
     _users: IO[str] | None = None
+    _run_dir: Path | None = None
     tags: list[str] = field(default_factory=list)
 
     def docker(
@@ -101,9 +102,9 @@ class DockerEngine:
             if _answers(env):
                 fcntl.flock(users, fcntl.LOCK_SH)
                 return cls(env, _users=users)
-            daemon = _start_dockerd(env)
+            daemon, run_dir = _start_dockerd(env)
             fcntl.flock(users, fcntl.LOCK_SH)
-        return cls(env, daemon, users)
+        return cls(env, daemon, users, run_dir)
 
     def build(
         self,
@@ -179,6 +180,8 @@ class DockerEngine:
             fcntl.flock(self._users, fcntl.LOCK_UN)
             fcntl.flock(self._users, fcntl.LOCK_EX)  # every other session is done with it
             self.daemon.stop(timeout=30)
+            if self._run_dir is not None:
+                _remove_run_dir(self._run_dir)
         self._users.close()
         self._users = None
 
@@ -203,7 +206,16 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _start_dockerd(env: Mapping[str, str]) -> ManagedProcess:
+def _remove_run_dir(run_dir: Path) -> None:
+    """The daemon's exec root, with the network namespace it leaves bind-mounted there."""
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    for target in sorted((m.split()[1] for m in mounts), reverse=True):
+        if target.startswith(f"{run_dir}/"):
+            subprocess.run(["umount", target], capture_output=True, check=False)
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _start_dockerd(env: Mapping[str, str]) -> tuple[ManagedProcess, Path]:
     dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
     if os.geteuid() != 0:
         raise DockerError(
@@ -232,9 +244,10 @@ def _start_dockerd(env: Mapping[str, str]) -> ManagedProcess:
     while not _answers(env):
         if not daemon.alive() or time.monotonic() > deadline:
             daemon.stop()
+            _remove_run_dir(run)
             raise DockerError(f"dockerd did not come up:\n{daemon.log_tail()}")
         time.sleep(0.5)
-    return daemon
+    return daemon, run
 
 
 def ensure_base_image(engine: DockerEngine, name: str = BASE_IMAGE) -> float:

@@ -19,7 +19,8 @@ from winequality.contract.parsers import frame_to_matrix
 from winequality.inference.predictor import OnnxPredictor
 from winequality.process import free_port
 
-pytestmark = pytest.mark.integration
+# Cold, a build (and the base image before it) takes minutes: beyond the default timeout.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 MAX_APP_MB = 400
 # The serving path imports none of these (tests/unit/deploy checks its dependency group).

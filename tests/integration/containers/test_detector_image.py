@@ -10,7 +10,8 @@ import pytest
 from tests.integration.containers.conftest import BuildImage
 from tests.support.docker import BuiltImage, DockerEngine, container_name, image_summary
 
-pytestmark = pytest.mark.integration
+# Cold, a build (and the base image before it) takes minutes: beyond the default timeout.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 NOT_SHIPPED = ("sklearn", "onnxruntime", "mlflow", "dvc")
 

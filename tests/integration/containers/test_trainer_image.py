@@ -15,7 +15,8 @@ from tests.support.docker import BuiltImage, DockerEngine, container_name, image
 
 from winequality.process import free_port
 
-pytestmark = pytest.mark.integration
+# Cold, a build (and the base image before it) takes minutes: beyond the default timeout.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ from winequality.contract import schema
 from winequality.contract.parsers import frame_to_matrix
 from winequality.inference.predictor import OnnxPredictor
 
-pytestmark = pytest.mark.integration
+# Cold, a build (and the base image before it) takes minutes: beyond the default timeout.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 # Run inside the container (its ports are the image's, in a network namespace of its own).
 INFER = (
