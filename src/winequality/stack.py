@@ -39,18 +39,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import IO, TYPE_CHECKING, Annotated, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import typer
 import yaml
 
 from winequality.artifacts import new_bundle_dir, point_model_dir
 from winequality.settings import (
-    DetectorSettings,
     Ports,
     RetrainSettings,
-    ServingSettings,
-    WebhookSettings,
 )
 
 if TYPE_CHECKING:
@@ -755,92 +752,3 @@ def run_stack(config: StackConfig, settings: RetrainSettings, echo: Any = typer.
                 signal.signal(s, handler)
             paths.state.unlink(missing_ok=True)
         return code
-
-
-def _parse_ports(values: Sequence[int | None]) -> Ports:
-    names = ("app", "detector", "webhook", "mlflow", "prometheus", "alertmanager")
-    return Ports(**{n: v for n, v in zip(names, values, strict=True) if v is not None})
-
-
-def up(
-    *,
-    run_dir: Annotated[Path, typer.Option(help="Run folder (configs, logs, data).")] = Path(
-        ".stack"
-    ),
-    app_port: Annotated[int | None, typer.Option(help="Serving app (default 8000).")] = None,
-    detector_port: Annotated[int | None, typer.Option(help="Drift detector (default 8010).")] = (
-        None
-    ),
-    webhook_port: Annotated[int | None, typer.Option(help="Retraining webhook (8082).")] = None,
-    mlflow_port: Annotated[int | None, typer.Option(help="MLflow UI (default 5000).")] = None,
-    prometheus_port: Annotated[int | None, typer.Option(help="Prometheus (9090).")] = None,
-    alertmanager_port: Annotated[int | None, typer.Option(help="Alertmanager (9093).")] = None,
-    scrape_interval: Annotated[str, typer.Option(help="Prometheus scrape interval.")] = "5s",
-    evaluation_interval: Annotated[str, typer.Option(help="Rule evaluation interval.")] = "5s",
-    drift_for: Annotated[str, typer.Option(help="`for:` of the WineQualityDrift alert.")] = "10s",
-    degraded_for: Annotated[
-        str | None, typer.Option(help="`for:` of WineQualityDegraded (default: the rules').")
-    ] = None,
-    group_wait: Annotated[str, typer.Option(help="Alertmanager group_wait.")] = "5s",
-    group_interval: Annotated[str, typer.Option(help="Alertmanager group_interval.")] = "1m",
-    window_size: Annotated[
-        int | None, typer.Option(help="Detector window (default: drift.window_size).")
-    ] = None,
-    cooldown: Annotated[float, typer.Option(help="Retraining cool-down, seconds.")] = 120.0,
-    params_file: Annotated[
-        Path | None, typer.Option("--params", help="Base params (default: params.yaml).")
-    ] = None,
-    mlflow: Annotated[bool, typer.Option(help="Start the MLflow UI.")] = True,
-    compose_config: Annotated[
-        Path | None,
-        typer.Option(
-            "--compose-config",
-            help="Start nothing: write this stack's configs for deploy/compose.yaml into this "
-            "folder (its run folder, instead of --run-dir), with the docker-compose commands.",
-        ),
-    ] = None,
-) -> None:
-    """Start the local stack (MLflow, app, detector, webhook, Prometheus, Alertmanager).
-
-    Needs a champion model in the registry (run the pipeline first) and the prometheus and
-    prometheus-alertmanager binaries. Prints the URLs; Ctrl-C stops everything. With
-    --compose-config, writes the same stack's configs for the containers of deploy/compose.yaml.
-    """
-    settings = RetrainSettings()
-    config = StackConfig(
-        run_dir=compose_config or run_dir,
-        ports=_parse_ports(
-            [
-                app_port or ServingSettings().port,
-                detector_port or DetectorSettings().port,
-                webhook_port or WebhookSettings().port,
-                mlflow_port,
-                prometheus_port,
-                alertmanager_port,
-            ]
-        ),
-        scrape_interval=scrape_interval,
-        evaluation_interval=evaluation_interval,
-        drift_for=drift_for,
-        degraded_for=degraded_for,
-        group_wait=group_wait,
-        group_interval=group_interval,
-        window_size=window_size,
-        cooldown_s=cooldown,
-        params_file=params_file,
-        mlflow=mlflow,
-    )
-    try:
-        if compose_config is not None:
-            from winequality.compose import write_compose_config
-
-            files = write_compose_config(config, settings)
-            typer.echo(f"wrote the compose stack's configs into {compose_config}; run it with")
-            for action in ("up -d", "down"):
-                typer.echo("  " + " ".join(files.command(*action.split())))
-            raise typer.Exit(0)
-        code = run_stack(config, settings)
-    except StackError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2 if isinstance(exc, StackRunningError) else 1) from exc
-    raise typer.Exit(code)
