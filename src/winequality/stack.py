@@ -286,6 +286,7 @@ def service_env(
     """
     u = urls(config)
     seen = where or host_paths(settings, paths)
+    # By default the interpreter of this run, whatever is on PATH for the webhook.
     command = webhook_command or [sys.executable, "-m", "winequality.cli", "retrain"]
     env = dict(base_env)
     env |= {
@@ -304,7 +305,6 @@ def service_env(
         "WINEQ_PORT": str(config.ports.app),
         "WINEQ_WEBHOOK_PORT": str(config.ports.webhook),
         "WINEQ_WEBHOOK_COOLDOWN_S": str(config.cooldown_s),
-        # The interpreter of this run, whatever is on PATH for the webhook.
         "WINEQ_WEBHOOK_COMMAND": json.dumps(list(command)),
         "PYTHONUNBUFFERED": "1",
     }
