@@ -17,12 +17,14 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     python3 -m venv /opt/uv \
     && /opt/uv/bin/pip install --disable-pip-version-check "uv==${UV_VERSION}"
 WORKDIR /src
-COPY pyproject.toml uv.lock README.md ./
+# The lock alone decides the dependency layer (README edits do not rebuild it).
+COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     /opt/uv/bin/uv export --frozen --no-dev --only-group serving --no-emit-project \
        -o requirements.txt \
     && /opt/uv/bin/uv venv --python python3 /opt/venv \
     && /opt/uv/bin/uv pip sync --python /opt/venv/bin/python --require-hashes requirements.txt
+COPY README.md ./
 COPY src ./src
 RUN --mount=type=cache,target=/root/.cache/uv \
     /opt/uv/bin/uv pip install --python /opt/venv/bin/python --no-deps . \

@@ -38,6 +38,12 @@ ca_bundle() {
     echo "${cert:-/etc/ssl/certs/ca-certificates.crt}"
 }
 
+# One maker at a time (parallel test workers, `make images` beside the tests): the others wait
+# and then find the image made.
+mkdir -p "$CACHE_DIR"
+exec 9>>"$CACHE_DIR/.base-image.lock"
+flock 9
+
 CA=$(ca_bundle)
 [ -r "$CA" ] || { echo "base-image: CA bundle $CA not readable (set CA_BUNDLE)" >&2; exit 1; }
 CA_SHA=$(sha256sum "$CA" | cut -c1-64)

@@ -17,10 +17,11 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     python3 -m venv /opt/uv \
     && /opt/uv/bin/pip install --disable-pip-version-check "uv==${UV_VERSION}"
 WORKDIR /src
-COPY pyproject.toml uv.lock README.md ./
-# Dependencies first: this layer survives source-only changes.
+# Dependencies first, from the lock alone: this layer survives source and README changes.
+COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     /opt/uv/bin/uv sync --frozen --no-dev --no-install-project --python python3
+COPY README.md ./
 COPY src ./src
 RUN --mount=type=cache,target=/root/.cache/uv \
     /opt/uv/bin/uv sync --frozen --no-dev --no-editable --python python3 \

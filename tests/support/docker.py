@@ -253,12 +253,12 @@ def _start_dockerd(env: Mapping[str, str]) -> tuple[ManagedProcess, Path]:
 def ensure_base_image(engine: DockerEngine, name: str = BASE_IMAGE) -> float:
     """``make base-image`` (deploy/docker/base-image.sh): seconds it took (0 when cached)."""
     started = time.monotonic()
-    with _locked(OWN_DAEMON.parent / f"wineq-base-image-{os.getuid()}.lock"):
-        proc = subprocess.run(
-            [str(DOCKERFILES / "base-image.sh"), name],
-            env={**engine.env, "DOCKER": DOCKER}, capture_output=True, text=True, check=False,
-            timeout=1200,
-        )  # fmt: skip
+    # The script takes a lock of its own: parallel workers wait for the one that makes it.
+    proc = subprocess.run(
+        [str(DOCKERFILES / "base-image.sh"), name],
+        env={**engine.env, "DOCKER": DOCKER}, capture_output=True, text=True, check=False,
+        timeout=1200,
+    )  # fmt: skip
     if proc.returncode != 0:
         raise DockerError(f"base-image.sh exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
     return time.monotonic() - started

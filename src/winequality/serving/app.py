@@ -90,7 +90,7 @@ async def start_quality_window(
         matrix = await anyio.to_thread.run_sync(_reference_matrix, model.source)
         if matrix is not None:
             reference = (await model.predictor.predict(matrix)).quality.astype(np.float64)
-    except (OSError, ValueError, ImportError, FeatureError, PredictorError) as exc:
+    except (OSError, EOFError, ValueError, ImportError, FeatureError, PredictorError) as exc:
         log.error("no reference scores for version %s: %s", md.version, exc)
     rmse = md.metrics.get("rmse")
     monitor.use_model(md.version, rmse, labelled, reference, test_bias=md.metrics.get("bias"))

@@ -136,6 +136,12 @@ def test_triton_local_target_runs_the_python_variant_on_the_python_base() -> Non
     assert "FROM ${PYTHON_IMAGE} AS local\n" in text
     assert "--out /models-python --variant python" in text
     assert text.rindex("AS local\n") < text.rindex("AS runtime\n")  # the default stays official
+    # The paths it runs from are those bundled_triton unpacks to, for this wheel and Python.
+    from winequality.bundled_triton import PYTRITON_VERSION
+
+    assert f"/opt/triton/tritonserver/pytriton-{PYTRITON_VERSION}/" in text
+    assert "python-env-py3.11/bin" in text
+    assert "python:3.11-slim" in text
 
 
 def test_no_dockerfile_pulls_a_frontend_or_the_uv_image() -> None:

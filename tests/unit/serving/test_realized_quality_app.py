@@ -3,6 +3,7 @@ quality and the degradation test on /metrics, kept across a restart, reset by a 
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 from collections.abc import Iterator
@@ -127,6 +128,21 @@ def test_prediction_ks_is_scored_from_the_bundles_reference_matrix_alone(
     with TestClient(create_app(settings_for(bundle, db))) as c:
         c.post("/predict", json={"wines": wines_of(real_wines.nlargest(200, "alcohol"))})
         assert gauge(c, "prediction_ks")["7"] > 0.2
+
+
+@pytest.mark.parametrize("content", [b"", b"not a numpy file", b"\x93NUMPY\x01\x00"])
+def test_a_broken_reference_matrix_costs_the_statistic_not_the_model(
+    tmp_path: Path, db: Path, wine_model: Pipeline, real_wines: pd.DataFrame, content: bytes
+) -> None:
+    reference = tmp_path / "reference.parquet"
+    real_wines.sample(100, random_state=3).to_parquet(reference)
+    bundle = write_model_bundle(tmp_path / "bundle", wine_model, "7", reference=reference)
+    (bundle / "reference_matrix.npy").write_bytes(content)
+    with TestClient(create_app(settings_for(bundle, db))) as c:
+        answer = c.post("/predict", json={"wines": wines_of(real_wines.nlargest(200, "alcohol"))})
+        assert answer.status_code == 200
+        assert gauge(c, "prediction_ks_rows") == {"7": 200.0}
+        assert math.isnan(gauge(c, "prediction_ks")["7"])  # > 0.2 with a sound reference
 
 
 def test_the_window_survives_a_restart_and_a_new_version_starts_empty(
