@@ -88,5 +88,5 @@ images: ## build every image (offline, on the base image) and print their sizes
 	DOCKER=$(DOCKER) PYTHON_IMAGE=$(PYTHON_IMAGE) deploy/docker/build-images.sh
 
 .PHONY: clean
-clean: ## remove generated data, models, tracking store, the local stack's run folder (with its feedback database) and caches (not the DVC remote)
-	rm -rf data models metrics reports mlruns.db mlartifacts .stack triton-repo .pytest_cache .mypy_cache .ruff_cache
+clean: ## remove generated data, models, tracking store, the local and compose stacks' run folders (with their feedback databases) and caches (not the DVC remote)
+	rm -rf data models metrics reports mlruns.db mlartifacts .stack .compose triton-repo .pytest_cache .mypy_cache .ruff_cache

@@ -4,6 +4,8 @@
 # ...). The Triton image needs a model bundle in the context (BUNDLE, default models/serving, what
 # `make pipeline` writes): without one it is skipped. With the official bases (a registry), set
 # PYTHON_IMAGE=python:3.11-slim-bookworm and TRITON=official to build the production Triton image.
+# Prometheus and Alertmanager (the compose stack's) come from Debian's packages on PYTHON_IMAGE;
+# MONITORING=official builds them on the official prom/ images instead.
 set -euo pipefail
 
 DOCKER=${DOCKER:-/usr/bin/docker}
@@ -12,6 +14,7 @@ PREFIX=${IMAGE_PREFIX:-wine-quality}
 TAG=${IMAGE_TAG:-latest}
 BUNDLE=${BUNDLE:-models/serving}
 TRITON=${TRITON:-local}
+MONITORING=${MONITORING:-debian}
 cd "$(dirname "$0")/../.."
 
 built=()
@@ -29,6 +32,9 @@ build() {
 build app -f deploy/docker/app.Dockerfile
 build detector -f deploy/docker/detector.Dockerfile
 build trainer -f deploy/docker/trainer.Dockerfile
+for name in prometheus alertmanager; do
+    build "$name" -f "deploy/docker/$name.Dockerfile" --target "$MONITORING"
+done
 if [ -f "$BUNDLE/model.onnx" ]; then
     if [ "$TRITON" = official ]; then
         build triton -f deploy/docker/triton.Dockerfile --build-arg BUNDLE="$BUNDLE"

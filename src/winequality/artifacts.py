@@ -161,6 +161,16 @@ def read_metadata(bundle: Path) -> ModelMetadata:
     return ModelMetadata.model_validate_json((bundle / METADATA_FILE).read_text())
 
 
+def new_bundle_dir(model_dir: Path, name: str) -> Path:
+    """A fresh folder ``bundles/<name>-<time>`` for a pulled bundle, next to the serving pointer
+    ``model_dir``, never reused (the one naming rule of ``up``, the compose stack and
+    retraining)."""
+    from datetime import UTC, datetime
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return model_dir.absolute().parent / "bundles" / f"{name}-{stamp}"
+
+
 def point_model_dir(model_dir: Path, bundle: Path) -> None:
     """Make ``model_dir`` a symlink to ``bundle``, switched in one rename (no reader sees it
     missing); a plain directory from before becomes the link (``point_link``)."""

@@ -39,21 +39,19 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import IO, TYPE_CHECKING, Annotated, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import typer
 import yaml
 
-from winequality.artifacts import point_model_dir
+from winequality.artifacts import new_bundle_dir, point_model_dir
 from winequality.settings import (
-    DetectorSettings,
     Ports,
     RetrainSettings,
-    ServingSettings,
-    WebhookSettings,
 )
 
 if TYPE_CHECKING:
+    from winequality.monitoring.alerting_config import AlertingFiles
     from winequality.process import ManagedProcess
 
 PROMETHEUS: Final = "prometheus"
@@ -240,6 +238,34 @@ def run_params(base: Path, window_size: int | None) -> dict[str, Any]:
     return raw
 
 
+@dataclass(frozen=True)
+class ServicePaths:
+    """Where the services find the run's files: the host's paths for ``up``, the mount points
+    of ``deploy/compose.yaml`` for the compose stack (``winequality.compose``)."""
+
+    project_dir: Path
+    params: Path
+    model_dir: Path
+    feedback_db: Path
+    drift_state: Path
+
+
+def host_paths(settings: RetrainSettings, paths: RunPaths) -> ServicePaths:
+    """The run's files as the children of ``up`` see them (an explicit feedback db is kept)."""
+    feedback = (
+        settings.feedback_db
+        if "feedback_db" in settings.model_fields_set
+        else paths.run_dir / "feedback.sqlite"
+    )
+    return ServicePaths(
+        project_dir=settings.project_dir.resolve(),
+        params=paths.params.resolve(),
+        model_dir=paths.current.absolute(),
+        feedback_db=feedback.absolute(),
+        drift_state=(paths.run_dir / "drift-state.json").absolute(),
+    )
+
+
 def service_env(
     config: StackConfig,
     *,
@@ -250,21 +276,25 @@ def service_env(
     base_env: Mapping[str, str],
     feedback_token: str | None = None,
     ingest_token: str | None = None,
+    where: ServicePaths | None = None,
+    webhook_command: Sequence[str] | None = None,
 ) -> dict[str, str]:
-    """One environment for every child: where things are, the URLs, the run's tokens."""
+    """One environment for every child: where things are, the URLs, the run's tokens.
+
+    ``where``: the files as the services see them (default: ``host_paths``);
+    ``webhook_command``: the retraining job (default: ``retrain`` with this interpreter).
+    """
     u = urls(config)
-    feedback = (
-        settings.feedback_db
-        if "feedback_db" in settings.model_fields_set
-        else paths.run_dir / "feedback.sqlite"
-    )
+    seen = where or host_paths(settings, paths)
+    # By default the interpreter of this run, whatever is on PATH for the webhook.
+    command = webhook_command or [sys.executable, "-m", "winequality.cli", "retrain"]
     env = dict(base_env)
     env |= {
-        "WINEQ_PROJECT_DIR": str(settings.project_dir.resolve()),
-        "WINEQ_PARAMS_FILE": str(paths.params.resolve()),
-        "WINEQ_MODEL_DIR": str(paths.current.absolute()),
-        "WINEQ_FEEDBACK_DB": str(feedback.absolute()),
-        "WINEQ_DRIFT_STATE_FILE": str((paths.run_dir / "drift-state.json").absolute()),
+        "WINEQ_PROJECT_DIR": str(seen.project_dir),
+        "WINEQ_PARAMS_FILE": str(seen.params),
+        "WINEQ_MODEL_DIR": str(seen.model_dir),
+        "WINEQ_FEEDBACK_DB": str(seen.feedback_db),
+        "WINEQ_DRIFT_STATE_FILE": str(seen.drift_state),
         "WINEQ_ADMIN_TOKEN": admin_token,
         "WINEQ_DRIFT_ADMIN_TOKEN": admin_token,
         "WINEQ_DRIFT_APP_URL": u["app"],
@@ -275,8 +305,7 @@ def service_env(
         "WINEQ_PORT": str(config.ports.app),
         "WINEQ_WEBHOOK_PORT": str(config.ports.webhook),
         "WINEQ_WEBHOOK_COOLDOWN_S": str(config.cooldown_s),
-        # The interpreter of this run, whatever is on PATH for the webhook.
-        "WINEQ_WEBHOOK_COMMAND": json.dumps([sys.executable, "-m", "winequality.cli", "retrain"]),
+        "WINEQ_WEBHOOK_COMMAND": json.dumps(list(command)),
         "PYTHONUNBUFFERED": "1",
     }
     if feedback_token:
@@ -284,6 +313,90 @@ def service_env(
     if ingest_token:  # the detector checks it, the app's payload logger sends it
         env["WINEQ_DRIFT_INGEST_TOKEN"] = ingest_token
     return env
+
+
+@dataclass(frozen=True)
+class Tokens:
+    admin: str
+    webhook: str
+    feedback: str
+    ingest: str
+
+
+def new_tokens(environ: Mapping[str, str]) -> Tokens:
+    """The run's tokens: admin and webhook new each run; a feedback or ingestion token already
+    in the environment is kept (the callers that send them may hold it)."""
+    return Tokens(
+        admin=secrets.token_urlsafe(32),
+        webhook=secrets.token_urlsafe(32),
+        feedback=environ.get("WINEQ_FEEDBACK_TOKEN") or secrets.token_urlsafe(32),
+        ingest=environ.get("WINEQ_DRIFT_INGEST_TOKEN") or secrets.token_urlsafe(32),
+    )
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """The files of a run, written: its environment, tokens and alerting configs."""
+
+    env: dict[str, str]
+    tokens: Tokens
+    alerting: AlertingFiles
+
+
+def prepare_run(
+    config: StackConfig,
+    settings: RetrainSettings,
+    *,
+    environ: Mapping[str, str],
+    base_env: Mapping[str, str],
+    where: ServicePaths | None = None,
+    webhook_command: Sequence[str] | None = None,
+    alerting_mounted_at: Path | None = None,
+) -> PreparedRun:
+    """Write the run's params, feedback token and alerting configs; return its environment.
+
+    ``up`` and the compose stack (``winequality.compose``) both start from this, so their
+    services get the same configuration; ``where`` and ``alerting_mounted_at`` say where a
+    container sees the files.
+    """
+    from winequality.monitoring.alerting_config import write_alerting_configs
+
+    paths = RunPaths(config.run_dir)
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    base = config.params_file or settings.params_path()
+    paths.params.write_text(yaml.safe_dump(run_params(base, config.window_size)))
+    tokens = new_tokens(environ)
+    write_token(paths.feedback_token, tokens.feedback)
+    env = service_env(
+        config,
+        settings=settings,
+        paths=paths,
+        admin_token=tokens.admin,
+        webhook_token=tokens.webhook,
+        base_env=base_env,
+        feedback_token=tokens.feedback,
+        ingest_token=tokens.ingest,
+        where=where,
+        webhook_command=webhook_command,
+    )
+    alerting = write_alerting_configs(
+        paths.alerting,
+        app_port=config.ports.app,
+        detector_port=config.ports.detector,
+        alertmanager_port=config.ports.alertmanager,
+        webhook_url=f"{urls(config)['webhook']}/alerts",
+        webhook_token=tokens.webhook,
+        host=config.host,
+        drift_for=config.drift_for,
+        degraded_for=config.degraded_for,
+        scrape_interval=config.scrape_interval,
+        evaluation_interval=config.evaluation_interval,
+        group_wait=config.group_wait,
+        group_interval=config.group_interval,
+        repeat_interval=config.repeat_interval,
+        mounted_at=alerting_mounted_at,
+    )
+    return PreparedRun(env, tokens, alerting)
 
 
 def plan(
@@ -450,8 +563,7 @@ def ports_in_use(config: StackConfig) -> list[str]:
 
 def champion_job(paths: RunPaths, env: Mapping[str, str]) -> JobSpec:
     """``registry pull --alias champion`` into a new bundle dir, then ``current`` points at it."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    bundle = (paths.models / "bundles" / f"champion-{stamp}").absolute()
+    bundle = new_bundle_dir(paths.current, CHAMPION_JOB)
 
     def finish() -> str:
         point_model_dir(paths.current, bundle)
@@ -579,7 +691,6 @@ def _raise_stop(signum: int, _: FrameType | None) -> None:
 
 def run_stack(config: StackConfig, settings: RetrainSettings, echo: Any = typer.echo) -> int:
     """Start everything, print the URLs, wait for SIGINT/SIGTERM, stop everything."""
-    from winequality.monitoring.alerting_config import write_alerting_configs
     from winequality.process import ProcessError
 
     tools = find_tools()
@@ -591,38 +702,8 @@ def run_stack(config: StackConfig, settings: RetrainSettings, echo: Any = typer.
                 f"port(s) already in use: {', '.join(busy)}; stop what holds them or pick "
                 "other ports (see `winequality up --help`)"
             )
-        base = config.params_file or settings.params_path()
-        paths.params.write_text(yaml.safe_dump(run_params(base, config.window_size)))
-        admin_token, webhook_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        feedback_token = os.environ.get("WINEQ_FEEDBACK_TOKEN") or secrets.token_urlsafe(32)
-        ingest_token = os.environ.get("WINEQ_DRIFT_INGEST_TOKEN") or secrets.token_urlsafe(32)
-        write_token(paths.feedback_token, feedback_token)
-        env = service_env(
-            config,
-            settings=settings,
-            paths=paths,
-            admin_token=admin_token,
-            webhook_token=webhook_token,
-            base_env=os.environ,
-            feedback_token=feedback_token,
-            ingest_token=ingest_token,
-        )
-        alerting = write_alerting_configs(
-            paths.alerting,
-            app_port=config.ports.app,
-            detector_port=config.ports.detector,
-            alertmanager_port=config.ports.alertmanager,
-            webhook_url=f"{urls(config)['webhook']}/alerts",
-            webhook_token=webhook_token,
-            host=config.host,
-            drift_for=config.drift_for,
-            degraded_for=config.degraded_for,
-            scrape_interval=config.scrape_interval,
-            evaluation_interval=config.evaluation_interval,
-            group_wait=config.group_wait,
-            group_interval=config.group_interval,
-            repeat_interval=config.repeat_interval,
-        )
+        run = prepare_run(config, settings, environ=os.environ, base_env=os.environ)
+        env, alerting = run.env, run.alerting
         stack = Stack(paths.logs)
         previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         code = 0
@@ -671,75 +752,3 @@ def run_stack(config: StackConfig, settings: RetrainSettings, echo: Any = typer.
                 signal.signal(s, handler)
             paths.state.unlink(missing_ok=True)
         return code
-
-
-def _parse_ports(values: Sequence[int | None]) -> Ports:
-    names = ("app", "detector", "webhook", "mlflow", "prometheus", "alertmanager")
-    return Ports(**{n: v for n, v in zip(names, values, strict=True) if v is not None})
-
-
-def up(
-    *,
-    run_dir: Annotated[Path, typer.Option(help="Run folder (configs, logs, data).")] = Path(
-        ".stack"
-    ),
-    app_port: Annotated[int | None, typer.Option(help="Serving app (default 8000).")] = None,
-    detector_port: Annotated[int | None, typer.Option(help="Drift detector (default 8010).")] = (
-        None
-    ),
-    webhook_port: Annotated[int | None, typer.Option(help="Retraining webhook (8082).")] = None,
-    mlflow_port: Annotated[int | None, typer.Option(help="MLflow UI (default 5000).")] = None,
-    prometheus_port: Annotated[int | None, typer.Option(help="Prometheus (9090).")] = None,
-    alertmanager_port: Annotated[int | None, typer.Option(help="Alertmanager (9093).")] = None,
-    scrape_interval: Annotated[str, typer.Option(help="Prometheus scrape interval.")] = "5s",
-    evaluation_interval: Annotated[str, typer.Option(help="Rule evaluation interval.")] = "5s",
-    drift_for: Annotated[str, typer.Option(help="`for:` of the WineQualityDrift alert.")] = "10s",
-    degraded_for: Annotated[
-        str | None, typer.Option(help="`for:` of WineQualityDegraded (default: the rules').")
-    ] = None,
-    group_wait: Annotated[str, typer.Option(help="Alertmanager group_wait.")] = "5s",
-    group_interval: Annotated[str, typer.Option(help="Alertmanager group_interval.")] = "1m",
-    window_size: Annotated[
-        int | None, typer.Option(help="Detector window (default: drift.window_size).")
-    ] = None,
-    cooldown: Annotated[float, typer.Option(help="Retraining cool-down, seconds.")] = 120.0,
-    params_file: Annotated[
-        Path | None, typer.Option("--params", help="Base params (default: params.yaml).")
-    ] = None,
-    mlflow: Annotated[bool, typer.Option(help="Start the MLflow UI.")] = True,
-) -> None:
-    """Start the local stack (MLflow, app, detector, webhook, Prometheus, Alertmanager).
-
-    Needs a champion model in the registry (run the pipeline first) and the prometheus and
-    prometheus-alertmanager binaries. Prints the URLs; Ctrl-C stops everything.
-    """
-    settings = RetrainSettings()
-    config = StackConfig(
-        run_dir=run_dir,
-        ports=_parse_ports(
-            [
-                app_port or ServingSettings().port,
-                detector_port or DetectorSettings().port,
-                webhook_port or WebhookSettings().port,
-                mlflow_port,
-                prometheus_port,
-                alertmanager_port,
-            ]
-        ),
-        scrape_interval=scrape_interval,
-        evaluation_interval=evaluation_interval,
-        drift_for=drift_for,
-        degraded_for=degraded_for,
-        group_wait=group_wait,
-        group_interval=group_interval,
-        window_size=window_size,
-        cooldown_s=cooldown,
-        params_file=params_file,
-        mlflow=mlflow,
-    )
-    try:
-        code = run_stack(config, settings)
-    except StackError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2 if isinstance(exc, StackRunningError) else 1) from exc
-    raise typer.Exit(code)

@@ -234,6 +234,15 @@ def test_promote_refuse_and_pull_the_champion(
     assert list(reference.columns) == list(schema.DATA_COLUMNS)
     assert len(reference) == 500
 
+    # --link: a fresh bundles/champion-<time> beside the pointer's folder, the pointer moved to it
+    # (the compose stack's champion container).
+    link = tmp_path / "stack" / "models" / "current"
+    code, out = invoke(store, "registry", "pull", "--alias", "champion", "--link", str(link))
+    assert code == 0, out
+    (pulled,) = (link.parent / "bundles").glob("champion-*")
+    assert link.resolve() == pulled.resolve()
+    assert OnnxPredictor(link).metadata.version == first["version"]
+
 
 def test_run_records_params_metrics_data_tags_and_artifacts(
     store: dict[str, str | None], project: Path, tmp_path: Path

@@ -210,12 +210,20 @@ def write_alerting_configs(
     group_wait: str = "30s",
     group_interval: str = "5m",
     repeat_interval: str = "4h",
+    mounted_at: Path | None = None,
 ) -> AlertingFiles:
-    """Write prometheus.yml, the rules, alertmanager.yml and the token file for a local run."""
+    """Write prometheus.yml, the rules, alertmanager.yml and the token file for a local run.
+
+    ``mounted_at``: where Prometheus and Alertmanager see ``out_dir`` (a container's mount
+    point, for the compose stack); by default ``out_dir`` itself.
+    """
     # Absolute paths: Prometheus and Alertmanager resolve relative ones against the config file's
     # folder, not the working directory, so `.stack/...` would silently load no rules.
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    seen = mounted_at or out_dir
+    if not seen.is_absolute():
+        raise ValueError(f"mounted_at must be an absolute path, got {seen}")
     rules = out_dir / RULES_NAME
     overrides = {
         name: value
@@ -235,7 +243,7 @@ def write_alerting_configs(
                 app_target=f"{host}:{app_port}",
                 detector_target=f"{host}:{detector_port}",
                 alertmanager_target=f"{host}:{alertmanager_port}",
-                rule_files=[str(rules)],
+                rule_files=[str(seen / RULES_NAME)],
                 scrape_interval=scrape_interval,
                 evaluation_interval=evaluation_interval,
             )
@@ -246,7 +254,7 @@ def write_alerting_configs(
         dump(
             alertmanager_config(
                 webhook_url=webhook_url,
-                credentials_file=str(token),
+                credentials_file=str(seen / TOKEN_FILE_NAME),
                 group_wait=group_wait,
                 group_interval=group_interval,
                 repeat_interval=repeat_interval,

@@ -3,19 +3,118 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from winequality import simulate, stack
+from winequality import simulate
 from winequality.pipeline.trigger import TRIGGER_FILE_ENV
+from winequality.settings import Ports
 from winequality.stages import PATHS
 
 app = typer.Typer()
 """The loop's top-level commands: webhook, retrain, up, simulate."""
-app.command("up")(stack.up)
 app.command("simulate")(simulate.simulate)
+
+
+def _parse_ports(values: Sequence[int | None]) -> Ports:
+    names = ("app", "detector", "webhook", "mlflow", "prometheus", "alertmanager")
+    return Ports(**{n: v for n, v in zip(names, values, strict=True) if v is not None})
+
+
+@app.command("up")
+def up(
+    *,
+    run_dir: Annotated[Path, typer.Option(help="Run folder (configs, logs, data).")] = Path(
+        ".stack"
+    ),
+    app_port: Annotated[int | None, typer.Option(help="Serving app (default 8000).")] = None,
+    detector_port: Annotated[int | None, typer.Option(help="Drift detector (default 8010).")] = (
+        None
+    ),
+    webhook_port: Annotated[int | None, typer.Option(help="Retraining webhook (8082).")] = None,
+    mlflow_port: Annotated[int | None, typer.Option(help="MLflow UI (default 5000).")] = None,
+    prometheus_port: Annotated[int | None, typer.Option(help="Prometheus (9090).")] = None,
+    alertmanager_port: Annotated[int | None, typer.Option(help="Alertmanager (9093).")] = None,
+    scrape_interval: Annotated[str, typer.Option(help="Prometheus scrape interval.")] = "5s",
+    evaluation_interval: Annotated[str, typer.Option(help="Rule evaluation interval.")] = "5s",
+    drift_for: Annotated[str, typer.Option(help="`for:` of the WineQualityDrift alert.")] = "10s",
+    degraded_for: Annotated[
+        str | None, typer.Option(help="`for:` of WineQualityDegraded (default: the rules').")
+    ] = None,
+    group_wait: Annotated[str, typer.Option(help="Alertmanager group_wait.")] = "5s",
+    group_interval: Annotated[str, typer.Option(help="Alertmanager group_interval.")] = "1m",
+    window_size: Annotated[
+        int | None, typer.Option(help="Detector window (default: drift.window_size).")
+    ] = None,
+    cooldown: Annotated[float, typer.Option(help="Retraining cool-down, seconds.")] = 120.0,
+    params_file: Annotated[
+        Path | None, typer.Option("--params", help="Base params (default: params.yaml).")
+    ] = None,
+    mlflow: Annotated[bool, typer.Option(help="Start the MLflow UI.")] = True,
+    compose_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--compose-config",
+            help="Start nothing: write this stack's configs for deploy/compose.yaml into this "
+            "folder (its run folder, instead of --run-dir), with the docker-compose commands.",
+        ),
+    ] = None,
+) -> None:
+    """Start the local stack (MLflow, app, detector, webhook, Prometheus, Alertmanager).
+
+    Needs a champion model in the registry (run the pipeline first) and the prometheus and
+    prometheus-alertmanager binaries. Prints the URLs; Ctrl-C stops everything. With
+    --compose-config, writes the same stack's configs for the containers of deploy/compose.yaml.
+    """
+    from winequality.settings import (
+        DetectorSettings,
+        RetrainSettings,
+        ServingSettings,
+        WebhookSettings,
+    )
+    from winequality.stack import StackConfig, StackError, StackRunningError, run_stack
+
+    settings = RetrainSettings()
+    config = StackConfig(
+        run_dir=compose_config or run_dir,
+        ports=_parse_ports(
+            [
+                app_port or ServingSettings().port,
+                detector_port or DetectorSettings().port,
+                webhook_port or WebhookSettings().port,
+                mlflow_port,
+                prometheus_port,
+                alertmanager_port,
+            ]
+        ),
+        scrape_interval=scrape_interval,
+        evaluation_interval=evaluation_interval,
+        drift_for=drift_for,
+        degraded_for=degraded_for,
+        group_wait=group_wait,
+        group_interval=group_interval,
+        window_size=window_size,
+        cooldown_s=cooldown,
+        params_file=params_file,
+        mlflow=mlflow,
+    )
+    try:
+        if compose_config is not None:
+            from winequality.compose import write_compose_config
+
+            files = write_compose_config(config, settings)
+            typer.echo(f"wrote the compose stack's configs into {compose_config}; run it with")
+            for action in ("up -d", "down"):
+                typer.echo("  " + " ".join(files.command(*action.split())))
+            raise typer.Exit(0)
+        code = run_stack(config, settings)
+    except StackError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2 if isinstance(exc, StackRunningError) else 1) from exc
+    raise typer.Exit(code)
 
 
 @app.command("webhook")

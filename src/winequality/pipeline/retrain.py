@@ -45,7 +45,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -152,8 +151,7 @@ def refresh_data(
 
 def new_bundle_dir(model_dir: Path, version: str) -> Path:
     """A fresh directory for a pulled bundle, next to the serving pointer, never reused."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    return model_dir.absolute().parent / "bundles" / f"v{version}-{stamp}"
+    return artifacts.new_bundle_dir(model_dir, f"v{version}")
 
 
 def _post(url: str, token: str | None, body: dict[str, Any] | None) -> tuple[int, str]:

@@ -203,17 +203,36 @@ def pull(
     run_id: Annotated[str | None, typer.Option(help="An MLflow run id instead of an alias.")] = (
         None
     ),
+    link: Annotated[
+        Path | None,
+        typer.Option(
+            help="A serving pointer: pull into a new folder bundles/<alias>-<time> beside it, "
+            "then point this symlink there (as `winequality up` and retraining do)."
+        ),
+    ] = None,
 ) -> None:
     """Download a model (ONNX, metadata, reference sample) into a serving bundle directory."""
     if (alias is None) == (run_id is None):
         raise fail("give exactly one of --alias or --run-id")
+    if dest is not None and link is not None:
+        raise fail("give --dest or --link, not both")
     with stage_errors():
+        from winequality.artifacts import new_bundle_dir, point_model_dir
         from winequality.settings import ServingSettings, TrackingSettings
         from winequality.training.registry import pull as do_pull
 
         settings = TrackingSettings()
         # The app's bundle folder: what ``winequality serve`` then loads.
-        target = dest or ServingSettings().model_dir
+        target = (
+            new_bundle_dir(link, alias or f"run-{run_id}")
+            if link is not None
+            else dest or ServingSettings().model_dir
+        )
         with working(f"Downloading {alias or run_id} from {settings.tracking_uri()} ..."):
             metadata = do_pull(settings, target, alias=alias, run_id=run_id)
-    typer.echo(f"pulled {metadata.name} v{metadata.version} (run {metadata.run_id}) -> {target}")
+        if link is not None:
+            point_model_dir(link, target)
+    pointer = f" ({link} points there)" if link is not None else ""
+    typer.echo(
+        f"pulled {metadata.name} v{metadata.version} (run {metadata.run_id}) -> {target}{pointer}"
+    )

@@ -12,6 +12,9 @@ from tests.unit.deploy.kustomize import Manifest, build
 ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "k8s"
 CRDS = ROOT.parent / "shared" / "k8s-crds"
+COMPOSE_ONLY_DOCKERFILES = ("alertmanager.Dockerfile", "prometheus.Dockerfile")
+"""Images of the compose stack only (Debian's packages, no Python; the cluster runs the
+Prometheus operator's)."""
 OVERLAYS = ("staging", "prod")
 """The environments CD deploys (Seldon Core)."""
 KSERVE_OVERLAYS = ("kserve-staging", "kserve-prod")

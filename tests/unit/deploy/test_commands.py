@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import typer
-from tests.unit.deploy.conftest import PLATFORMS, ROOT
+from tests.unit.deploy.conftest import COMPOSE_ONLY_DOCKERFILES, PLATFORMS, ROOT
 from tests.unit.deploy.kustomize import Manifest, containers
 
 # Typer (0.2x) vendors click as typer._click: its commands are not click.Command instances, so the
@@ -171,13 +171,16 @@ def test_shell_commands_split_on_operators() -> None:
     ]
 
 
-def test_dockerfiles_are_the_four_images() -> None:
+def test_dockerfiles_are_the_four_images_and_the_compose_stacks_two() -> None:
     assert sorted(p.name for p in DOCKER.glob("*.Dockerfile")) == [
+        "alertmanager.Dockerfile",
         "app.Dockerfile",
         "detector.Dockerfile",
+        "prometheus.Dockerfile",
         "trainer.Dockerfile",
         "triton.Dockerfile",
     ]
+    assert set(COMPOSE_ONLY_DOCKERFILES) <= {p.name for p in DOCKER.glob("*.Dockerfile")}
     assert isinstance(ROOT, Path)
 
 

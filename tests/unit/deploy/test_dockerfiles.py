@@ -8,7 +8,7 @@ import subprocess
 import tomllib
 
 import pytest
-from tests.unit.deploy.conftest import ROOT
+from tests.unit.deploy.conftest import COMPOSE_ONLY_DOCKERFILES, ROOT
 
 DOCKER = ROOT / "deploy" / "docker"
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
@@ -55,7 +55,7 @@ def test_final_stage_runs_as_a_numeric_non_root_user(dockerfile: object) -> None
 
 
 def test_python_images_use_the_locked_environment_without_dev_dependencies() -> None:
-    for dockerfile in DOCKERFILES:
+    for dockerfile in (d for d in DOCKERFILES if d.name not in COMPOSE_ONLY_DOCKERFILES):
         text = dockerfile.read_text()
         if dockerfile.name == "triton.Dockerfile":
             assert "FROM ${TRITON_IMAGE} AS runtime" in text
@@ -151,7 +151,21 @@ def test_no_dockerfile_pulls_a_frontend_or_the_uv_image() -> None:
         text = dockerfile.read_text()
         assert not re.search(r"^# *syntax *=", text, re.MULTILINE), dockerfile.name
         assert "ghcr.io/astral-sh/uv" not in text, dockerfile.name
-        assert re.search(r'pip install .*"uv==\$\{UV_VERSION\}"', text), dockerfile.name
+        if dockerfile.name not in COMPOSE_ONLY_DOCKERFILES:
+            assert re.search(r'pip install .*"uv==\$\{UV_VERSION\}"', text), dockerfile.name
+
+
+@pytest.mark.parametrize("dockerfile", COMPOSE_ONLY_DOCKERFILES)
+def test_monitoring_images_default_to_the_official_and_build_debians_package_offline(
+    dockerfile: str,
+) -> None:
+    text = (DOCKER / dockerfile).read_text()
+    name = dockerfile.removesuffix(".Dockerfile")
+    assert re.search(rf"^ARG {name.upper()}_IMAGE=prom/{name}:v[\d.]+$", text, re.MULTILINE)
+    assert "FROM ${PYTHON_IMAGE} AS debian\n" in text
+    assert text.rindex("AS debian\n") < text.rindex("AS official\n")  # the default: official
+    package = "prometheus" if name == "prometheus" else "prometheus-alertmanager"
+    assert re.search(rf"apt-get install -y --no-install-recommends\s+(\\\s+)?{package} ", text)
 
 
 def test_dockerignore_files_are_one_whitelist_covering_every_copy_source() -> None:

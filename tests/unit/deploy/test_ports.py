@@ -88,9 +88,9 @@ def test_up_help_names_the_ports_of_the_table() -> None:
     import dataclasses
     import typing
 
-    from winequality import stack
+    from winequality.pipeline import cli
 
-    hints = typing.get_type_hints(stack.up, include_extras=True)
+    hints = typing.get_type_hints(cli.up, include_extras=True)
     for field in dataclasses.fields(PORTS):
         (option,) = hints[f"{field.name}_port"].__metadata__
         assert f"({getattr(PORTS, field.name)})" in option.help.replace("default ", "")

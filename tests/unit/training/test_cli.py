@@ -95,9 +95,12 @@ def test_evaluate_without_a_model_says_to_train(project: Path) -> None:
     assert "run the train stage first" in out
 
 
-def test_registry_pull_needs_exactly_one_of_alias_and_run_id(project: Path) -> None:
+def test_registry_pull_needs_one_source_and_one_destination(project: Path) -> None:
     code, out = invoke("registry", "pull", "--dest", "x")
     assert code == 1
     assert "exactly one of --alias or --run-id" in out
     code, out = invoke("registry", "pull", "--dest", "x", "--alias", "a", "--run-id", "r")
     assert code == 1
+    code, out = invoke("registry", "pull", "--dest", "x", "--link", "y", "--alias", "a")
+    assert code == 1
+    assert "--dest or --link, not both" in out
