@@ -4,8 +4,8 @@
 # ...). The Triton image needs a model bundle in the context (BUNDLE, default models/serving, what
 # `make pipeline` writes): without one it is skipped. With the official bases (a registry), set
 # PYTHON_IMAGE=python:3.11-slim-bookworm and TRITON=official to build the production Triton image.
-# Prometheus and Alertmanager (the compose stack's) come from Debian's packages on PYTHON_IMAGE;
-# MONITORING=official builds them on the official prom/ images instead.
+# Prometheus, Alertmanager and PostgreSQL (the compose stack's) come from Debian's packages on
+# PYTHON_IMAGE; MONITORING=official builds them on the official prom/ and postgres images instead.
 set -euo pipefail
 
 DOCKER=${DOCKER:-/usr/bin/docker}
@@ -32,7 +32,7 @@ build() {
 build app -f deploy/docker/app.Dockerfile
 build detector -f deploy/docker/detector.Dockerfile
 build trainer -f deploy/docker/trainer.Dockerfile
-for name in prometheus alertmanager; do
+for name in prometheus alertmanager postgres; do
     build "$name" -f "deploy/docker/$name.Dockerfile" --target "$MONITORING"
 done
 if [ -f "$BUNDLE/model.onnx" ]; then

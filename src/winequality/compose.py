@@ -11,21 +11,33 @@ artifacts inside it). Written into DIR:
     compose.env        the compose file's variables (host paths, ports, uid), for --env-file
     stack.env          the services' environment (0600: the run's tokens)
     mlflow.env         what the MLflow server alone gets (``stack.MLFLOW_SERVER_ENV``)
+    postgres.env       the PostgreSQL service's user, password and database (0600)
     params.yaml        the project's params with the run's overrides
     alerting/          prometheus.yml, the rules, alertmanager.yml, the webhook token
     feedback.token     the feedback token (0600), for ``winequality simulate --run-dir DIR``
     stack.json         the stack's URLs, for ``simulate`` and ``curl``
     models/ feedback/ detector/ logs/retrain/ prometheus-data/ alertmanager-data/
-                       the volumes, created here so that they belong to the user
+    postgres-data/     the volumes, created here so that they belong to the user
 
 The services run as the user who wrote the configs (``WINEQ_COMPOSE_UID``/``GID``), so what they
-write in DIR and in the project (MLflow runs, retraining data) stays theirs.
+write in DIR and in the project (MLflow runs, retraining data) stays theirs. PostgreSQL too,
+unless that user is root, which PostgreSQL refuses: then it runs as the images' ``postgres`` user
+(``POSTGRES_UID``), given the data folder here.
+
+The feedback store is that PostgreSQL server (``WINEQ_DATABASE_URL`` in stack.env): the app
+writes labels and served rows there, the retraining job reads them. Its password is made on the
+first run and kept in postgres.env (the cluster in postgres-data/ holds it). MLflow stays on the
+project's embedded store: the pipeline on the host registers the champion there, and the
+retraining job in the webhook's container registers into the same store, which the MLflow
+service serves; a PostgreSQL backend would need the host's pipeline pointed at the container and
+the existing store migrated.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +59,13 @@ COMPOSE_FILE: Final = DEPLOY_DIR / "compose.yaml"
 COMPOSE_ENV: Final = "compose.env"
 STACK_ENV: Final = "stack.env"
 MLFLOW_ENV: Final = "mlflow.env"
+POSTGRES_ENV: Final = "postgres.env"
+POSTGRES_PORT: Final = 5432
+"""The PostgreSQL service's default port (``up --postgres-port``)."""
+POSTGRES_UID: Final = 999
+"""The ``postgres`` user of both PostgreSQL images (official and ``debian``)."""
+DATABASE: Final = "winequality"
+"""The PostgreSQL user and database of the feedback store."""
 RETRAIN_COMMAND: Final = ("winequality", "retrain")
 """The retraining job in the webhook's container (the trainer image's entry point)."""
 
@@ -80,6 +99,7 @@ VOLUME_DIRS: Final = (
     "logs/retrain",
     "prometheus-data",
     "alertmanager-data",
+    "postgres-data",
 )
 
 
@@ -116,8 +136,42 @@ def _write_private(path: Path, text: str) -> None:
     path.chmod(0o600)
 
 
+def postgres_owner(uid: int, gid: int) -> tuple[int, int]:
+    """Who the PostgreSQL container runs as: the run's user, unless root (PostgreSQL refuses)."""
+    return (uid, gid) if uid != 0 else (POSTGRES_UID, POSTGRES_UID)
+
+
+def postgres_password(run_dir: Path) -> str:
+    """The run's PostgreSQL password: the one of postgres.env if the run has one (its cluster
+    was initialised with it), else a new one."""
+    path = run_dir / POSTGRES_ENV
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key == "POSTGRES_PASSWORD" and value:
+                return value
+    return secrets.token_urlsafe(32)
+
+
+def database_url(config: StackConfig, password: str, port: int) -> str:
+    return f"postgresql://{DATABASE}:{password}@{config.host}:{port}/{DATABASE}"
+
+
+def _prepare_postgres_data(folder: Path, uid: int, gid: int) -> None:
+    """PostgreSQL wants its data folder owned by its user and closed to others (only root can
+    give it away: anyone else runs PostgreSQL as themselves, the folder's owner)."""
+    if os.geteuid() == 0 and (folder.stat().st_uid, folder.stat().st_gid) != (uid, gid):
+        os.chown(folder, uid, gid)
+    folder.chmod(0o700)
+
+
 def compose_variables(
-    config: StackConfig, settings: RetrainSettings, uid: int, gid: int
+    config: StackConfig,
+    settings: RetrainSettings,
+    uid: int,
+    gid: int,
+    *,
+    postgres_port: int = POSTGRES_PORT,
 ) -> dict[str, str]:
     """The variables ``deploy/compose.yaml`` interpolates (all named ``WINEQ_COMPOSE_*``, so
     none is taken for a setting, and a shell variable of the same name would win). The app's
@@ -125,6 +179,7 @@ def compose_variables(
     from winequality.training.tracking import artifacts_dir
 
     p = config.ports
+    pg_uid, pg_gid = postgres_owner(uid, gid)
     return {
         "WINEQ_COMPOSE_DIR": str(config.run_dir.resolve()),
         "WINEQ_COMPOSE_PROJECT": str(settings.project_dir.resolve()),
@@ -136,6 +191,8 @@ def compose_variables(
         "WINEQ_COMPOSE_MLFLOW_PORT": str(p.mlflow),
         "WINEQ_COMPOSE_PROMETHEUS_PORT": str(p.prometheus),
         "WINEQ_COMPOSE_ALERTMANAGER_PORT": str(p.alertmanager),
+        "WINEQ_COMPOSE_POSTGRES_PORT": str(postgres_port),
+        "WINEQ_COMPOSE_POSTGRES_USER": f"{pg_uid}:{pg_gid}",
         "WINEQ_COMPOSE_MLFLOW_BACKEND": settings.tracking_uri(),
         "WINEQ_COMPOSE_MLFLOW_ARTIFACTS": artifacts_dir(settings).as_uri(),
     }
@@ -148,8 +205,10 @@ def write_compose_config(
     environ: Mapping[str, str] | None = None,
     uid: int | None = None,
     gid: int | None = None,
+    postgres_port: int | None = None,
 ) -> ComposeFiles:
     """Write everything ``deploy/compose.yaml`` needs into ``config.run_dir``."""
+    postgres_port = postgres_port or POSTGRES_PORT
     if not config.mlflow:
         raise StackError("the compose stack always runs MLflow (drop --no-mlflow)")
     if settings.mlflow_tracking_uri:
@@ -159,8 +218,12 @@ def write_compose_config(
         )
     run_dir = config.run_dir
     paths = RunPaths(run_dir)
+    uid = os.getuid() if uid is None else uid
+    gid = os.getgid() if gid is None else gid
     for name in VOLUME_DIRS:
         (run_dir / name).mkdir(parents=True, exist_ok=True)
+    _prepare_postgres_data(run_dir / "postgres-data", *postgres_owner(uid, gid))
+    password = postgres_password(run_dir)
     run = prepare_run(
         config,
         settings,
@@ -170,15 +233,13 @@ def write_compose_config(
         webhook_command=RETRAIN_COMMAND,
         alerting_mounted_at=MOUNTS.alerting,
     )
+    env = run.env | {"WINEQ_DATABASE_URL": database_url(config, password, postgres_port)}
     stack_env = run_dir / STACK_ENV
-    _write_private(stack_env, env_file_text(run.env))
+    _write_private(stack_env, env_file_text(env))
     (run_dir / MLFLOW_ENV).write_text(env_file_text(MLFLOW_SERVER_ENV))
-    variables = compose_variables(
-        config,
-        settings,
-        os.getuid() if uid is None else uid,
-        os.getgid() if gid is None else gid,
-    )
+    postgres = {"POSTGRES_USER": DATABASE, "POSTGRES_PASSWORD": password, "POSTGRES_DB": DATABASE}
+    _write_private(run_dir / POSTGRES_ENV, env_file_text(postgres))
+    variables = compose_variables(config, settings, uid, gid, postgres_port=postgres_port)
     compose_env = run_dir / COMPOSE_ENV
     compose_env.write_text(env_file_text(variables))
     state = {

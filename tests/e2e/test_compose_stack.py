@@ -2,7 +2,8 @@
 engine, from the images built from this tree, with the configs of `winequality up
 --compose-config` (free loopback ports, 1 s intervals) around a champion trained by the real DVC
 pipeline on red wines only. White traffic through it ends with a retraining inside the webhook's
-container and the new version served; `docker-compose down` leaves no container behind.
+container, on the labels the app wrote into the stack's PostgreSQL, and the new version served;
+`docker-compose down` leaves no container behind.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from tests.support.docker import (
     BuiltImage,
@@ -35,8 +37,9 @@ from winequality.process import free_port
 pytestmark = pytest.mark.e2e
 
 IMAGES = {"app": None, "detector": None, "trainer": None, "prometheus": "debian",
-          "alertmanager": "debian"}  # fmt: skip
-"""The stack's images and their build target (Prometheus and Alertmanager: Debian's packages)."""
+          "alertmanager": "debian", "postgres": "debian"}  # fmt: skip
+"""The stack's images and their build target (Prometheus, Alertmanager and PostgreSQL: Debian's
+packages)."""
 PIPELINE_PARAMS = {
     "prepare": {"reference_size": 500},
     "train": {"alpha_grid": [0.001, 0.01], "l1_ratio_grid": [0.5, 1.0], "cv_folds": 3},
@@ -150,7 +153,7 @@ def compose_stack(
     project = red_champion
     env = pipeline_env(project)
     run_dir = tmp_path / "compose"
-    ports = [f"--{name}-port" for name in READY]
+    ports = [f"--{name}-port" for name in [*READY, "postgres"]]
     cmd = [sys.executable, "-m", "winequality.cli", "up", "--compose-config", str(run_dir),
            *[str(x) for p in ports for x in (p, free_port())],
            "--scrape-interval", "1s", "--evaluation-interval", "1s", "--drift-for", "1s",
@@ -193,7 +196,7 @@ def test_drift_through_the_compose_stack_retrains_serves_the_new_version_and_dow
     images: Future[dict[str, BuiltImage]],
     record_property: Callable[[str, object], None],
 ) -> None:
-    for name in ("prometheus", "alertmanager"):  # the others' are the container tests'
+    for name in ("prometheus", "alertmanager", "postgres"):  # the others': the container tests'
         record_property("image", image_summary(images.result()[name]))
     project = red_champion
     compose, urls, run_dir = compose_stack
@@ -219,7 +222,13 @@ def test_drift_through_the_compose_stack_retrains_serves_the_new_version_and_dow
     # The job ran in the webhook's container and wrote into the stack's volumes on the host.
     (bundle,) = (run_dir / "models" / "bundles").glob("v2-*")
     assert result["model_dir"] == f"/var/lib/winequality/models/bundles/{bundle.name}"
-    assert (run_dir / "feedback" / "feedback.sqlite").is_file()
+    # The labels went through the app into the stack's PostgreSQL, where the job read them.
+    stack_env = (run_dir / "stack.env").read_text().splitlines()
+    (url,) = [ln.split("=", 1)[1] for ln in stack_env if ln.startswith("WINEQ_DATABASE_URL=")]
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        (labels,) = conn.execute("SELECT count(*) FROM feedback").fetchone() or (0,)
+    assert labels == result["feedback_rows"] == 400
+    assert not (run_dir / "feedback" / "feedback.sqlite").exists()
     assert list((run_dir / "logs" / "retrain").glob("retrain-*.log"))
 
     # The MLflow service serves the store the job registered v2 in, as the champion.

@@ -42,7 +42,8 @@ NO_CACHE_ENV = "WINEQ_TEST_DOCKER_NO_CACHE"
 # find it: its socket, and the lock its users share.
 OWN_DAEMON = Path(tempfile.gettempdir()) / f"wineq-dockerd-{os.getuid()}"
 # What the Dockerfiles' whitelist (*.Dockerfile.dockerignore) admits, bar the model bundle.
-CONTEXT_FILES = ("pyproject.toml", "uv.lock", "README.md", "params.yaml", "dvc.yaml", ".dvcignore")
+CONTEXT_FILES = ("pyproject.toml", "uv.lock", "README.md", "params.yaml", "dvc.yaml", ".dvcignore",
+                 "deploy/docker/postgres-entrypoint.sh")  # fmt: skip
 
 
 class DockerError(RuntimeError):
@@ -269,6 +270,7 @@ def build_context(dest: Path, bundle: Path | None = None) -> Path:
     models/serving: a context that holds nothing of the working tree's data or models."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in CONTEXT_FILES:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, dest / name)
     (dest / ".dvc").mkdir(exist_ok=True)
     shutil.copy2(ROOT / ".dvc" / "config", dest / ".dvc" / "config")

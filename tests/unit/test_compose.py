@@ -17,12 +17,15 @@ from winequality.cli import app
 from winequality.compose import (
     COMPOSE_FILE,
     MOUNTS,
+    POSTGRES_PORT,
+    POSTGRES_UID,
     RETRAIN_COMMAND,
     VOLUME_DIRS,
     compose_variables,
     env_file_text,
     write_compose_config,
 )
+from winequality.database import normalize_url, redact
 from winequality.settings import RetrainSettings
 from winequality.simulate import load_urls
 from winequality.stack import (
@@ -111,18 +114,80 @@ def test_the_compose_stack_runs_ups_services_with_ups_flags(
         )
     }
     services = compose()["services"]
-    assert set(services) == {*specs, "champion"}
+    assert set(services) == {*specs, "champion", "postgres"}
     for name in ("prometheus", "alertmanager"):
         assert flags(services[name]["command"]) == flags(specs[name].cmd), name
     for name in ("mlflow", "detector", "webhook"):
         assert flags(services[name]["entrypoint"]) == flags(specs[name].cmd), name
     assert "--cluster.listen-address=" in services["alertmanager"]["command"]
     assert all(services[n]["network_mode"] == "host" for n in services)
-    depends = {n for n, s in services.items() if "depends_on" in s}
-    assert depends == {"app", "detector"}
-    for name in depends:
-        condition = services[name]["depends_on"]["champion"]["condition"]
+    depends = {n: s["depends_on"] for n, s in services.items() if "depends_on" in s}
+    assert set(depends) == {"app", "detector", "webhook"}
+    for name in ("app", "detector"):
+        condition = depends[name]["champion"]["condition"]
         assert condition == "service_completed_successfully"
+    # Those that open the feedback store wait for PostgreSQL; the detector does not use it.
+    assert {n for n, d in depends.items() if "postgres" in d} == {"app", "webhook"}
+    assert all(d["postgres"]["condition"] == "service_healthy" for d in depends.values()
+               if "postgres" in d)  # fmt: skip
+
+
+def test_the_postgres_service_listens_on_the_runs_loopback_port_with_its_data_in_the_run(
+    tmp_path: Path, settings: RetrainSettings
+) -> None:
+    service = compose()["services"]["postgres"]
+    assert service["network_mode"] == "host"
+    assert service["read_only"] is True
+    assert service["user"] == "${WINEQ_COMPOSE_POSTGRES_USER:?}"
+    assert service["environment"]["PGPORT"] == "${WINEQ_COMPOSE_POSTGRES_PORT:?}"
+    assert service["command"] == ["-c", "listen_addresses=${WINEQ_COMPOSE_HOST:?}"]
+    assert targets(service) == {"/var/lib/postgresql/data"}
+    assert "${WINEQ_COMPOSE_DIR:?}/postgres-data:" in service["volumes"][0]
+    assert service["env_file"] == ["${WINEQ_COMPOSE_DIR:?}/postgres.env"]
+    assert service["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    assert "/var/run/postgresql" in service["tmpfs"]  # the socket, on a read-only root
+
+
+def test_compose_config_gives_the_services_one_postgresql_database_and_keeps_its_password(
+    tmp_path: Path, settings: RetrainSettings
+) -> None:
+    config = StackConfig(run_dir=tmp_path / "run", ports=PORTS)
+    files = write_compose_config(config, settings, environ={}, uid=7, gid=8, postgres_port=15432)
+    url = read_env_file(files.stack_env)["WINEQ_DATABASE_URL"]
+    postgres = config.run_dir / "postgres.env"
+    credentials = read_env_file(postgres)
+    assert stat.S_IMODE(postgres.stat().st_mode) == 0o600
+    password = credentials["POSTGRES_PASSWORD"]
+    assert len(password) >= 32
+    user, db = credentials["POSTGRES_USER"], credentials["POSTGRES_DB"]
+    assert url == f"postgresql://{user}:{password}@127.0.0.1:15432/{db}"
+    assert normalize_url(url).startswith("postgresql+psycopg://")
+    assert password not in redact(url)
+    variables = read_env_file(files.compose_env)
+    assert variables["WINEQ_COMPOSE_POSTGRES_PORT"] == "15432"
+    assert variables["WINEQ_COMPOSE_POSTGRES_USER"] == "7:8"
+    data = config.run_dir / "postgres-data"
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    # A second run on the same folder: its cluster was made with the first password.
+    again = write_compose_config(config, settings, environ={}, uid=7, gid=8)
+    assert read_env_file(config.run_dir / "postgres.env") == credentials
+    again_url = read_env_file(again.stack_env)["WINEQ_DATABASE_URL"]
+    assert again_url == url.replace(":15432/", f":{POSTGRES_PORT}/")
+    # Another run folder, another password.
+    other = write_compose_config(
+        StackConfig(run_dir=tmp_path / "other", ports=PORTS), settings, environ={}, uid=7, gid=8
+    )
+    assert read_env_file(other.stack_env)["WINEQ_DATABASE_URL"] != again_url
+
+
+def test_postgresql_runs_as_the_images_postgres_user_when_the_run_is_roots(
+    tmp_path: Path, settings: RetrainSettings
+) -> None:
+    variables = compose_variables(StackConfig(ports=PORTS), settings, 0, 0)
+    assert variables["WINEQ_COMPOSE_POSTGRES_USER"] == f"{POSTGRES_UID}:{POSTGRES_UID}"
+    assert (variables["WINEQ_COMPOSE_UID"], variables["WINEQ_COMPOSE_GID"]) == ("0", "0")
+    user = compose_variables(StackConfig(ports=PORTS), settings, 1000, 100)
+    assert user["WINEQ_COMPOSE_POSTGRES_USER"] == "1000:100"
 
 
 def test_compose_config_gives_the_services_the_containers_paths_and_the_run_tokens(
@@ -185,8 +250,11 @@ def test_up_with_compose_config_starts_nothing_and_prints_the_commands(
     monkeypatch.setenv("WINEQ_PROJECT_DIR", str(settings.project_dir))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "compose-run"
-    result = CliRunner().invoke(app, ["up", "--compose-config", str(out), "--app-port", "18000"])
+    result = CliRunner().invoke(
+        app, ["up", "--compose-config", str(out), "--app-port", "18000", "--postgres-port", "15433"]
+    )
     assert result.exit_code == 0, result.output
     assert f"--env-file {out / 'compose.env'} up -d" in result.output
     assert read_env_file(out / "stack.env")["WINEQ_PORT"] == "18000"
+    assert read_env_file(out / "compose.env")["WINEQ_COMPOSE_POSTGRES_PORT"] == "15433"
     assert not list((out / "logs").glob("*.log"))  # no service was started

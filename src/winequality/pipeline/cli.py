@@ -38,6 +38,9 @@ def up(
     mlflow_port: Annotated[int | None, typer.Option(help="MLflow UI (default 5000).")] = None,
     prometheus_port: Annotated[int | None, typer.Option(help="Prometheus (9090).")] = None,
     alertmanager_port: Annotated[int | None, typer.Option(help="Alertmanager (9093).")] = None,
+    postgres_port: Annotated[
+        int | None, typer.Option(help="PostgreSQL of --compose-config's stack (5432).")
+    ] = None,
     scrape_interval: Annotated[str, typer.Option(help="Prometheus scrape interval.")] = "5s",
     evaluation_interval: Annotated[str, typer.Option(help="Rule evaluation interval.")] = "5s",
     drift_for: Annotated[str, typer.Option(help="`for:` of the WineQualityDrift alert.")] = "10s",
@@ -105,7 +108,7 @@ def up(
         if compose_config is not None:
             from winequality.compose import write_compose_config
 
-            files = write_compose_config(config, settings)
+            files = write_compose_config(config, settings, postgres_port=postgres_port)
             typer.echo(f"wrote the compose stack's configs into {compose_config}; run it with")
             for action in ("up -d", "down"):
                 typer.echo("  " + " ".join(files.command(*action.split())))

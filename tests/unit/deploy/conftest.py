@@ -12,9 +12,13 @@ from tests.unit.deploy.kustomize import Manifest, build
 ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "k8s"
 CRDS = ROOT.parent / "shared" / "k8s-crds"
-COMPOSE_ONLY_DOCKERFILES = ("alertmanager.Dockerfile", "prometheus.Dockerfile")
+COMPOSE_ONLY_DOCKERFILES = (
+    "alertmanager.Dockerfile",
+    "postgres.Dockerfile",
+    "prometheus.Dockerfile",
+)
 """Images of the compose stack only (Debian's packages, no Python; the cluster runs the
-Prometheus operator's)."""
+Prometheus operator's and the official PostgreSQL)."""
 OVERLAYS = ("staging", "prod")
 """The environments CD deploys (Seldon Core)."""
 KSERVE_OVERLAYS = ("kserve-staging", "kserve-prod")

@@ -171,11 +171,12 @@ def test_shell_commands_split_on_operators() -> None:
     ]
 
 
-def test_dockerfiles_are_the_four_images_and_the_compose_stacks_two() -> None:
+def test_dockerfiles_are_the_four_images_and_the_compose_stacks_three() -> None:
     assert sorted(p.name for p in DOCKER.glob("*.Dockerfile")) == [
         "alertmanager.Dockerfile",
         "app.Dockerfile",
         "detector.Dockerfile",
+        "postgres.Dockerfile",
         "prometheus.Dockerfile",
         "trainer.Dockerfile",
         "triton.Dockerfile",

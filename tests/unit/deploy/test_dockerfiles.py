@@ -155,7 +155,7 @@ def test_no_dockerfile_pulls_a_frontend_or_the_uv_image() -> None:
             assert re.search(r'pip install .*"uv==\$\{UV_VERSION\}"', text), dockerfile.name
 
 
-@pytest.mark.parametrize("dockerfile", COMPOSE_ONLY_DOCKERFILES)
+@pytest.mark.parametrize("dockerfile", ["prometheus.Dockerfile", "alertmanager.Dockerfile"])
 def test_monitoring_images_default_to_the_official_and_build_debians_package_offline(
     dockerfile: str,
 ) -> None:
@@ -166,6 +166,22 @@ def test_monitoring_images_default_to_the_official_and_build_debians_package_off
     assert text.rindex("AS debian\n") < text.rindex("AS official\n")  # the default: official
     package = "prometheus" if name == "prometheus" else "prometheus-alertmanager"
     assert re.search(rf"apt-get install -y --no-install-recommends\s+(\\\s+)?{package} ", text)
+
+
+def test_postgres_image_defaults_to_the_official_and_builds_debians_package_offline() -> None:
+    text = (DOCKER / "postgres.Dockerfile").read_text()
+    assert re.search(r"^ARG POSTGRES_IMAGE=postgres:15-bookworm$", text, re.MULTILINE)
+    assert "FROM ${PYTHON_IMAGE} AS debian\n" in text
+    assert text.rindex("AS debian\n") < text.rindex("AS official\n")  # the default: official
+    assert re.search(r"apt-get install -y --no-install-recommends\s+\\\s+.*postgresql ", text)
+    # Debian's major version is the official image's, so a data folder moves between them.
+    assert "/usr/lib/postgresql/15/bin" in text
+    # Both stages: the official image's postgres uid, the same readiness probe.
+    assert text.count("USER 999:999") == 2
+    assert text.count('CMD ["pg_isready", "-q", "-h", "127.0.0.1", "-U", "postgres"]') == 2
+    entrypoint = (DOCKER / "postgres-entrypoint.sh").read_text()
+    for variable in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "PGDATA"):
+        assert variable in entrypoint
 
 
 def test_dockerignore_files_are_one_whitelist_covering_every_copy_source() -> None:
