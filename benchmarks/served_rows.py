@@ -14,11 +14,19 @@ Each scenario (1 connection: latency; 16: throughput) loads one app at a time, a
 the rows the writer wrote and dropped. Between runs the writer's backlog is drained.
 
     uv run python benchmarks/served_rows.py [--short] [--duration 10] [--repeat 3]
+
+``--writer-only``: the writer alone, no app, no wrk: the client CPU a request of the previous
+``COPY`` (text, one ``write_row`` a request) vs the binary one built from the arrays' buffers,
+and the database CPU a row with the previous indexes (two B-trees) vs hash + BRIN, alternating
+rounds of ``--batch`` requests on one connection each.
+
+    uv run python benchmarks/served_rows.py --writer-only [--repeat 10] [--batch 5000]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import shutil
@@ -28,6 +36,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,7 +59,18 @@ from benchmarks.serving import (
     wines_body,
     wrk,
 )
+from winequality.contract import schema
+from winequality.feedback_store.rows import (
+    COPY_SIGNATURE,
+    COPY_TRAILER,
+    SERVED_COLUMNS,
+    ServedRequest,
+    served_copy_rows,
+    served_record,
+)
+from winequality.feedback_store.writer import COPY_SLICE
 from winequality.process import ManagedProcess
+from winequality.serving.recent import REQUEST_IDS
 
 APPS = ("off", "shared")
 
@@ -114,13 +136,91 @@ def measure(
     return Measured(run, cpu / requests * 1e6, db / requests * 1e6)
 
 
+def served_requests(n: int) -> list[tuple[str, float, ServedRequest]]:
+    rng = np.random.default_rng(0)
+    rows = rng.random((1, schema.N_MODEL_COLUMNS), dtype=np.float32)
+    scores = np.array([5.5], dtype=np.float32)
+    return [(REQUEST_IDS.next(), time.time(), ServedRequest(rows, scores, "7")) for _ in range(n)]
+
+
+def on_cpu_seconds(pid: int) -> float:
+    """Time on CPU in nanoseconds (``schedstat``), not clock ticks: a COPY takes a few ticks."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
+async def copy_round(conn: Any, table: str, binary: bool, batch: int) -> tuple[float, float]:
+    """(client CPU s, database backend CPU s) of one COPY of ``batch`` new requests."""
+    pid = conn.info.backend_pid
+    requests = served_requests(batch)
+    columns = ", ".join(SERVED_COLUMNS)
+    db, client = on_cpu_seconds(pid), time.process_time()
+    async with conn.cursor() as cursor:
+        if binary:
+            statement = f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
+            async with cursor.copy(statement) as copy:
+                await copy.write(COPY_SIGNATURE)
+                for start in range(0, batch, COPY_SLICE):
+                    chunk = requests[start : start + COPY_SLICE]
+                    await copy.write(served_copy_rows(chunk, conn.info.encoding))
+                await copy.write(COPY_TRAILER)
+        else:
+            async with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for rid, at, served in requests:
+                    await copy.write_row(served_record(rid, at, served))
+    await conn.commit()
+    return time.process_time() - client, on_cpu_seconds(pid) - db
+
+
+def writer_only(url: str, repeat: int, batch: int) -> None:
+    import psycopg
+
+    from winequality.feedback_store import FeedbackStore
+
+    FeedbackStore(url).close()  # served_requests, with this version's indexes
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE served_btree (LIKE served_requests INCLUDING DEFAULTS)")
+        conn.execute("CREATE INDEX ON served_btree (request_id, id)")
+        conn.execute("CREATE INDEX ON served_btree (served_at)")
+
+    async def run() -> dict[str, list[tuple[float, float]]]:
+        ways = {"text COPY, B-trees (before)": ("served_btree", False),
+                "binary COPY, hash + BRIN (now)": ("served_requests", True)}  # fmt: skip
+        conns = {name: await psycopg.AsyncConnection.connect(url) for name in ways}
+        rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
+        for i in range(repeat + 1):
+            for name, (table, binary) in ways.items():
+                measured = await copy_round(conns[name], table, binary, batch)
+                if i:  # the first round warms up
+                    rounds[name].append(measured)
+        for conn in conns.values():
+            await conn.close()
+        return rounds
+
+    rounds = asyncio.run(run())
+    print(f"\nmedians of {repeat} alternating COPYs of {batch} one-wine requests")
+    print(f"{'':34}{'client us/req':>15}{'database us/row':>17}")
+    for name, measured in rounds.items():
+        client = statistics.median(c for c, _ in measured) / batch * 1e6
+        db = statistics.median(d for _, d in measured) / batch * 1e6
+        print(f"{name:34}{client:>15.2f}{db:>17.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_load_options(parser)
     parser.add_argument("--repeat", type=int, default=3, help="alternating runs per app")
     parser.add_argument("--connections", type=int, default=16, help="for the throughput run")
     parser.add_argument("--linger", type=float, default=None, help="writer linger (s)")
+    parser.add_argument("--writer-only", action="store_true", help="the writer alone, no app")
+    parser.add_argument("--batch", type=int, default=5000, help="requests a COPY (--writer-only)")
     args = parser.parse_args()
+    if args.writer_only:
+        found = postgres_bin()
+        if isinstance(found, str):
+            sys.exit(found)
+        with PostgresServer(found) as postgres:
+            writer_only(postgres.create_database("writer"), max(args.repeat, 1), args.batch)
+        return
     duration, wines = load_setup(args)
     found = postgres_bin()
     if isinstance(found, str):
