@@ -191,6 +191,60 @@ def test_the_event_loop_writer_writes_while_running_and_what_is_left_when_closed
     assert registry.get_sample_value("winequality_served_rows_written_total") == 4
 
 
+def test_one_copy_carries_every_queued_request_exactly(postgres: PostgresServer) -> None:
+    """More requests than a slice of the COPY, of several sizes, some without scores or version:
+    each is read back as it was served."""
+    import asyncio
+
+    import numpy as np
+    from prometheus_client import CollectorRegistry
+
+    from winequality.feedback_store import FeedbackSink, FeedbackStore
+    from winequality.feedback_store.writer import COPY_SLICE
+
+    url = postgres.create_database("one_copy")
+    registry = CollectorRegistry()
+    sink = FeedbackSink(url, share_served=True, linger_s=0.2, registry=registry)
+    writer = sink.served_rows
+    assert writer is not None
+    generator = np.random.default_rng(3)
+    served = {}
+    for i in range(2 * COPY_SLICE + 7):
+        n = 1 + i % 4
+        rows = generator.random((n, schema.N_MODEL_COLUMNS), dtype=np.float32)
+        scores = None if i % 5 == 0 else generator.random(n, dtype=np.float32) * 10
+        served[f"{i:032x}"] = (rows, scores, None if i % 7 == 0 else f"v{i % 3}")
+
+    async def serve() -> None:
+        for rid, (rows, scores, version) in served.items():
+            writer.put(rid, rows, scores, version)
+        for _ in range(200):
+            if writer.pending() == 0:
+                break
+            await asyncio.sleep(0.05)
+        sink.close()
+
+    asyncio.run(serve())
+    store = FeedbackStore(url)
+    try:
+        for rid, (rows, scores, version) in served.items():
+            found = store.served(rid)
+            assert found is not None, rid
+            assert found.model_version == version
+            assert found.rows.tobytes() == rows.tobytes()
+            if scores is None:
+                assert found.quality is None
+            else:
+                assert found.quality is not None
+                assert found.quality.tobytes() == scores.tobytes()
+    finally:
+        store.close()
+    wines = sum(len(rows) for rows, _, _ in served.values())
+    assert registry.get_sample_value("winequality_served_rows_written_total") == wines
+    stored = postgres.query("one_copy", "SELECT count(*) FROM served_requests")
+    assert stored[0][0] == len(served)  # each once
+
+
 class Traffic(threading.Thread):
     """Predictions against both replicas, one after the other, until stopped."""
 

@@ -32,10 +32,14 @@ from winequality.contract import schema
 from winequality.contract.problems import FeatureError
 from winequality.database import is_postgresql, normalize_url, redact, sqlite_file
 from winequality.feedback_store.rows import (
+    COPY_SIGNATURE,
+    COPY_TRAILER,
+    SERVED_COPY,
     LabelConflictError,
     ServedRequest,
     StoreError,
     pg_connect_args,
+    served_copy_rows,
     served_record,
     validate_labelled_rows,
 )
@@ -108,8 +112,18 @@ _SERVED_COLUMNS: Final = (
     "features",
     "quality",
 )
-_SERVED_BY_REQUEST: Final = sa.Index("served_by_request", SERVED.c.request_id, SERVED.c.id)
-_SERVED_BY_TIME: Final = sa.Index("served_by_time", SERVED.c.served_at)
+_SERVED_BY_REQUEST: Final = sa.Index("served_by_request", SERVED.c.request_id, SERVED.c.id).ddl_if(
+    dialect="sqlite"
+)
+_SERVED_BY_REQUEST_HASH: Final = sa.Index(
+    "served_by_request_hash", SERVED.c.request_id, postgresql_using="hash"
+).ddl_if(dialect="postgresql")
+_SERVED_BY_TIME: Final = sa.Index("served_by_time", SERVED.c.served_at, postgresql_using="brin")
+"""PostgreSQL takes a row for every answered request: a hash index finds a request id (random,
+so a B-tree on it is the costliest part of an insert) and a BRIN one the old rows to prune (rows
+arrive in time order): much less database CPU per served row than two B-trees
+(``benchmarks/served_rows.py``, ``PostgreSQL CPU us/req``). SQLite keeps its B-trees."""
+_OLD_SERVED_BY_REQUEST_PG: Final = "served_by_request"
 _SCHEMA_LOCK: Final = 0x57494E45  # pg_advisory_xact_lock key: replicas create the tables in turn
 
 
@@ -198,8 +212,12 @@ class FeedbackStore:
             if name not in present:
                 kind = FEEDBACK.c[name].type.compile(dialect=conn.dialect)
                 conn.execute(sa.text(f"ALTER TABLE {FEEDBACK.name} ADD COLUMN {name} {kind}"))
-        for index in (_FEEDBACK_BY_VERSION, _SERVED_BY_REQUEST, _SERVED_BY_TIME):
+        postgresql = conn.dialect.name == "postgresql"
+        by_request = _SERVED_BY_REQUEST_HASH if postgresql else _SERVED_BY_REQUEST
+        for index in (_FEEDBACK_BY_VERSION, by_request, _SERVED_BY_TIME):
             index.create(conn, checkfirst=True)
+        if postgresql:  # a database written before the hash index: its B-tree is not needed
+            conn.execute(sa.text(f"DROP INDEX IF EXISTS {_OLD_SERVED_BY_REQUEST_PG}"))
         indexes = {i["name"] for i in sa.inspect(conn).get_indexes(FEEDBACK.name)}
         if _ONE_LABEL.name not in indexes:
             FeedbackStore._set_aside_relabels(conn)
@@ -317,28 +335,27 @@ class FeedbackStore:
 
     def add_served(self, requests: Sequence[tuple[str, float, ServedRequest]]) -> int:
         """Store answered requests (request id, Unix time, what was served) in one transaction;
-        returns the number of wines. PostgreSQL takes them by ``COPY`` (a fifth of the client
-        CPU of a multi-row INSERT: this runs for every request the app answers)."""
-        records = [served_record(rid, at, served) for rid, at, served in requests]
-        if not records:
+        returns the number of wines. PostgreSQL takes them by binary ``COPY`` (this runs for
+        every request the app answers: a multi-row INSERT costs the client several times more)."""
+        if not requests:
             return 0
         with self._failing("store the served rows"):
             if self._engine.dialect.name == "postgresql":
-                self._copy_served(records)
+                self._copy_served(requests)
             else:
+                records = [served_record(rid, at, served) for rid, at, served in requests]
                 with self._engine.begin() as conn:
                     rows = [dict(zip(_SERVED_COLUMNS, r, strict=True)) for r in records]
                     conn.execute(SERVED.insert(), rows)
-        return sum(r[3] for r in records)
+        return sum(len(served.rows) for _, _, served in requests)
 
-    def _copy_served(self, records: list[tuple[Any, ...]]) -> None:
+    def _copy_served(self, requests: Sequence[tuple[str, float, ServedRequest]]) -> None:
         raw = self._engine.raw_connection()  # its errors are the driver's: see _failing
         try:
+            encoding = raw.driver_connection.info.encoding  # type: ignore[union-attr]
             cursor = raw.cursor()
-            columns = ", ".join(_SERVED_COLUMNS)
-            with cursor.copy(f"COPY {SERVED.name} ({columns}) FROM STDIN") as copy:
-                for record in records:
-                    copy.write_row(record)
+            with cursor.copy(SERVED_COPY) as copy:
+                copy.write(COPY_SIGNATURE + served_copy_rows(requests, encoding) + COPY_TRAILER)
             raw.commit()
         except BaseException:
             raw.invalidate()  # a connection whose COPY failed is not reused
