@@ -5,9 +5,11 @@ failures, the remembered rows, metrics and payload logging are handled here once
 subclasses only turn a body into a matrix and a prediction into a body.
 
 Every request of a small model costs about as much in fixed overhead as in work, so the path is
-kept flat: one pass over the headers, no coroutine per step (the in-process predictor runs
-inline, a remote one is awaited), counters and the latency histogram bound once, the response
-headers built without a helper, and request ids made from a counter rather than a uuid4 each.
+kept flat: one pass over the headers (Content-Type, Content-Length, X-Request-ID and the
+subclass's header), the body of one message taken as it comes, no coroutine per step (the
+in-process predictor runs inline, a remote one is awaited), the route's metrics bound once as
+plain counts (``metrics.RouteMetrics``), the response headers built without a helper, and
+request ids sliced from a pool of random bytes.
 """
 
 from __future__ import annotations
