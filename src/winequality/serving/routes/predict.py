@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from itertools import chain
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -40,18 +39,6 @@ class PredictEndpoint(HotEndpoint):
         self, parsed: None, prediction: Prediction, model: LoadedModel, rid: str, body: bytes
     ) -> tuple[bytes, bytes | Matrix]:
         md = model.metadata
-        quality, klass = prediction.quality, prediction.quality_class
-        if len(quality) > SMALL_ROWS:
-            # "predictions" is the last member: its value is spliced in place of the null.
-            head = orjson.dumps(
-                {
-                    "model_name": md.name,
-                    "model_version": md.version,
-                    "request_id": rid,
-                    "predictions": None,
-                }
-            )
-            return head[: -len(b"null}")] + predictions_json(quality, klass) + b"}", body
         out = orjson.dumps(
             {
                 "model_name": md.name,
@@ -59,26 +46,13 @@ class PredictEndpoint(HotEndpoint):
                 "request_id": rid,
                 "predictions": [
                     {"quality": q, "quality_class": c}
-                    for q, c in zip(round4(quality), klass.tolist(), strict=True)
+                    for q, c in zip(
+                        round4(prediction.quality), prediction.quality_class.tolist(), strict=True
+                    )
                 ],
             }
         )
         return out, body
-
-
-_PREDICTION: Final = b'{"quality":%b,"quality_class":%b},'
-
-
-def predictions_json(quality: npt.NDArray[np.float32], klass: npt.NDArray[np.int32]) -> bytes:
-    """The ``predictions`` array of a batch, byte for byte what orjson writes for the list of
-    ``{"quality": round4(q), "quality_class": c}`` dicts: orjson writes the two columns from
-    numpy, and one formatting operation interleaves them (no dict per wine)."""
-    rounded = np.round(quality.astype(np.float64), 4)
-    scores = orjson.dumps(rounded, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
-    classes = orjson.dumps(klass, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
-    pairs = chain.from_iterable(zip(scores, classes, strict=True))
-    items = (_PREDICTION * len(scores))[:-1] % tuple(pairs)
-    return b"[" + items + b"]"
 
 
 # The route's OpenAPI signature: FastAPI documents the body and response models from it, while
