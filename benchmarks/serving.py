@@ -274,6 +274,8 @@ class Scenario:
 
 APPS = ("floor", "lean", "tutorial", "winequality")
 OURS = "winequality"
+BEFORE = "before"
+"""``--before``: an earlier version of our app, run beside it."""
 
 
 class Parity:
@@ -387,6 +389,12 @@ def main() -> None:
     parser.add_argument("--swap-every", type=float, default=5.0, help="seconds between swaps")
     parser.add_argument("--profile", type=Path, help="py-spy our server under load, into DIR")
     parser.add_argument("--only", nargs="*", default=None, help="scenarios to run (default: all)")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a src/ tree of an earlier commit (git archive REV src | tar -x -C DIR; pass "
+        "DIR/src): its app runs in every scenario beside ours, as 'before'",
+    )
     args = parser.parse_args()
     duration, wines = load_setup(args)
     tmp = Path(tempfile.mkdtemp(prefix="wineq-bench-"))
@@ -411,14 +419,16 @@ def main() -> None:
         }
         for kind, body in bodies.items():
             (tmp / f"{kind}.json").write_bytes(body)
-        everyone = APPS
+        apps = (*APPS, BEFORE) if args.before is not None else APPS
+        everyone = apps
+        v2_servers = ("floor", OURS, BEFORE) if args.before is not None else ("floor", OURS)
         scenarios = {
             "single": Scenario("/predict", "single", args.connections, everyone),
             "batch": Scenario("/predict", "batch", args.connections, everyone),
             "latency": Scenario("/predict", "single", 1, everyone),
-            "v2 JSON": Scenario(V2_INFER, "v2_json", args.connections, ("floor", OURS)),
+            "v2 JSON": Scenario(V2_INFER, "v2_json", args.connections, v2_servers),
             "v2 binary": Scenario(
-                V2_INFER, "v2_binary", args.connections, ("floor", OURS),
+                V2_INFER, "v2_binary", args.connections, v2_servers,
                 {"Content-Type": "application/octet-stream",
                  "Inference-Header-Content-Length": str(v2_header)},
             ),
@@ -473,6 +483,9 @@ def main() -> None:
         }
         ours_cmd = [*entries["python -m winequality.serving"], *serve_args]
         servers[OURS] = ours = start(OURS, ours_cmd, "/health/ready", tmp, env)
+        if args.before is not None:
+            before_env = dict(env, PYTHONPATH=str(args.before.resolve()))
+            servers[BEFORE] = start(BEFORE, ours_cmd, "/health/ready", tmp, before_env)
 
         cold: dict[str, tuple[float, float] | None] = {}
         for entry, cmd in entries.items():
@@ -524,7 +537,7 @@ def main() -> None:
         memory = {name: rss_mb(s.process.pid) for name, s in servers.items()}
         sent = metric_total(ours.url, "winequality_payloads_sent_total")
         dropped = metric_total(ours.url, "winequality_payloads_dropped_total")
-        report(runs, servers, memory, cold, duration, args)
+        report(runs, servers, memory, cold, duration, args, apps)
         print(f"\npayload logging: {sent:,.0f} events sent to the detector, {dropped:,.0f} dropped")
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
@@ -575,9 +588,9 @@ CATEGORIES: tuple[tuple[str, str], ...] = (
     ("metrics", r"metrics\.py|prometheus_client"),
     ("recent requests", r"recent\.py"),
     ("post-processing", r"postprocess|predictor\.py"),
-    ("request parsing + validation", r"parsers\.py|features\.py|read_body|loads"),
+    ("request parsing + validation", r"parsers\.py|features\.py|typed_decode\.py|read_body|loads"),
     ("request id", r"request_id|uuid"),
-    ("response send", r"send_json|\(send\)|send \("),
+    ("response send", r"send_json|\(send\)|send \(|_HeadWithBody"),
     ("our endpoint, other", r"serving/(hot|app)\.py|serving/routes"),
     ("uvicorn + httptools", r"uvicorn|httptools"),
 )
@@ -692,6 +705,7 @@ def report(
     cold: dict[str, tuple[float, float] | None],
     duration: float,
     args: argparse.Namespace,
+    apps: tuple[str, ...] = APPS,
 ) -> None:
     def med(scenario: str, server: str, what: str) -> float:
         got = runs.get(scenario, {}).get(server, [])
@@ -704,26 +718,26 @@ def report(
         f"\nserver pinned to core {SERVER_CORE}, wrk to core {CLIENT_CORE}, {duration:g} s per "
         f"run, {args.repeat} round(s), medians; {os.cpu_count()} cores"
     )
-    header = ("scenario", *APPS)
+    header = ("scenario", *apps)
     rows: list[tuple[str, ...]] = []
     for scenario in runs:
         unit = "rows/s" if scenario == "batch" else "req/s"
         scale = 100 if scenario == "batch" else 1
         rows.append((f"{scenario} {unit}", *(
             "-" if (v := med(scenario, a, "requests_per_s")) != v else f"{v * scale:,.0f}"
-            for a in APPS
+            for a in apps
         )))  # fmt: skip
         rows.append((f"{scenario} CPU us/request", *(
-            "-" if (v := med(scenario, a, "cpu_us")) != v else f"{v:,.0f}" for a in APPS
+            "-" if (v := med(scenario, a, "cpu_us")) != v else f"{v:,.0f}" for a in apps
         )))  # fmt: skip
     if "latency" in runs:
         for q in ("p50_ms", "p99_ms"):
             rows.append(
-                (f"latency {q[:3]} ms (c=1)", *(f"{med('latency', a, q):.3f}" for a in APPS))
+                (f"latency {q[:3]} ms (c=1)", *(f"{med('latency', a, q):.3f}" for a in apps))
             )
-    rows.append(("RSS MB (now / peak)", *("{:.0f} / {:.0f}".format(*memory[a]) for a in APPS)))
+    rows.append(("RSS MB (now / peak)", *("{:.0f} / {:.0f}".format(*memory[a]) for a in apps)))
     rows.append(("failed requests", *(
-        str(sum(m.run.errors for s in runs.values() for m in s.get(a, []))) for a in APPS
+        str(sum(m.run.errors for s in runs.values() for m in s.get(a, []))) for a in apps
     )))  # fmt: skip
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
@@ -749,6 +763,10 @@ def report(
         ("V2 binary vs /predict", ("v2 binary", OURS), ("single", OURS), ">= 1", 1.0, False),
         ("p99 at c=1 vs floor's", ("latency", OURS), ("latency", "floor"), "<= 2", 2.0, True),
     ]
+    if BEFORE in apps:
+        bars += [
+            (f"{name} vs before", (name, OURS), (name, BEFORE), "", None, False) for name in runs
+        ]
     print("\nratios (medians of the same run):")
     for label, a, b, target, bound, lower_is_better in bars:
         if a[0] not in runs or b[0] not in runs:
@@ -758,7 +776,10 @@ def report(
         if bound is not None:
             ok = value <= bound if lower_is_better else value >= bound
             verdict = "met" if ok else "MISSED"
-        print(f"  {label}: {value:.2f}x {target} {verdict}")
+        # Throughput ratios again from each server's own CPU time per request: what the other
+        # tenants of a shared machine move least.
+        by_cpu = "" if lower_is_better else f" (by CPU time: {ratio(b, a, 'cpu_us'):.2f}x)"
+        print(f"  {label}: {value:.2f}x{by_cpu} {target} {verdict}")
 
 
 if __name__ == "__main__":

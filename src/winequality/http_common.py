@@ -53,6 +53,7 @@ __all__ = [
     "Send",
     "TokenDep",
     "UnsupportedMediaTypeError",
+    "check_body_headers",
     "check_token",
     "given_request_id",
     "header",
@@ -60,6 +61,7 @@ __all__ = [
     "internal_error_body",
     "media_type",
     "read_body",
+    "read_body_from",
     "read_request_body",
     "request_id",
     "require_token",
@@ -157,12 +159,27 @@ async def read_body(
     Refused before reading when the client announces more than ``limit``; while reading as soon
     as the received bytes pass it (chunked bodies, clients that lie).
     """
-    if media_types is not None and media_type(header(scope, b"content-type")) not in media_types:
+    check_body_headers(
+        header(scope, b"content-type"), header(scope, b"content-length"), limit, media_types
+    )
+    return await read_body_from(scope, receive, await receive(), limit)
+
+
+def check_body_headers(
+    content_type: bytes | None,
+    declared: bytes | None,
+    limit: int,
+    media_types: frozenset[bytes | None] | None,
+) -> None:
+    """``read_body``'s checks before the first byte: the content type, the declared length."""
+    if media_types is not None and media_type(content_type) not in media_types:
         raise UnsupportedMediaTypeError(media_types)
-    declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLargeError(limit)
-    message = await receive()
+
+
+async def read_body_from(scope: Scope, receive: Receive, message: Message, limit: int) -> bytes:
+    """The rest of ``read_body`` once its first ``receive()`` gave ``message``."""
     if message["type"] == "http.disconnect":
         raise ClientDisconnectedError
     body: bytes = message.get("body", b"")

@@ -221,7 +221,17 @@ class DrainingProtocol(HttpToolsProtocol):
         self._open_requests += 1
         self._began = self.loop.time()
 
+    def on_headers_complete(self) -> None:
+        before = self.cycle
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle is not before:
+            cycle.transport = _HeadWithBody(self.transport, cycle)  # type: ignore[assignment]
+
     def on_response_complete(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and isinstance(cycle.transport, _HeadWithBody):
+            cycle.transport.flush()  # a HEAD answer, or one without body bytes
         self._open_requests -= 1
         self._idle_since = self.loop.time()
         super().on_response_complete()
@@ -283,6 +293,46 @@ class DrainingProtocol(HttpToolsProtocol):
         if not cycle.response_started and not self.transport.is_closing():
             log.warning("closing a connection whose endpoint neither read its body nor answered")
             self.transport.close()
+
+
+class _HeadWithBody:
+    """The transport as one response cycle writes to it: the status line and headers wait for
+    the first body bytes and go out with them, one send (and one TCP segment for a small
+    answer) instead of two. What the cycle writes before its answer starts (``100 Continue``)
+    and after the first body bytes passes straight through."""
+
+    __slots__ = ("_cycle", "_done", "_head", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._done = False
+
+    def write(self, data: bytes) -> None:
+        if not self._done:
+            if self._head is None:
+                if self._cycle.response_started:  # uvicorn sets it, then writes the head
+                    self._head = data
+                    return
+            else:
+                data, self._head, self._done = self._head + data, None, True
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._head is not None:
+            head, self._head, self._done = self._head, None, True
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def _headers_timeout(timeout_s: float) -> bytes:

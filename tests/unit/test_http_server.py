@@ -300,3 +300,78 @@ def test_a_connection_that_never_sends_a_byte_is_closed_after_the_keep_alive_tim
     start = time.monotonic()
     assert closed_cleanly(sock)
     assert 1 <= time.monotonic() - start < 1 + 1 + 1.5
+
+
+# --- one send per answer ---------------------------------------------------------------------
+
+
+class RecordingTransport:
+    """What a response cycle's writes reach the socket as (one entry per send)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+class Cycle:
+    response_started = False
+
+
+def test_the_head_of_an_answer_goes_out_with_its_first_body_bytes() -> None:
+    from winequality.http_server import _HeadWithBody
+
+    transport, cycle = RecordingTransport(), Cycle()
+    wrapped = _HeadWithBody(transport, cycle)  # type: ignore[arg-type]
+    wrapped.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the answer: at once
+    assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    cycle.response_started = True
+    wrapped.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert len(transport.writes) == 1
+    wrapped.write(b"body")
+    wrapped.write(b"more")
+    assert transport.writes[1:] == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"more"]
+
+
+def test_a_head_without_body_bytes_is_written_when_the_answer_completes_or_closes() -> None:
+    from winequality.http_server import _HeadWithBody
+
+    transport, cycle = RecordingTransport(), Cycle()
+    cycle.response_started = True
+    wrapped = _HeadWithBody(transport, cycle)  # type: ignore[arg-type]
+    wrapped.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+    wrapped.close()
+    assert transport.writes == [b"HTTP/1.1 204 No Content\r\n\r\n"]
+    assert transport.closed
+
+
+def test_head_requests_and_100_continue_are_answered_through_the_server(
+    serve: Callable[..., Running],
+) -> None:
+    running = serve()
+    sock = running.connect()
+    sock.sendall(b"HEAD /health/live HTTP/1.1\r\nhost: t\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    assert data.startswith(b"HTTP/1.1 ")
+    assert b"content-length:" in data.lower()
+    # Expect: 100-continue: the client sends its body only once told to.
+    sock.sendall(
+        b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n"
+    )
+    interim = b""
+    while b"\r\n\r\n" not in interim:
+        interim += sock.recv(65536)
+    assert interim.startswith(b"HTTP/1.1 100 Continue")
+    sock.sendall(b"hello")
+    status, _, body = read_response(sock)
+    assert (status, json.loads(body)) == (200, {"bytes": 5})

@@ -157,6 +157,11 @@ _ONE_CLASS: Final = tuple(
 """The class array of a one-row prediction, shared (read-only): one allocation less a request."""
 
 
+BOUND_ROWS: Final = 128
+"""Batches of up to this many rows run through an I/O binding of their size (at most this many
+bindings, each holding its input and output arrays: under 0.5 MB for all of them)."""
+
+
 class _BoundRun:
     """An I/O binding of a session to an input and an output array of ``rows`` rows."""
 
@@ -207,22 +212,22 @@ class OnnxPredictor:
         # Without the entry, every bound run asks for it and gets an exception (graph capture
         # is a GPU feature; -1 says "none"): that exception cost more than the inference.
         self._run_options.add_run_config_entry("gpu_graph_id", "-1")
+        self._output_rank = 1
         self._bound = self._bind_small_batches()
         self._bound_lock = threading.Lock()
 
     def _bind_small_batches(self) -> dict[int, _BoundRun]:
         """One I/O binding with preallocated input and output arrays per small batch size:
         onnxruntime then allocates, checks and converts nothing per call. None fit when the
-        output is not one float per row; the bindings must agree with ``run``."""
+        output is not one float per row; the bindings must agree with ``run``. Sizes up to
+        ``BOUND_ROWS`` get theirs when first asked for (``scores``)."""
         out = self._session.get_outputs()[0]
         if out.type != "tensor(float)" or not out.shape or len(out.shape) > 2:
             return {}
         if len(out.shape) == 2 and out.shape[1] != 1:
             return {}
-        bound = {
-            n: _BoundRun(self._session, self._input, out.name, n, len(out.shape))
-            for n in range(1, SMALL_ROWS + 1)
-        }
+        self._output_rank = len(out.shape)
+        bound = {n: self._bind(n) for n in range(1, SMALL_ROWS + 1)}
         sample = example_matrix()
         try:
             expected = self._run(sample)
@@ -230,6 +235,10 @@ class OnnxPredictor:
         except Exception:  # onnxruntime's own exception types are not exported
             return {}
         return bound if np.array_equal(expected, got) else {}
+
+    def _bind(self, rows: int) -> _BoundRun:
+        output = self._session.get_outputs()[0].name
+        return _BoundRun(self._session, self._input, output, rows, self._output_rank)
 
     def _run(self, matrix: Matrix) -> npt.NDArray[np.float32]:
         (scores,) = self._session.run(self._outputs, {self._input: matrix}, self._run_options)
@@ -241,9 +250,13 @@ class OnnxPredictor:
 
     def scores(self, matrix: Matrix) -> npt.NDArray[np.float32]:
         """Raw regression scores, before clipping to the quality scale."""
-        bound = self._bound.get(len(matrix))
+        rows = len(matrix)
+        bound = self._bound.get(rows)
         if bound is None:
-            return self._run(matrix)
+            if not self._bound or rows > BOUND_ROWS:
+                return self._run(matrix)
+            with self._bound_lock:
+                bound = self._bound.get(rows) or self._bound.setdefault(rows, self._bind(rows))
         with self._bound_lock:  # the arrays are shared; the event loop is not the only caller
             return bound.run(matrix, self._run_options)
 

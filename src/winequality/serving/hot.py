@@ -1,13 +1,15 @@
 """The base of the two hot endpoints (``/predict``, V2 ``infer``): raw ASGI, one code path.
 
-Content type and body size (``http_common.read_body``), model availability, predictor
+Content type and body size (``http_common.read_body``'s rules), model availability, predictor
 failures, the remembered rows, metrics and payload logging are handled here once, so the
 subclasses only turn a body into a matrix and a prediction into a body.
 
 Every request of a small model costs about as much in fixed overhead as in work, so the path is
-kept flat: one pass over the headers, no coroutine per step (the in-process predictor runs
-inline, a remote one is awaited), counters and the latency histogram bound once, the response
-headers built without a helper, and request ids made from a counter rather than a uuid4 each.
+kept flat: one pass over the headers (Content-Type, Content-Length, X-Request-ID and the
+subclass's header), the body of one message taken as it comes, no coroutine per step (the
+in-process predictor runs inline, a remote one is awaited), the route's metrics bound once as
+plain counts (``metrics.RouteMetrics``), the response headers built without a helper, and
+request ids sliced from a pool of random bytes.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from winequality.http_common import (
     JSON_MEDIA_TYPES,
     ASGIApp,
     BodyError,
+    BodyTooLargeError,
     ClientDisconnectedError,
     Receive,
     Scope,
     Send,
+    check_body_headers,
     given_request_id,
-    read_body,
+    read_body_from,
 )
 from winequality.inference.predictor import (
     Prediction,
@@ -69,15 +73,15 @@ class HotEndpoint:
         self.state = state
         self._max_body = state.settings.max_body_bytes
         self._max_rows = state.settings.max_batch_rows
-        # Label lookups are resolved once here, not per request.
+        self._limit_digits = len(str(self._max_body))
         metrics = state.metrics
         self._metrics = metrics
-        self._rows = metrics.rows.labels(self.route)
-        self._answered = metrics.requests.labels(self.route, "POST", 200)
-        self._latency = metrics.latency.labels(self.route)
+        self._answered = metrics.requests.route(self.route)
         self._quality = metrics.quality
         self._recent = state.recent
         self._manager = state.manager
+        self._media_ok: dict[bytes | None, bool] = {}
+        """Whether a Content-Type value (as sent) names an accepted media type, by value."""
 
     def parse(self, body: bytes, extra: bytes | None) -> tuple[Matrix, Any]:
         """(model matrix, what ``respond`` needs of the request) or ``FeatureError`` /
@@ -90,12 +94,19 @@ class HotEndpoint:
         """(response body, request payload for the logger: ``body`` itself when it is JSON)."""
         raise NotImplementedError
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(  # noqa: PLR0912, PLR0915 (one flat path: a call per step costs)
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         start = perf_counter()
-        given = extra = None
+        given = extra = content_type = declared = None
         wanted = self.extra_header
+        # One pass for every header the endpoint reads (the first value of each counts).
         for key, value in scope["headers"]:
-            if key == b"x-request-id":
+            if key == b"content-type":
+                content_type = value if content_type is None else content_type
+            elif key == b"content-length":
+                declared = value if declared is None else declared
+            elif key == b"x-request-id":
                 given = value if given is None else given
             elif key == wanted and extra is None:
                 extra = value
@@ -105,7 +116,17 @@ class HotEndpoint:
         status = 200
         logged: tuple[bytes | Matrix, LoadedModel] | None = None
         try:
-            body = await read_body(scope, receive, self._max_body, self.accepted_media_types)
+            # A length with fewer digits than the limit is below it: no int() needed.
+            if self._media_ok.get(content_type) is not True or (
+                declared is not None and len(declared) >= self._limit_digits
+            ):
+                self._check_headers(content_type, declared)
+            message = await receive()
+            body = message.get("body", b"")
+            if message.get("more_body", True) or message["type"] != "http.request":
+                body = await read_body_from(scope, receive, message, self._max_body)
+            elif len(body) > self._max_body:
+                raise BodyTooLargeError(self._max_body)
             model = self._manager.current
             if model is None:
                 raise RequestError(503, [], "no model loaded yet; see /health/ready", "no_model")
@@ -113,8 +134,8 @@ class HotEndpoint:
             predictor = model.predictor
             inline = getattr(predictor, "predict_sync", None)
             prediction = inline(matrix) if inline is not None else await predictor.predict(matrix)
-            self._recent.remember(rid, matrix, prediction.quality, model.metadata.version)
-            self._rows.inc(len(matrix))
+            metadata = predictor.metadata
+            self._recent.remember(rid, matrix, prediction.quality, metadata.version)
             self._quality.observe(prediction.quality)
             out, request = self.respond(parsed, prediction, model, rid, body)
             logged = (request, model)
@@ -137,16 +158,22 @@ class HotEndpoint:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": out})
         elapsed = perf_counter() - start
-        if status == 200:
-            self._answered.inc()
-            self._latency.observe(elapsed)
+        if logged is not None:
+            self._answered.answered(len(matrix), elapsed)
+            payloads = self.state.payloads
+            if payloads is not None:
+                # After the answer is sent: the client never waits for this (a put_nowait).
+                request, model = logged
+                payloads.log(Exchange(rid, model.metadata.name, time(), request, out))
         else:
             self._metrics.observe_request(self.route, "POST", status, elapsed)
-        payloads = self.state.payloads
-        if payloads is not None and logged is not None:
-            # After the answer is sent: the client never waits for this (a put_nowait).
-            request, model = logged
-            payloads.log(Exchange(rid, model.metadata.name, time(), request, out))
+
+    def _check_headers(self, content_type: bytes | None, declared: bytes | None) -> None:
+        """``read_body``'s checks of the headers; a Content-Type value found acceptable is
+        remembered (a handful of values in practice: the cache stops growing at 64)."""
+        check_body_headers(content_type, declared, self._max_body, self.accepted_media_types)
+        if len(self._media_ok) < 64:
+            self._media_ok[content_type] = True
 
     def _refusal(self, exc: Exception) -> tuple[int, bytes]:
         """(status, error body) of a refused or failed request, counted by reason."""

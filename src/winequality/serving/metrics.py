@@ -33,15 +33,24 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
+from itertools import accumulate
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from winequality.contract import schema
 from winequality.contract.parsers import SMALL_ROWS
@@ -206,34 +215,138 @@ class RealizedQualityCollector(Collector):
         return iter(())
 
 
+class Count:
+    """A counter's value and creation time, as plain attributes: incremented by the event loop
+    (one thread) without a lock or a method call."""
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+
+class Latency:
+    """One route's latency histogram as plain counts per bucket (the last one: +Inf)."""
+
+    __slots__ = ("bounds", "counts", "created", "total")
+
+    def __init__(self, bounds: list[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.created = time.time()
+
+    def observe(self, seconds: float) -> None:
+        # bisect_left: a value equal to a bound belongs to that bucket (Prometheus "le").
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+
+class RouteMetrics:
+    """What one hot endpoint's answered request updates, bound once: its 200 counter, its
+    latency histogram and its predicted-rows counter (``answered`` is the whole update)."""
+
+    __slots__ = ("latency", "ok", "rows")
+
+    def __init__(self, ok: Count, latency: Latency, rows: Count) -> None:
+        self.ok, self.latency, self.rows = ok, latency, rows
+
+    def answered(self, rows: int, seconds: float) -> None:
+        self.ok.value += 1
+        self.rows.value += rows
+        latency = self.latency
+        latency.counts[bisect_left(latency.bounds, seconds)] += 1
+        latency.total += seconds
+
+
+class RequestMetrics(Collector):
+    """``http_requests_total``, ``http_request_duration_seconds`` and ``predicted_rows_total``:
+    plain counts updated by the event loop, turned into metric families when scraped.
+
+    ``prometheus_client``'s own counter and histogram take a lock and go through several calls
+    per update, which for a single-row prediction cost as much as its validation; the exposition
+    is the same (names, labels, ``_created``, cumulative ``le`` buckets).
+    """
+
+    def __init__(self, buckets: Iterable[float]) -> None:
+        self._bounds = sorted(float(b) for b in buckets)
+        self._requests: dict[tuple[str, str, int], Count] = {}
+        self._latency: dict[str, Latency] = {}
+        self._rows: dict[str, Count] = {}
+
+    def request(self, route: str, method: str, status: int) -> Count:
+        key = (route, method, status)
+        count = self._requests.get(key)
+        if count is None:
+            count = self._requests[key] = Count()
+        return count
+
+    def latency(self, route: str) -> Latency:
+        found = self._latency.get(route)
+        if found is None:
+            found = self._latency[route] = Latency(self._bounds)
+        return found
+
+    def rows(self, route: str) -> Count:
+        count = self._rows.get(route)
+        if count is None:
+            count = self._rows[route] = Count()
+        return count
+
+    def route(self, route: str, method: str = "POST") -> RouteMetrics:
+        return RouteMetrics(self.request(route, method, 200), self.latency(route), self.rows(route))
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            f"{PREFIX}_http_requests",
+            "HTTP requests answered, by route template, method and status code.",
+            labels=["route", "method", "status"],
+        )
+        # list(): a snapshot, should a scrape ever run beside the loop adding a label set.
+        for (route, method, status), count in list(self._requests.items()):
+            requests.add_metric([route, method, str(status)], count.value, created=count.created)
+        yield requests
+        latency = HistogramMetricFamily(
+            f"{PREFIX}_http_request_duration_seconds",
+            "Time from request start to the end of the response, by route template.",
+            labels=["route"],
+        )
+        edges = [*map(floatToGoString, self._bounds), "+Inf"]
+        for route, histogram in list(self._latency.items()):
+            cumulative = list(accumulate(list(histogram.counts)))
+            latency.add_metric([route], list(zip(edges, cumulative, strict=True)), histogram.total)
+            # HistogramMetricFamily has no created argument; prometheus_client's Histogram
+            # exports one, so the families stay the same.
+            latency.samples.append(
+                Sample(f"{latency.name}_created", {"route": route}, histogram.created)
+            )
+        yield latency
+        rows = CounterMetricFamily(
+            f"{PREFIX}_predicted_rows", "Wines predicted, by route.", labels=["route"]
+        )
+        for route, count in list(self._rows.items()):
+            rows.add_metric([route], count.value, created=count.created)
+        yield rows
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(f"{PREFIX}_http_requests", "")
+        yield HistogramMetricFamily(f"{PREFIX}_http_request_duration_seconds", "")
+        yield CounterMetricFamily(f"{PREFIX}_predicted_rows", "")
+
+
 class ServingMetrics:
-    """All metrics of one app; the hot path uses pre-bound children to skip label lookups."""
+    """All metrics of one app; a hot endpoint binds its ``RouteMetrics`` once
+    (``requests.route``)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            f"{PREFIX}_http_requests",
-            "HTTP requests answered, by route template, method and status code.",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            f"{PREFIX}_http_request_duration_seconds",
-            "Time from request start to the end of the response, by route template.",
-            ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self.requests = RequestMetrics(LATENCY_BUCKETS)
+        self.registry.register(self.requests)
         self.errors = Counter(
             f"{PREFIX}_http_errors",
             "Requests refused (4xx) or failed (5xx), by route and cause.",
             ["route", "reason"],
-            registry=self.registry,
-        )
-        self.rows = Counter(
-            f"{PREFIX}_predicted_rows",
-            "Wines predicted, by route.",
-            ["route"],
             registry=self.registry,
         )
         self.quality = QualityHistogram(
@@ -254,20 +367,11 @@ class ServingMetrics:
             ["result"],
             registry=self.registry,
         )
-        self._request_children: dict[tuple[str, str, int], Counter] = {}
-        self._latency_children: dict[str, Histogram] = {}
         self._model_labels: tuple[str, str, str, str] | None = None
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
-        counter = self._request_children.get(key)
-        if counter is None:
-            counter = self._request_children[key] = self.requests.labels(route, method, status)
-        counter.inc()
-        histogram = self._latency_children.get(route)
-        if histogram is None:
-            histogram = self._latency_children[route] = self.latency.labels(route)
-        histogram.observe(seconds)
+        self.requests.request(route, method, status).value += 1
+        self.requests.latency(route).observe(seconds)
 
     def set_model(self, name: str, version: str, run_id: str | None, backend: str) -> None:
         labels = (name, version, run_id or "", backend)

@@ -51,3 +51,27 @@ def test_self_check_refuses_a_model_with_absurd_raw_scores(
 def test_self_check_passes_a_trained_model(tmp_path: Path, real_wines: pd.DataFrame) -> None:
     bundle = write_model_bundle(tmp_path / "b", train_model(real_wines.iloc[::10]), "1")
     asyncio.run(OnnxPredictor(bundle).self_check())
+
+
+def test_every_batch_size_scores_as_a_plain_session_run(
+    tmp_path: Path, real_wines: pd.DataFrame
+) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    from winequality.contract.parsers import frame_to_matrix
+    from winequality.inference.predictor import BOUND_ROWS
+
+    bundle = write_model_bundle(tmp_path / "b", train_model(real_wines.iloc[::10]), "1")
+    predictor = OnnxPredictor(bundle)
+    session = ort.InferenceSession(str(bundle / artifacts.MODEL_FILE))
+    matrix = frame_to_matrix(real_wines.iloc[: BOUND_ROWS + 2])
+    for rows in (*range(1, 12), 37, BOUND_ROWS, BOUND_ROWS + 1):
+        part = np.ascontiguousarray(matrix[:rows])
+        expected = session.run(None, {schema.ONNX_INPUT: part})[0].reshape(-1)
+        # Twice: the second run of a size reuses the binding its first made.
+        for _ in range(2):
+            got = predictor.scores(part)
+            assert got.dtype == np.float32
+            assert np.array_equal(got, expected)
+    assert len(predictor._bound) <= BOUND_ROWS

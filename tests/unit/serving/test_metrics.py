@@ -39,3 +39,56 @@ def test_model_info_keeps_only_the_served_model() -> None:
         'winequality_model_info{backend="onnx",name="wine-quality",run_id="",version="2"} 1.0'
         in text
     )
+
+
+def _without_created(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "_created" not in line]
+
+
+def test_request_metrics_export_what_prometheus_client_counters_and_histograms_export() -> None:
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from winequality.serving.metrics import LATENCY_BUCKETS, PREFIX
+
+    metrics = ServingMetrics()
+    reference = CollectorRegistry()
+    requests = Counter(
+        f"{PREFIX}_http_requests",
+        "HTTP requests answered, by route template, method and status code.",
+        ["route", "method", "status"],
+        registry=reference,
+    )
+    latency = Histogram(
+        f"{PREFIX}_http_request_duration_seconds",
+        "Time from request start to the end of the response, by route template.",
+        ["route"],
+        buckets=LATENCY_BUCKETS,
+        registry=reference,
+    )
+    rows = Counter(
+        f"{PREFIX}_predicted_rows", "Wines predicted, by route.", ["route"], registry=reference
+    )
+    hot = metrics.requests.route("/predict")
+    # 0.0005 is a bucket bound: it counts in that bucket ("le").
+    for n, seconds in ((1, 0.0001), (100, 0.0005), (3, 0.3), (2, 7.0)):
+        hot.answered(n, seconds)
+        requests.labels("/predict", "POST", 200).inc()
+        latency.labels("/predict").observe(seconds)
+        rows.labels("/predict").inc(n)
+    for route, method, status, seconds in (
+        ("/predict", "POST", 422, 0.001),
+        ("/x", "GET", 404, 0.02),
+    ):
+        metrics.observe_request(route, method, status, seconds)
+        requests.labels(route, method, status).inc()
+        latency.labels(route).observe(seconds)
+    ours = [
+        line
+        for line in _without_created(metrics.exposition().decode())
+        if "http_request" in line or "predicted_rows" in line
+    ]
+    assert ours == _without_created(generate_latest(reference).decode())
+    created = [line for line in metrics.exposition().decode().splitlines() if "_created{" in line]
+    assert any(
+        line.startswith(f"{PREFIX}_http_request_duration_seconds_created") for line in created
+    )

@@ -446,3 +446,11 @@ def test_recent_requests_remember_what_was_served_for_each_row() -> None:
     assert recent.served("gone", 0) is None
     assert recent.scores("3").tolist() == [5.5, 6.25]
     assert recent.scores("4").size == 0
+
+
+def test_structured_events_are_stamped_as_ce_time_stamps() -> None:
+    encoder = EventEncoder("s")
+    for stamp in (0.0, 1_700_000_000.000123, 1_700_000_059.9999996, 951_782_400.5, 1.25, 1.0):
+        ex = Exchange("r", schema.MODEL_NAME, stamp, b"{}", b"{}")
+        events = orjson.loads(b"[" + encoder.encode(ex) + b"]")
+        assert {e["time"] for e in events} == {ce_time(stamp)}

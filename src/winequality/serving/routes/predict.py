@@ -16,6 +16,7 @@ from winequality.serving.hot import HotEndpoint, HotRoute
 from winequality.serving.model import LoadedModel
 from winequality.serving.schemas import ErrorResponse, PredictRequest, PredictResponse
 from winequality.serving.state import ServingState
+from winequality.serving.typed_decode import decode_wines
 
 
 def round4(quality: npt.NDArray[np.float32]) -> list[float]:
@@ -30,7 +31,9 @@ class PredictEndpoint(HotEndpoint):
     route: ClassVar[str] = "/predict"
 
     def parse(self, body: bytes, extra: bytes | None) -> tuple[Matrix, None]:
-        return parse_predict(body, self._max_rows), None
+        # The typed decoder takes the valid bodies; the contract's parser decides the rest.
+        matrix = decode_wines(body, self._max_rows)
+        return (parse_predict(body, self._max_rows) if matrix is None else matrix), None
 
     def respond(
         self, parsed: None, prediction: Prediction, model: LoadedModel, rid: str, body: bytes

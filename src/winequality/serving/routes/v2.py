@@ -31,6 +31,7 @@ from winequality.serving.schemas import (
     V2TensorMetadata,
 )
 from winequality.serving.state import ServingState, StateDep
+from winequality.serving.typed_decode import decode_v2
 
 MODEL_PATH: Final = f"/v2/models/{schema.MODEL_NAME}"
 
@@ -60,7 +61,11 @@ class V2InferEndpoint(HotEndpoint):
                     )
                 ],
             )
-        request = parse_v2_infer(body, self._max_rows, int(extra) if extra is not None else None)
+        # JSON tensors: the typed decoder takes the valid requests, the parser decides the rest.
+        request = decode_v2(body, self._max_rows) if extra is None else None
+        if request is None:
+            length = int(extra) if extra is not None else None
+            request = parse_v2_infer(body, self._max_rows, length)
         return request.matrix, (request, extra is not None)
 
     def respond(
