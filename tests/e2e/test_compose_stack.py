@@ -29,6 +29,7 @@ from tests.support.docker import (
     ensure_base_image,
     image_summary,
 )
+from tests.support.loop import run_simulate
 from tests.support.project import make_pipeline_repo, pipeline_env, run
 
 from winequality.compose import COMPOSE_FILE
@@ -178,15 +179,7 @@ def compose_stack(
 
 
 def simulate(project: Path, run_dir: Path, *args: str) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "winequality.cli", "simulate", "--run-dir", str(run_dir), *args],
-        cwd=project, env=pipeline_env(project), capture_output=True, text=True, timeout=300,
-        check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    print(proc.stdout)
-    summary: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return summary
+    return run_simulate(run_dir, project, pipeline_env(project), *args)
 
 
 def test_drift_through_the_compose_stack_retrains_serves_the_new_version_and_down_cleans_up(

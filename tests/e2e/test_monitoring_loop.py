@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+from tests.support.loop import run_simulate
 from tests.support.project import make_pipeline_repo, pipeline_env, run
 
 from winequality.process import ManagedProcess, free_port
@@ -75,16 +75,7 @@ class RunningStack:
     started_s: float
 
     def simulate(self, *args: str, timeout: float = 240) -> dict[str, Any]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "winequality.cli", "simulate", "--run-dir",
-             str(self.run_dir), *args],
-            cwd=self.project, env=self.env, capture_output=True, text=True, timeout=timeout,
-            check=False,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        print(proc.stdout)
-        summary: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-        return summary
+        return run_simulate(self.run_dir, self.project, self.env, *args, timeout_s=timeout)
 
     def get(self, service: str, path: str) -> Any:
         return httpx.get(f"{self.urls[service]}{path}", timeout=10).json()
