@@ -45,7 +45,6 @@ from tests.support.bundles import train_model, write_model_bundle
 
 from benchmarks.serving import (
     CLIENT_CORE,
-    ROOT,
     SERVER_CORE,
     Run,
     Server,
@@ -54,10 +53,11 @@ from benchmarks.serving import (
     load_setup,
     lua_script,
     start,
+    start_detector,
     wines_body,
     wrk,
 )
-from winequality.process import ManagedProcess, free_port
+from winequality.process import ManagedProcess
 
 TARGET = 1.1
 APPS = ("off", "batched", "binary")
@@ -102,19 +102,8 @@ def main() -> None:
         script = tmp / "single.lua"
         script.write_text(lua_script(tmp / "single.json"))
 
-        det_port = free_port()
-        detector_url = f"http://127.0.0.1:{det_port}"
-        detector = ManagedProcess(
-            "detector",
-            ["taskset", "-c", CLIENT_CORE, "chrt", "--idle", "0", sys.executable, "-m",
-             "winequality.cli", "drift", "serve", "--reference", str(tmp / "reference.parquet"),
-             "--port", str(det_port)],
-            tmp / "detector.log",
-            cwd=ROOT,
-            own_session=False,
-        ).start()  # fmt: skip
+        detector, detector_url = start_detector(tmp)
         processes.append(detector)
-        detector.wait_ready(url=f"{detector_url}/health/ready", timeout=60)
 
         cmd = [sys.executable, "-m", "winequality.serving", "--model-dir", str(bundle),
                "--log-level", "warning"]  # fmt: skip

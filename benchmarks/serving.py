@@ -376,6 +376,28 @@ def metric_total(url: str, name: str, label: str = "") -> float:
     )
 
 
+def start_detector(tmp: Path, timeout: float = 90) -> tuple[ManagedProcess, str]:
+    """The drift detector on ``tmp/reference.parquet``, on the client's core under SCHED_IDLE
+    (it only gets the time wrk leaves, as on a machine of its own), ready; and its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    detector = ManagedProcess(
+        "detector",
+        ["taskset", "-c", CLIENT_CORE, "chrt", "--idle", "0", sys.executable, "-m",
+         "winequality.cli", "drift", "serve", "--reference", str(tmp / "reference.parquet"),
+         "--port", str(port)],
+        tmp / "detector.log",
+        cwd=ROOT,
+        own_session=False,
+    ).start()  # fmt: skip
+    try:
+        detector.wait_ready(url=f"{url}/health/ready", timeout=timeout)
+    except BaseException:
+        detector.stop()
+        raise
+    return detector, url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_load_options(parser)
@@ -440,19 +462,8 @@ def main() -> None:
             scripts[name] = tmp / f"{name.replace(' ', '_')}.lua"
             scripts[name].write_text(lua_script(tmp / f"{scenario.body}.json", scenario.headers))
 
-        det_port = free_port()
-        detector_url = f"http://127.0.0.1:{det_port}"
-        detector = ManagedProcess(
-            "detector",
-            ["taskset", "-c", CLIENT_CORE, "chrt", "--idle", "0", sys.executable, "-m",
-             "winequality.cli", "drift", "serve", "--reference", str(tmp / "reference.parquet"),
-             "--port", str(det_port)],
-            tmp / "detector.log",
-            cwd=ROOT,
-            own_session=False,
-        ).start()  # fmt: skip
+        detector, detector_url = start_detector(tmp)
         processes.append(detector)
-        detector.wait_ready(url=f"{detector_url}/health/ready", timeout=90)
 
         env = dict(
             os.environ,
