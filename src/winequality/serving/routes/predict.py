@@ -24,7 +24,8 @@ def round4(quality: npt.NDArray[np.float32]) -> list[float]:
     """Scores to 4 decimals, as ``np.round`` does it (scale, round half to even, unscale): in
     Python for a few values, where numpy's fixed cost is most of the work."""
     if len(quality) > SMALL_ROWS:
-        return list(np.round(quality.astype(np.float64), 4).tolist())
+        rounded: list[float] = quality.astype(np.float64).round(4).tolist()
+        return rounded
     return [round(q * 10000.0) / 10000.0 if not math.isnan(q) else q for q in quality.tolist()]
 
 
@@ -32,7 +33,6 @@ class PredictEndpoint(HotEndpoint):
     route: ClassVar[str] = "/predict"
     _head: tuple[str, str, bytes] = ("", "", b"")
     """(model name, version, the answer's bytes before the request id), made once per model."""
-
 
     def parse(self, body: bytes, extra: bytes | None) -> tuple[Matrix, None]:
         # The typed decoder takes the valid bodies; the contract's parser decides the rest.
