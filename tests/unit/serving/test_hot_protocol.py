@@ -201,7 +201,8 @@ def test_hot_posts_on_a_keep_alive_connection_are_answered_without_an_asgi_task(
         assert headers["x-request-id"] == answer["request_id"]
         assert headers["x-correlation-id"] == "caller-7"
         assert headers["content-type"] == "application/json"
-        assert "date" in headers and "server" in headers  # uvicorn's default headers
+        assert "date" in headers
+        assert "server" in headers
         assert "connection" not in headers
         assert 0 <= answer["predictions"][0]["quality"] <= 10
         ids.add(answer["request_id"])
@@ -308,9 +309,11 @@ def test_answers_of_both_paths_are_logged_and_remembered(
         assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue")
         slow = json.loads(read_response(sock)[2])["request_id"]
         assert asgi_tasks == ["/predict"]
-        assert collector.saw(fast) and collector.saw(slow)
+        assert collector.saw(fast)
+        assert collector.saw(slow)
         state = served.server.config.loaded_app.app.state.serving
-        assert fast in state.recent and slow in state.recent
+        assert fast in state.recent
+        assert slow in state.recent
     finally:
         collector.server.shutdown()
 
