@@ -299,13 +299,6 @@ class DrainingProtocol(HttpToolsProtocol):
         self._open_requests += 1
         self._began = self.loop.time()
 
-    def on_headers_complete(self) -> None:
-        before = self.cycle
-        super().on_headers_complete()
-        cycle = self.cycle
-        if cycle is not None and cycle is not before:
-            cycle.transport = _HeadWithBody(self.transport, cycle)  # type: ignore[assignment]
-
     def on_response_complete(self) -> None:
         cycle = self.cycle
         if cycle is not None and isinstance(cycle.transport, _HeadWithBody):
@@ -402,6 +395,8 @@ class DrainingProtocol(HttpToolsProtocol):
         # A request parsed after the connection was closed by an answer of this same read is
         # never answered (uvicorn does not start pipelined requests on a closing transport).
         if not self.transport.is_closing():
+            # What the app sends goes out through _HeadWithBody (one write per small answer).
+            cycle.transport = _HeadWithBody(self.transport, cycle)  # type: ignore[assignment]
             super()._start_asgi_task(cycle, app)
 
     def _answer_here(
