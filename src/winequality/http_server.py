@@ -443,7 +443,13 @@ class DrainingProtocol(HttpToolsProtocol):
             self.transport.close()
         # Before the next pipelined request is started (by on_response), so the metrics and
         # the payload log follow the requests' order.
-        answer.finish()
+        try:
+            answer.finish()
+        except Exception:
+            # As uvicorn does for an app that raises after its answer: logged, connection closed
+            # (raised here, it would reach the parser, which would answer a 400 after it).
+            log.exception("Exception after the protocol's answer to %s", cycle.scope["path"])
+            self.transport.close()
         cycle.on_response()
 
     def _abandon(self, cycle: RequestResponseCycle) -> None:

@@ -119,16 +119,15 @@ def serve(model_dir: Path, asgi_tasks: list[str]) -> Iterator[Callable[..., Serv
 
     def start(**overrides: Any) -> Served:
         port = free_port()
-        settings = ServingSettings(
-            model_dir=model_dir,
-            max_batch_rows=50,
-            max_body_bytes=MAX_BODY,
-            drain_s=10.0,
-            read_timeout_s=10.0,
-            feedback_db=model_dir.parent / f"feedback-{port}.sqlite",
-            _env_file=None,  # type: ignore[call-arg]
-            **overrides,
-        )
+        fields: dict[str, Any] = {
+            "model_dir": model_dir,
+            "max_batch_rows": 50,
+            "max_body_bytes": MAX_BODY,
+            "drain_s": 10.0,
+            "read_timeout_s": 10.0,
+            "feedback_db": model_dir.parent / f"feedback-{port}.sqlite",
+        }
+        settings = ServingSettings(**(fields | overrides), _env_file=None)  # type: ignore[call-arg]
         server = DrainingServer(
             config(create_app(settings), "127.0.0.1", port, "warning"), settings
         )
@@ -316,6 +315,7 @@ def test_answers_of_both_paths_are_logged_and_remembered(
         assert slow in state.recent
     finally:
         collector.server.shutdown()
+        collector.server.server_close()
 
 
 def test_connection_close_and_http_1_0_end_the_connection_after_the_answer(
@@ -376,3 +376,18 @@ def test_with_a_remote_predictor_hot_posts_go_through_asgi(
     # direct /predict in the protocol.
     assert asgi_tasks.count("/predict") == 1
     assert asgi_tasks.count(f"{MODEL_PATH}/infer") == 1
+
+
+def test_a_hot_body_that_never_finishes_gets_the_408_of_the_asgi_path(
+    serve: Callable[..., Served], asgi_tasks: list[str]
+) -> None:
+    served = serve(read_timeout_s=0.5)
+    sock = served.connect()
+    request = post("/predict", WINES)
+    sock.sendall(request[:-10])
+    start = time.monotonic()
+    status, _, body = read_response(sock)
+    assert (status, b"body_timeout" in body) == (408, True)
+    assert time.monotonic() - start < 0.5 + 1.5
+    assert closed_cleanly(sock)
+    assert asgi_tasks == ["/predict"]
