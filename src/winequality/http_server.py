@@ -1,7 +1,7 @@
 """The one HTTP server of the app, the drift detector and the webhook: uvicorn that drains.
 
 ``serve(app, host=..., port=..., settings=...)`` runs ``app`` under uvicorn (uvloop + httptools,
-no access log, no websockets) with two rules plain uvicorn lacks:
+no access log, no websockets) with what plain uvicorn lacks:
 
 - **Drain on SIGTERM** (and Ctrl-C). At once every ``GET .../ready`` answers 503 (liveness stays
   200) and the listener closes: a new connection is refused, which a client or load balancer
