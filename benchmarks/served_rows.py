@@ -19,15 +19,17 @@ SCHED_IDLE as well:
   thrashes the shared L3 and memory bandwidth.
 
 ``off+db / off`` is what the co-tenant costs on this host, ``shared / off+db`` what our code
-costs the app. Figures per scenario (1 connection: latency; 16: throughput): the client's
-(wrk: req/s, p50, p99), the app's own (mean of its ``/predict`` request duration histogram, the
-bucket bound holding 99 % of them, its CPU time per request from /proc) and PostgreSQL's CPU per
-request. Each condition loads one app at a time, alternating, ``--repeat`` times; medians are
-compared. Between runs the writer's backlog is drained. At the end: the COPY transactions the
-writer sent (distinct ``xmin``) for the requests it stored.
+costs the app. ``--before DIR/src`` adds an earlier tree's sharing app (its own database on the
+same server), so a change to the writer is compared in the same run. Figures per scenario (1
+connection: latency; 16: throughput): the client's (wrk: req/s, p50, p99), the app's own (mean
+of its ``/predict`` request duration histogram, the bucket bound holding 99 % of them, its CPU
+time per request from /proc) and PostgreSQL's CPU per request. Each condition loads one app at a
+time, alternating, ``--repeat`` times; medians are compared; each round starts one condition
+later than the one before. Between runs the writer's backlog is drained. At the end: the COPY
+transactions each sharing app sent (distinct ``xmin``) for the requests it stored.
 
     uv run python benchmarks/served_rows.py [--short] [--duration 10] [--repeat 3]
-        [--memory-control]
+        [--memory-control] [--before DIR/src]
 
 ``--writer-only``: the writer alone, no app, no wrk: the client CPU a request of the previous
 ``COPY`` (text, one ``write_row`` a request) vs the binary one built from the arrays' buffers,
@@ -90,6 +92,8 @@ from winequality.process import ManagedProcess
 from winequality.serving.recent import REQUEST_IDS
 
 APPS = ("off", "shared")
+BEFORE = "before"
+"""``--before``: the sharing app of an earlier tree, run beside ours."""
 FEED_DATABASE = "feed"
 """Where ``off+db``'s other replica writes: the same server, a table of its own (the app's
 table then holds only what the ``shared`` app wrote)."""
@@ -305,6 +309,13 @@ def main() -> None:
     parser.add_argument("--linger", type=float, default=None, help="writer linger (s)")
     parser.add_argument("--memory-control", action="store_true", help="add the off+mem control")
     parser.add_argument("--memory-mb", type=int, default=64, help="the memory co-tenant's copy")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="an earlier tree's src (git archive REV src | tar -x -C DIR; pass DIR/src): its "
+        "app, sharing, runs beside ours as 'before'",
+    )
     parser.add_argument("--writer-only", action="store_true", help="the writer alone, no app")
     parser.add_argument("--batch", type=int, default=5000, help="requests a COPY (--writer-only)")
     parser.add_argument("--feed", nargs=2, metavar=("URL", "RATE"), help=argparse.SUPPRESS)
@@ -346,18 +357,29 @@ def main() -> None:
         }
         if args.linger is not None:
             envs["shared"]["WINEQ_SERVED_ROWS_LINGER_S"] = str(args.linger)
+        apps: tuple[str, ...] = APPS
+        if args.before is not None:
+            envs[BEFORE] = envs["shared"] | {
+                "PYTHONPATH": str(args.before.resolve()),
+                "WINEQ_DATABASE_URL": postgres.create_database(BEFORE),  # its COPYs apart
+            }
+            apps = (*APPS, BEFORE)
         servers = {}
-        for name in APPS:
+        for name in apps:
             servers[name] = start(f"served_{name}", cmd, "/health/ready", tmp, envs[name])
             processes.append(servers[name].process)
         conditions = ["off", "shared", "off+db"] + (["off+mem"] if args.memory_control else [])
+        conditions += [BEFORE] if args.before is not None else []
         results: dict[str, dict[str, list[Measured]]] = {}
         for scenario, connections in (("latency", 1), ("throughput", args.connections)):
             runs: dict[str, list[Measured]] = {name: [] for name in conditions}
-            for _ in range(args.repeat):
-                for name in conditions:
+            for i in range(args.repeat):
+                # Each round starts one condition later: a drift of the host's load during a
+                # round is not always the same condition's luck. "shared" always runs before
+                # "off+db" in the first round, which takes the latest shared run's rate.
+                for name in conditions[i % len(conditions) :] + conditions[: i % len(conditions)]:
                     cotenant = None
-                    if name == "off+db":  # as many requests a second as shared just answered
+                    if name == "off+db":  # as many requests a second as shared last answered
                         rate = runs["shared"][-1].run.requests_per_s
                         cotenant = idle_on_client_core(
                             "feeder", ["--feed", feed_url, f"{rate:.0f}"], tmp
@@ -376,14 +398,17 @@ def main() -> None:
                     )
             results[scenario] = runs
         report(results, conditions, servers, duration, args)
-        ((requests, wines_stored, copies),) = postgres.query(
-            "bench",
-            "SELECT count(*), sum(n_rows), count(DISTINCT xmin::text) FROM served_requests",
-        )
-        print(
-            f"served_requests in PostgreSQL: {requests} requests, {wines_stored} wines, in "
-            f"{copies} COPY transactions ({requests / max(copies, 1):.0f} requests a COPY)"
-        )
+        for name, database in (("shared", "bench"), (BEFORE, BEFORE)):
+            if name not in servers:
+                continue
+            ((requests, wines_stored, copies),) = postgres.query(
+                database,
+                "SELECT count(*), sum(n_rows), count(DISTINCT xmin::text) FROM served_requests",
+            )
+            print(
+                f"{name}: {requests} requests, {wines_stored} wines in PostgreSQL, in {copies} "
+                f"COPY transactions ({requests / max(copies, 1):.0f} requests a COPY)"
+            )
     finally:
         for process in processes:
             process.stop()
@@ -400,7 +425,13 @@ FIELDS = (
     ("cpu", "app CPU us/req"),
     ("db", "PostgreSQL CPU us/req"),
 )
-RATIOS = (("shared", "off"), ("off+db", "off"), ("shared", "off+db"), ("off+mem", "off"))
+RATIOS = (
+    ("shared", "off"),
+    ("off+db", "off"),
+    ("shared", "off+db"),
+    ("off+mem", "off"),
+    ("before", "off"),
+)
 
 
 def value(m: Measured, field: str) -> float:
@@ -442,10 +473,13 @@ def report(
             print(f"{label + ' ' + unit:30}{cells}")
         errors = "".join(f"{sum(m.run.errors for m in runs[c]):>14}" for c in conditions)
         print(f"{label + ' errors':30}{errors}")
-    metrics = scrape(servers["shared"].url)
-    written = total(metrics, "winequality_served_rows_written_total").get("", 0.0)
-    dropped = total(metrics, "winequality_served_rows_dropped_total").get("", 0.0)
-    print(f"shared app: {written:.0f} wines written, {dropped:.0f} dropped")
+    for name, server in servers.items():
+        if name == "off":
+            continue
+        metrics = scrape(server.url)
+        written = total(metrics, "winequality_served_rows_written_total").get("", 0.0)
+        dropped = total(metrics, "winequality_served_rows_dropped_total").get("", 0.0)
+        print(f"{name} app: {written:.0f} wines written, {dropped:.0f} dropped")
 
 
 if __name__ == "__main__":
