@@ -6,14 +6,30 @@ loopback by ``tests/support/postgres.py``): ``off`` with ``WINEQ_SERVED_ROWS_SHA
 baseline: only the recent cache), ``shared`` with the served-row writer on (its default for
 PostgreSQL). The apps are pinned to core 0, wrk to core 1; PostgreSQL (every process of it)
 also runs on core 1, under SCHED_IDLE, as a database on another machine would (it only gets the
-time wrk leaves). Its CPU per request is shown apart: on one host it still delays wrk, so at one
-connection the database's own work shows in the shared app's req/s and latency.
+time wrk leaves).
 
-Each scenario (1 connection: latency; 16: throughput) loads one app at a time, alternating,
-``--repeat`` times; medians are compared, with the app's own CPU time per request (/proc) and
-the rows the writer wrote and dropped. Between runs the writer's backlog is drained.
+On a 2-core host the database is still a co-tenant of the app and of wrk, so two controls run
+the ``off`` app (no sharing code at work) beside synthetic co-tenants on core 1, under
+SCHED_IDLE as well:
+
+* ``off+db``: another process (a replica on another machine) writes as many served requests a
+  second into the same PostgreSQL server, through the same writer (one COPY a linger), as the
+  ``shared`` app answered in that round: the database's work, without ours in the app;
+* ``off+mem`` (``--memory-control``): a numpy copy loop over ``--memory-mb`` MB, a co-tenant that
+  thrashes the shared L3 and memory bandwidth.
+
+``off+db / off`` is what the co-tenant costs on this host, ``shared / off+db`` what our code
+costs the app. ``--before DIR/src`` adds an earlier tree's sharing app (its own database on the
+same server), so a change to the writer is compared in the same run. Figures per scenario (1
+connection: latency; 16: throughput): the client's (wrk: req/s, p50, p99), the app's own (mean
+of its ``/predict`` request duration histogram, the bucket bound holding 99 % of them, its CPU
+time per request from /proc) and PostgreSQL's CPU per request. Each condition loads one app at a
+time, alternating, ``--repeat`` times; medians are compared; each round starts one condition
+later than the one before. Between runs the writer's backlog is drained. At the end: the COPY
+transactions each sharing app sent (distinct ``xmin``) for the requests it stored.
 
     uv run python benchmarks/served_rows.py [--short] [--duration 10] [--repeat 3]
+        [--memory-control] [--before DIR/src]
 
 ``--writer-only``: the writer alone, no app, no wrk: the client CPU a request of the previous
 ``COPY`` (text, one ``write_row`` a request) vs the binary one built from the arrays' buffers,
@@ -48,13 +64,16 @@ from tests.support.postgres import PostgresServer, postgres_bin
 from benchmarks.payload_logging import scrape, total
 from benchmarks.serving import (
     CLIENT_CORE,
+    ROOT,
     SERVER_CORE,
     Run,
     Server,
     add_load_options,
     cpu_seconds,
+    latency_buckets,
     load_setup,
     lua_script,
+    p99_bound,
     start,
     wines_body,
     wrk,
@@ -73,6 +92,11 @@ from winequality.process import ManagedProcess
 from winequality.serving.recent import REQUEST_IDS
 
 APPS = ("off", "shared")
+BEFORE = "before"
+"""``--before``: the sharing app of an earlier tree, run beside ours."""
+FEED_DATABASE = "feed"
+"""Where ``off+db``'s other replica writes: the same server, a table of its own (the app's
+table then holds only what the ``shared`` app wrote)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +104,8 @@ class Measured:
     run: Run
     cpu_us_per_request: float
     db_us_per_request: float
+    server_mean_us: float
+    server_p99_ms: float
 
 
 def family(root: int) -> list[int]:
@@ -122,18 +148,88 @@ def drain(server: Server, timeout: float = 120.0) -> None:
     raise RuntimeError(f"{server.name}: served-row backlog not written after {timeout:g} s")
 
 
+def predict_duration(url: str) -> tuple[float, float]:
+    """(sum of seconds, count) of the app's own ``/predict`` request duration histogram."""
+    found = {"sum": 0.0, "count": 0.0}
+    for line in scrape(url).splitlines():
+        for what in found:
+            prefix = f"winequality_http_request_duration_seconds_{what}{{"
+            if line.startswith(prefix) and 'route="/predict"' in line:
+                found[what] += float(line.rsplit(" ", 1)[1])
+    return found["sum"], found["count"]
+
+
 def measure(
-    server: Server, script: Path, connections: int, duration: float, postgres: PostgresServer
+    server: Server,
+    script: Path,
+    connections: int,
+    duration: float,
+    postgres: PostgresServer,
+    cotenant: ManagedProcess | None = None,
 ) -> Measured:
+    """One wrk run; the co-tenant (started beforehand) is stopped once the run is over."""
+    buckets = latency_buckets(server.url)
+    spent, served = predict_duration(server.url)
     db_before = db_cpu_seconds(postgres)
     before = cpu_seconds(server.process.pid)
     run = wrk(server.url + "/predict", script, connections, duration)
     cpu = cpu_seconds(server.process.pid) - before
+    spent_after, served_after = predict_duration(server.url)
+    p99 = p99_bound(buckets, latency_buckets(server.url))
+    if cotenant is not None:
+        db_at_end = db_cpu_seconds(postgres)  # before its backend goes with it
+        cotenant.stop()
     drain(server)
-    db_after = db_cpu_seconds(postgres)
+    db_after = db_at_end if cotenant is not None else db_cpu_seconds(postgres)
     db = sum(t - db_before.get(pid, 0.0) for pid, t in db_after.items())
-    requests = run.requests_per_s * duration
-    return Measured(run, cpu / requests * 1e6, db / requests * 1e6)
+    requests = served_after - served
+    return Measured(
+        run,
+        cpu / requests * 1e6,
+        db / requests * 1e6,
+        (spent_after - spent) / requests * 1e6,
+        p99 * 1e3,
+    )
+
+
+def idle_on_client_core(name: str, args: list[str], logs: Path) -> ManagedProcess:
+    """``python benchmarks/served_rows.py ARGS`` on core 1 under SCHED_IDLE, in this session
+    (see ``ManagedProcess``): a co-tenant that gets only the time wrk leaves, as PostgreSQL."""
+    cmd = ["taskset", "-c", CLIENT_CORE, "chrt", "--idle", "0", sys.executable,
+           str(Path(__file__).resolve()), *args]  # fmt: skip
+    return ManagedProcess(name, cmd, logs / f"{name}.log", cwd=ROOT, own_session=False).start()
+
+
+def feed(url: str, rate: float) -> None:
+    """Another replica: ``rate`` one-wine requests a second through the app's own writer (one
+    COPY a linger) into ``url``, until stopped."""
+    from winequality.feedback_store import FeedbackSink
+
+    sink = FeedbackSink(url, share_served=True)
+    writer = sink.served_rows
+    assert writer is not None
+    rows = np.random.default_rng(0).random((1, schema.N_MODEL_COLUMNS), dtype=np.float32)
+    scores = np.array([5.5], dtype=np.float32)
+    tick = 0.01
+
+    async def run() -> None:
+        owed = 0.0
+        while True:
+            owed += rate * tick
+            while owed >= 1:
+                writer.put(REQUEST_IDS.next(), rows.copy(), scores.copy(), "bench")
+                owed -= 1
+            await asyncio.sleep(tick)
+
+    asyncio.run(run())
+
+
+def hog_memory(megabytes: int) -> None:
+    """Copy ``megabytes`` MB from one array to another, forever: L3 and memory bandwidth."""
+    source = np.ones(megabytes * 2**20 // 8)
+    target = np.empty_like(source)
+    while True:
+        np.copyto(target, source)
 
 
 def served_requests(n: int) -> list[tuple[str, float, ServedRequest]]:
@@ -208,23 +304,37 @@ def writer_only(url: str, repeat: int, batch: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_load_options(parser)
-    parser.add_argument("--repeat", type=int, default=3, help="alternating runs per app")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs per condition")
     parser.add_argument("--connections", type=int, default=16, help="for the throughput run")
     parser.add_argument("--linger", type=float, default=None, help="writer linger (s)")
+    parser.add_argument("--memory-control", action="store_true", help="add the off+mem control")
+    parser.add_argument("--memory-mb", type=int, default=64, help="the memory co-tenant's copy")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="an earlier tree's src (git archive REV src | tar -x -C DIR; pass DIR/src): its "
+        "app, sharing, runs beside ours as 'before'",
+    )
     parser.add_argument("--writer-only", action="store_true", help="the writer alone, no app")
     parser.add_argument("--batch", type=int, default=5000, help="requests a COPY (--writer-only)")
+    parser.add_argument("--feed", nargs=2, metavar=("URL", "RATE"), help=argparse.SUPPRESS)
+    parser.add_argument("--hog-memory", type=int, metavar="MB", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.feed:
+        feed(args.feed[0], float(args.feed[1]))
+        return
+    if args.hog_memory:
+        hog_memory(args.hog_memory)
+        return
+    found = postgres_bin()
+    if isinstance(found, str):
+        sys.exit(found)
     if args.writer_only:
-        found = postgres_bin()
-        if isinstance(found, str):
-            sys.exit(found)
         with PostgresServer(found) as postgres:
             writer_only(postgres.create_database("writer"), max(args.repeat, 1), args.batch)
         return
     duration, wines = load_setup(args)
-    found = postgres_bin()
-    if isinstance(found, str):
-        sys.exit(found)
     tmp = Path(tempfile.mkdtemp(prefix="wineq-served-bench-"))
     processes: list[ManagedProcess] = []
     postgres = PostgresServer(found)
@@ -232,6 +342,7 @@ def main() -> None:
         postgres.start()
         pin_to_client_core(postgres)
         url = postgres.create_database("bench")
+        feed_url = postgres.create_database(FEED_DATABASE)
         bundle = write_model_bundle(tmp / "bundle", train_model(wines), version="bench")
         (tmp / "single.json").write_bytes(wines_body(wines, 1, 1))
         script = tmp / "single.lua"
@@ -246,20 +357,58 @@ def main() -> None:
         }
         if args.linger is not None:
             envs["shared"]["WINEQ_SERVED_ROWS_LINGER_S"] = str(args.linger)
+        apps: tuple[str, ...] = APPS
+        if args.before is not None:
+            envs[BEFORE] = envs["shared"] | {
+                "PYTHONPATH": str(args.before.resolve()),
+                "WINEQ_DATABASE_URL": postgres.create_database(BEFORE),  # its COPYs apart
+            }
+            apps = (*APPS, BEFORE)
         servers = {}
-        for name in APPS:
+        for name in apps:
             servers[name] = start(f"served_{name}", cmd, "/health/ready", tmp, envs[name])
             processes.append(servers[name].process)
+        conditions = ["off", "shared", "off+db"] + (["off+mem"] if args.memory_control else [])
+        conditions += [BEFORE] if args.before is not None else []
         results: dict[str, dict[str, list[Measured]]] = {}
         for scenario, connections in (("latency", 1), ("throughput", args.connections)):
-            runs: dict[str, list[Measured]] = {name: [] for name in APPS}
-            for _ in range(args.repeat):
-                for name, server in servers.items():
-                    runs[name].append(measure(server, script, connections, duration, postgres))
+            runs: dict[str, list[Measured]] = {name: [] for name in conditions}
+            for i in range(args.repeat):
+                # Each round starts one condition later: a drift of the host's load during a
+                # round is not always the same condition's luck. "shared" always runs before
+                # "off+db" in the first round, which takes the latest shared run's rate.
+                for name in conditions[i % len(conditions) :] + conditions[: i % len(conditions)]:
+                    cotenant = None
+                    if name == "off+db":  # as many requests a second as shared last answered
+                        rate = runs["shared"][-1].run.requests_per_s
+                        cotenant = idle_on_client_core(
+                            "feeder", ["--feed", feed_url, f"{rate:.0f}"], tmp
+                        )
+                    elif name == "off+mem":
+                        cotenant = idle_on_client_core(
+                            "memory", ["--hog-memory", str(args.memory_mb)], tmp
+                        )
+                    if cotenant is not None:
+                        time.sleep(2.0)  # started, connected, a COPY or two behind it
+                        if not cotenant.alive():
+                            raise RuntimeError(f"{name}: co-tenant died:\n{cotenant.log_tail()}")
+                    server = servers[name.split("+")[0]]
+                    runs[name].append(
+                        measure(server, script, connections, duration, postgres, cotenant)
+                    )
             results[scenario] = runs
-        report(results, servers, duration, args)
-        stored = postgres.query("bench", "SELECT count(*), sum(n_rows) FROM served_requests")
-        print(f"served_requests in PostgreSQL: {stored[0][0]} requests, {stored[0][1]} wines")
+        report(results, conditions, servers, duration, args)
+        for name, database in (("shared", "bench"), (BEFORE, BEFORE)):
+            if name not in servers:
+                continue
+            ((requests, wines_stored, copies),) = postgres.query(
+                database,
+                "SELECT count(*), sum(n_rows), count(DISTINCT xmin::text) FROM served_requests",
+            )
+            print(
+                f"{name}: {requests} requests, {wines_stored} wines in PostgreSQL, in {copies} "
+                f"COPY transactions ({requests / max(copies, 1):.0f} requests a COPY)"
+            )
     finally:
         for process in processes:
             process.stop()
@@ -267,44 +416,70 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+FIELDS = (
+    ("requests_per_s", "req/s (wrk)"),
+    ("p50_ms", "p50 ms (wrk)"),
+    ("p99_ms", "p99 ms (wrk)"),
+    ("server_mean_us", "app request us (mean)"),
+    ("server_p99_ms", "app request p99 ms <="),
+    ("cpu", "app CPU us/req"),
+    ("db", "PostgreSQL CPU us/req"),
+)
+RATIOS = (
+    ("shared", "off"),
+    ("off+db", "off"),
+    ("shared", "off+db"),
+    ("off+mem", "off"),
+    ("before", "off"),
+)
+
+
 def value(m: Measured, field: str) -> float:
     if field == "cpu":
         return m.cpu_us_per_request
     if field == "db":
         return m.db_us_per_request
+    if field in ("server_mean_us", "server_p99_ms"):
+        return float(getattr(m, field))
     result: float = getattr(m.run, field)
     return result
 
 
 def report(
     results: dict[str, dict[str, list[Measured]]],
+    conditions: list[str],
     servers: dict[str, Server],
     duration: float,
     args: argparse.Namespace,
 ) -> None:
     print(
-        f"\napps pinned to core {SERVER_CORE}, wrk and PostgreSQL (SCHED_IDLE) to core "
-        f"{CLIENT_CORE}; {duration:g} s per run, medians of {args.repeat} alternating runs"
+        f"\napps pinned to core {SERVER_CORE}, wrk to core {CLIENT_CORE}, PostgreSQL and the "
+        f"controls' co-tenants on core {CLIENT_CORE} under SCHED_IDLE; {duration:g} s per run, "
+        f"medians of {args.repeat} alternating runs"
     )
-    heads = ("off", "shared", "shared/off")
-    print(f"{'':30}" + "".join(f"{h:>12}" for h in heads))
+    ratios = [(a, b) for a, b in RATIOS if a in conditions and b in conditions]
+    heads = [*conditions, *(f"{a}/{b}" for a, b in ratios)]
+    print(f"{'':30}" + "".join(f"{h:>14}" for h in heads))
     for scenario, label in (("latency", "c=1"), ("throughput", f"c={args.connections}")):
         runs = results[scenario]
-        for field, unit in (("requests_per_s", "req/s"), ("p50_ms", "p50 ms"),
-                            ("p99_ms", "p99 ms"), ("cpu", "CPU us/req"),
-                            ("db", "PostgreSQL CPU us/req")):  # fmt: skip
-            values = {name: statistics.median(value(m, field) for m in runs[name]) for name in APPS}
-            ratio = values["shared"] / values["off"] if values["off"] else float("nan")
-            if field == "db":
-                ratio = float("nan")  # off writes nothing: the database's cost of sharing
-            cells = f"{values['off']:>12.2f}{values['shared']:>12.2f}{ratio:>12.3f}"
+        for field, unit in FIELDS:
+            values = {c: statistics.median(value(m, field) for m in runs[c]) for c in conditions}
+            cells = "".join(f"{values[c]:>14.2f}" for c in conditions)
+            for a, b in ratios:
+                # The database does (almost) nothing for an app that does not share.
+                idle_db = field == "db" and not b.endswith("+db")
+                ratio = values[a] / values[b] if values[b] and not idle_db else float("nan")
+                cells += f"{ratio:>14.3f}"
             print(f"{label + ' ' + unit:30}{cells}")
-        errors = {name: sum(m.run.errors for m in runs[name]) for name in APPS}
-        print(f"{label + ' errors':30}{errors['off']:>12}{errors['shared']:>12}")
-    metrics = scrape(servers["shared"].url)
-    written = total(metrics, "winequality_served_rows_written_total").get("", 0.0)
-    dropped = total(metrics, "winequality_served_rows_dropped_total").get("", 0.0)
-    print(f"shared app: {written:.0f} wines written, {dropped:.0f} dropped")
+        errors = "".join(f"{sum(m.run.errors for m in runs[c]):>14}" for c in conditions)
+        print(f"{label + ' errors':30}{errors}")
+    for name, server in servers.items():
+        if name == "off":
+            continue
+        metrics = scrape(server.url)
+        written = total(metrics, "winequality_served_rows_written_total").get("", 0.0)
+        dropped = total(metrics, "winequality_served_rows_dropped_total").get("", 0.0)
+        print(f"{name} app: {written:.0f} wines written, {dropped:.0f} dropped")
 
 
 if __name__ == "__main__":

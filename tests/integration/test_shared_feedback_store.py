@@ -245,6 +245,58 @@ def test_one_copy_carries_every_queued_request_exactly(postgres: PostgresServer)
     assert stored[0][0] == len(served)  # each once
 
 
+def test_the_event_loop_writer_sends_one_copy_a_linger_under_steady_load(
+    postgres: PostgresServer,
+) -> None:
+    """Requests keep arriving while a COPY waits for the database: they go into the next linger's
+    COPY, not into a COPY of their own right after (one transaction, ``xmin``, a COPY)."""
+    import asyncio
+
+    import numpy as np
+    from prometheus_client import CollectorRegistry
+
+    from winequality.feedback_store import FeedbackSink
+
+    url = postgres.create_database("linger")
+    registry = CollectorRegistry()
+    linger = 0.5
+    sink = FeedbackSink(url, share_served=True, linger_s=linger, registry=registry)
+    writer = sink.served_rows
+    assert writer is not None
+    rows = np.full((1, schema.N_MODEL_COLUMNS), 0.25, dtype=np.float32)
+    scores = np.array([5.0], dtype=np.float32)
+    sent = 0
+
+    async def settle() -> None:
+        for _ in range(200):
+            if writer.pending() == 0:
+                break
+            await asyncio.sleep(0.05)
+
+    async def serve() -> float:
+        nonlocal sent
+        writer.put(f"{sent:032x}", rows, scores, "7")  # the first COPY also creates the tables
+        sent += 1
+        await settle()
+        began = time.monotonic()
+        while time.monotonic() - began < 2.5:
+            writer.put(f"{sent:032x}", rows, scores, "7")
+            sent += 1
+            await asyncio.sleep(0.002)
+        elapsed = time.monotonic() - began
+        await settle()
+        sink.close()
+        return elapsed
+
+    elapsed = asyncio.run(serve())
+    ((stored, copies),) = postgres.query(
+        "linger", "SELECT count(*), count(DISTINCT xmin::text) FROM served_requests"
+    )
+    assert stored == sent
+    assert registry.get_sample_value("winequality_served_rows_written_total") == sent
+    assert copies <= 1 + elapsed / linger + 2, copies
+
+
 class Traffic(threading.Thread):
     """Predictions against both replicas, one after the other, until stopped."""
 

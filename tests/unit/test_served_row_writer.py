@@ -28,9 +28,11 @@ class FlakyStore:
         self.down = False
         self.broken = False
         self.calls = 0
+        self.round_trip_s = 0.0
 
     def add_served(self, requests: Sequence[Entry]) -> int:
         self.calls += 1
+        time.sleep(self.round_trip_s)
         if self.down:
             raise StoreError("feedback store test cannot store the served rows: down")
         if self.broken:
@@ -77,6 +79,25 @@ def test_served_requests_are_written_in_batches_by_the_thread(flaky: FlakyStore)
     found = flaky.store.served("r49")
     assert found is not None
     assert found.model_version == "1"
+
+
+def test_requests_arriving_during_a_write_wait_for_the_next_linger(flaky: FlakyStore) -> None:
+    """A write that takes a while does not turn into a stream of small ones under steady load:
+    one batch a linger (plus the write's own time), whatever arrives meanwhile."""
+    registry = CollectorRegistry()
+    flaky.round_trip_s = 0.05
+    writer = writer_for(flaky, registry, max_requests=10_000, max_rows=10_000, linger_s=0.3)
+    began = time.monotonic()
+    n = 0
+    while time.monotonic() - began < 1.5:
+        writer.put(f"r{n}", rows(1), None, None)
+        n += 1
+        time.sleep(0.001)
+    elapsed = time.monotonic() - began
+    writer.close()
+    assert sample(registry, "winequality_served_rows_written_total") == n
+    # Draining whenever something was queued would write every round trip (about 30 times).
+    assert flaky.calls <= elapsed / 0.3 + 2
 
 
 def test_while_the_store_is_down_requests_wait_overflow_is_counted_and_the_rest_arrives(

@@ -3,8 +3,11 @@
 The request path (``RecentRequests.remember``) calls ``put``: a length check and a deque append
 of references to the arrays it already holds, nothing else. Once per linger the writer thread
 takes what accumulated and inserts it in one transaction (one row per request, batches of at most
-``batch_max``). While the store cannot be written the requests wait in the queue and the thread
-retries after a short, growing pause; once the queue holds ``max_requests`` requests or
+``batch_max``). A pass writes only what was queued when it began: what arrives while it waits for
+the database waits for the next linger, so a busy app sends one batch a linger, not a stream of
+small transactions (each a few round trips and event-loop wakeups for a handful of rows). While
+the store cannot be written the requests wait in the queue and the thread retries after a
+short, growing pause; once the queue holds ``max_requests`` requests or
 ``max_rows`` wines, new ones are dropped and counted (``winequality_served_rows_dropped_total``),
 so a slow or dead database never holds memory or time of a prediction. A dropped request can
 still be labelled on the replica that served it (its recent cache), and with its wines.
@@ -160,9 +163,9 @@ class ServedRowWriter:
                 )
                 self._thread.start()
 
-    def _take(self) -> list[Entry]:
+    def _take(self, most: int) -> list[Entry]:
         with self._count:
-            batch = [self._queue.popleft() for _ in range(min(self.batch_max, len(self._queue)))]
+            batch = [self._queue.popleft() for _ in range(min(most, len(self._queue)))]
             self._rows -= sum(len(e[2].rows) for e in batch)
         return batch
 
@@ -172,10 +175,14 @@ class ServedRowWriter:
             self._queue.extendleft(reversed(batch))
             self._rows += sum(len(e[2].rows) for e in batch)
 
-    def flush(self) -> bool:
-        """Write everything queued; False (the rest still queued) when the store failed."""
-        while self._queue:
-            batch = self._take()
+    def flush(self, limit: int | None = None) -> bool:
+        """Write what is queued, at most ``limit`` requests (None: until the queue is empty);
+        False (the rest still queued) when the store failed."""
+        left = limit
+        while self._queue and (left is None or left > 0):
+            batch = self._take(self.batch_max if left is None else min(self.batch_max, left))
+            if left is not None:
+                left -= len(batch)
             try:
                 store = self._store()
                 written = store.add_served(batch)
@@ -209,7 +216,7 @@ class ServedRowWriter:
         failing = False
         next_prune = time.monotonic()
         while not self._stop.wait(pause):
-            if self.flush():
+            if self.flush(len(self._queue)):
                 if failing:
                     log.warning("served rows reach the feedback store again")
                 failing, pause = False, self.linger_s
@@ -309,8 +316,10 @@ class AsyncServedRowWriter(ServedRowWriter):
     async def _aflush(self) -> bool:
         import psycopg
 
-        while self._queue and not self._stop.is_set():
-            batch = self._take()
+        left = len(self._queue)  # what arrives meanwhile waits for the next linger
+        while left > 0 and self._queue and not self._stop.is_set():
+            batch = self._take(min(self.batch_max, left))
+            left -= len(batch)
             self._inflight = batch
             try:
                 await self._copy(batch)
