@@ -31,7 +31,7 @@ from winequality.serving.schemas import (
     V2TensorMetadata,
 )
 from winequality.serving.state import ServingState, StateDep
-from winequality.serving.typed_decode import decode_v2
+from winequality.serving.v2_decode import decode_v2
 
 MODEL_PATH: Final = f"/v2/models/{schema.MODEL_NAME}"
 
