@@ -18,6 +18,7 @@ ranges in plain Python (numpy's fixed cost per call is several times the work on
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from itertools import chain
 from operator import attrgetter, itemgetter, le
 from typing import Annotated, Any, Final, Literal, NamedTuple, Union
@@ -62,6 +63,15 @@ _MAXIMA: Final = tuple(f.maximum for f in schema.FEATURES)
 _ROW_MINIMA: Final = {n: _MINIMA * n for n in range(1, SMALL_ROWS + 1)}
 _ROW_MAXIMA: Final = {n: _MAXIMA * n for n in range(1, SMALL_ROWS + 1)}
 _SHAPES: Final = {n: frozenset({(n,), (n, 1)}) for n in range(1, SMALL_ROWS + 1)}
+_F32: Final = np.dtype("<f4")
+_MATRIX_BYTES: Final = {n: struct.Struct(f"<{n * _N_INPUTS}f") for n in range(1, SMALL_ROWS + 1)}
+
+
+def _matrix(values: Sequence[float], n: int) -> Matrix:
+    """The model matrix of ``n`` rows given row by row (12 values each), each value rounded to
+    float32 as numpy casts it (struct's ``f`` is the same C cast): one array over the packed
+    bytes costs less than numpy reading nested lists. Read-only, as nothing writes to it."""
+    return np.ndarray((n, _N_INPUTS), _F32, _MATRIX_BYTES[n].pack(*values))
 
 
 class _V2Output(msgspec.Struct, gc=False):
@@ -134,67 +144,71 @@ def _in_column_order(inputs: list[Any], types: tuple[type, ...]) -> list[Any] | 
     return sorted(inputs, key=lambda t: _JSON_COLUMN[type(t)])
 
 
-def _row_tensor_type(name: str, value: Any) -> Any:
-    """The struct of one named input tensor of a single row in JSON: ``name`` a plain field (a
-    tag outside a union may be left out), shape [1] or [1, 1], one value checked while
-    decoding."""
-    return msgspec.defstruct(
-        f"_V2RowTensor_{name}",
+def _row_decoder(shape: Any) -> msgspec.json.Decoder[Any]:
+    """A decoder of one row whose tensors come in the model's column order (as clients usually
+    send them), each of ``shape``: the whole request checked by msgspec."""
+
+    def tensor(name: str, value: Any) -> Any:
+        # ``name`` a plain field: a tag outside a union may be left out.
+        return msgspec.defstruct(
+            f"_V2RowTensor_{name}",
+            [
+                ("name", Literal[name]),
+                ("datatype", _datatypes(name)),
+                ("shape", shape),
+                ("data", tuple[value]),
+                ("parameters", dict[str, Any] | None, None),
+            ],
+            gc=False,
+        )
+
+    tensors = (
+        *(
+            tensor(f.name, Annotated[float, msgspec.Meta(ge=f.minimum, le=f.maximum)])
+            for f in schema.FEATURES
+        ),
+        tensor(schema.WINE_TYPE, Literal[schema.WINE_TYPES]),
+    )
+    doc = msgspec.defstruct(
+        "_V2RowDoc",
         [
-            ("name", Literal[name]),
-            ("datatype", _datatypes(name)),
-            ("shape", Annotated[tuple[Literal[1], ...], msgspec.Meta(min_length=1, max_length=2)]),
-            ("data", tuple[value]),
+            ("inputs", tuple[tensors]),  # type: ignore[valid-type]
+            ("id", str | None, None),
             ("parameters", dict[str, Any] | None, None),
+            ("outputs", list[_V2Output] | None, None),
         ],
         gc=False,
     )
+    return msgspec.json.Decoder(doc)
 
 
-_ROW_DOC = msgspec.defstruct(
-    "_V2RowDoc",
-    [
-        (
-            "inputs",
-            tuple[  # type: ignore[misc]
-                *(
-                    _row_tensor_type(
-                        f.name, Annotated[float, msgspec.Meta(ge=f.minimum, le=f.maximum)]
-                    )
-                    for f in schema.FEATURES
-                ),
-                _row_tensor_type(schema.WINE_TYPE, Literal[schema.WINE_TYPES]),
-            ],
-        ),
-        ("id", str | None, None),
-        ("parameters", dict[str, Any] | None, None),
-        ("outputs", list[_V2Output] | None, None),
-    ],
-    gc=False,
+_ROW_DECODERS: Final = (
+    (True, _row_decoder(tuple[Literal[1], Literal[1]])),
+    (False, _row_decoder(tuple[Literal[1]])),
 )
-_ROW_DECODER: Final = msgspec.json.Decoder(_ROW_DOC)
-"""One row, its tensors in the model's column order (as clients usually send them): the whole
-request checked by msgspec but for the shapes' agreement."""
+"""By output shape [N, 1]: the decoders of rows with every tensor [1, 1], or every one [1]."""
+_FEATURE_TENSORS: Final = slice(_N_FEATURES)
 
 
 def decode_v2(body: bytes, max_rows: int) -> V2Infer | None:
     """A valid V2 request of up to ``SMALL_ROWS`` rows in flat JSON tensors, as
     ``contract.parsers.parse_v2_infer`` reads it; None for anything else (the parser decides).
 
-    msgspec checks each tensor's datatype and values while decoding; left here: the 12 tensors
-    once each, shape [N] or [N, 1] with N values each.
+    msgspec checks each tensor's datatype and values while decoding. A single row with its
+    tensors in column order and of one shape is checked whole by msgspec; any other request is
+    checked for the 12 tensors once each, shape [N] or [N, 1] with N values each, here.
     """
-    try:
-        doc: Any = _ROW_DECODER.decode(body)
-    except msgspec.DecodeError:
-        return _decode_rows(body, max_rows)
-    if max_rows < 1:
-        return None
-    inputs = doc.inputs
-    row = list(chain.from_iterable(map(_DATA, inputs)))
-    row[-1] = _FLAGS(row[-1])
-    column_shape = (1,) not in set(map(_SHAPE, inputs))
-    return V2Infer(np.array([row], dtype=np.float32), doc.id, column_shape, _outputs(doc.outputs))
+    if max_rows >= 1:
+        for column_shape, decoder in _ROW_DECODERS:
+            try:
+                doc: Any = decoder.decode(body)
+            except msgspec.DecodeError:
+                continue
+            inputs = doc.inputs
+            flag = _FLAGS(inputs[-1].data[0])
+            values = [*chain.from_iterable(map(_DATA, inputs[_FEATURE_TENSORS])), flag]
+            return V2Infer(_matrix(values, 1), doc.id, column_shape, _outputs(doc.outputs))
+    return _decode_rows(body, max_rows)
 
 
 def _decode_rows(body: bytes, max_rows: int) -> V2Infer | None:
@@ -213,10 +227,9 @@ def _decode_rows(body: bytes, max_rows: int) -> V2Infer | None:
     shapes = set(map(_SHAPE, inputs))
     if not shapes <= _SHAPES[n]:
         return None
-    rows = [[*values[:-1], _FLAGS(values[-1])] for values in zip(*data, strict=True)]
-    # float64 -> float32 as the parser casts: the same matrix.
-    matrix = np.array(rows, dtype=np.float32)
-    return V2Infer(matrix, doc.id, (n,) not in shapes, _outputs(doc.outputs))
+    flat = [value for row in zip(*data, strict=True) for value in row]
+    flat[_N_FEATURES::_N_INPUTS] = map(_FLAGS, data[-1])
+    return V2Infer(_matrix(flat, n), doc.id, (n,) not in shapes, _outputs(doc.outputs))
 
 
 # --- binary tensor data extension ---------------------------------------------------------------
@@ -374,12 +387,10 @@ class V2BinaryDecoder:
         if not (all(map(le, _ROW_MINIMA[n], values)) and all(map(le, values, _ROW_MAXIMA[n]))):
             return None
         if n == 1:
-            rows = [[*values, flags[0]]]
+            flat = [*values, flags[0]]
         else:
-            rows = [
-                [*values[i * _N_FEATURES : (i + 1) * _N_FEATURES], flag]
-                for i, flag in enumerate(flags)
-            ]
-        # float64 -> float32 as the parser casts: the same matrix (FP32 values are exact).
-        matrix = np.array(rows, dtype=np.float32)
-        return V2Infer(matrix, layout.id, layout.column_shape, layout.outputs)
+            flat = [0.0] * (n * _N_INPUTS)
+            for j in range(_N_FEATURES):
+                flat[j::_N_INPUTS] = values[j::_N_FEATURES]
+            flat[_N_FEATURES::_N_INPUTS] = flags
+        return V2Infer(_matrix(flat, n), layout.id, layout.column_shape, layout.outputs)

@@ -100,7 +100,7 @@ class V2InferEndpoint(HotEndpoint):
 class AnswerEncoder:
     """V2 answers as orjson writes the document, byte for byte, from a template per (model
     version, outputs, output shape) with a slot for the id and each output's rows and values:
-    two small orjson calls and one bytes ``%`` instead of a document built and written."""
+    small orjson calls and one bytes ``%`` instead of a document built and written."""
 
     max_templates: Final = 64
 
@@ -111,24 +111,28 @@ class AnswerEncoder:
         self, version: str, request_id: str, request: V2Infer, prediction: Prediction
     ) -> bytes:
         outputs = request.outputs
-        key = (version, outputs, request.column_shape)
-        template = self._templates.get(key)
+        template = self._templates.get((version, outputs, request.column_shape))
         if template is None:
-            if len(self._templates) >= self.max_templates:
-                self._templates.clear()
-            template = self._templates[key] = answer_template(*key)
-        n = len(request.matrix)
+            template = self._template(version, outputs, request.column_shape)
+        n = len(prediction.quality)
         # Python floats of the float32 scores: the values as the document writes them.
-        data = {
-            schema.OUTPUT_QUALITY: orjson.dumps(prediction.quality.tolist()),
-            schema.OUTPUT_CLASS: orjson.dumps(prediction.quality_class.tolist()),
-        }
-        return template % (
-            orjson.dumps(request_id),
-            *chain.from_iterable((n, data[name]) for name in outputs),
-        )
+        quality = orjson.dumps(prediction.quality.tolist())
+        classes = orjson.dumps(prediction.quality_class.tolist())
+        if outputs == _ALL_OUTPUTS:  # what a request naming no outputs gets
+            return template % (orjson.dumps(request_id), n, quality, n, classes)
+        data = {schema.OUTPUT_QUALITY: quality, schema.OUTPUT_CLASS: classes}
+        slots = chain.from_iterable((n, data[name]) for name in outputs)
+        return template % (orjson.dumps(request_id), *slots)
+
+    def _template(self, version: str, outputs: tuple[str, ...], column_shape: bool) -> bytes:
+        if len(self._templates) >= self.max_templates:
+            self._templates.clear()
+        template = answer_template(version, outputs, column_shape)
+        self._templates[version, outputs, column_shape] = template
+        return template
 
 
+_ALL_OUTPUTS: Final = (schema.OUTPUT_QUALITY, schema.OUTPUT_CLASS)
 _OUTPUT_DATATYPES: Final = {schema.OUTPUT_QUALITY: "FP32", schema.OUTPUT_CLASS: "INT32"}
 
 
@@ -180,9 +184,12 @@ def logged_request(matrix: Matrix) -> bytes | None:
         return None
     if rows == 1:  # a row is its own columns: no transposed copy
         values = orjson.dumps(matrix, option=orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b",")
-    else:
-        columns = np.ascontiguousarray(matrix.T)
-        values = orjson.dumps(columns, option=orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b"],[")
+        wine_type = _WINE_TYPE_JSON.get(values[-1])
+        if wine_type is not None:  # the flag of a parsed request
+            values[-1] = wine_type
+            return _logged_template(1) % tuple(values)
+    columns = np.ascontiguousarray(matrix.T)
+    values = orjson.dumps(columns, option=orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b"],[")
     try:
         # The flags a parsed request has, as orjson writes them.
         values[-1] = b",".join([_WINE_TYPE_JSON[flag] for flag in values[-1].split(b",")])
