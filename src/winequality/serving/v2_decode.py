@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from itertools import chain
 from operator import attrgetter, itemgetter, le
 from typing import Annotated, Any, Final, Literal, NamedTuple, Union
 
@@ -188,7 +187,6 @@ _ROW_DECODERS: Final = (
     (False, _row_decoder(tuple[Literal[1]])),
 )
 """By output shape [N, 1]: the decoders of rows with every tensor [1, 1], or every one [1]."""
-_FEATURE_TENSORS: Final = slice(_N_FEATURES)
 
 
 def decode_v2(body: bytes, max_rows: int) -> V2Infer | None:
@@ -205,10 +203,9 @@ def decode_v2(body: bytes, max_rows: int) -> V2Infer | None:
                 doc: Any = decoder.decode(body)
             except msgspec.DecodeError:
                 continue
-            inputs = doc.inputs
-            flag = _FLAGS(inputs[-1].data[0])
-            values = [*chain.from_iterable(map(_DATA, inputs[_FEATURE_TENSORS])), flag]
-            return V2Infer(_matrix(values, 1), doc.id, column_shape, _outputs(doc.outputs))
+            row = [tensor.data[0] for tensor in doc.inputs]
+            row[-1] = _FLAGS(row[-1])
+            return V2Infer(_matrix(row, 1), doc.id, column_shape, _outputs(doc.outputs))
     return _decode_rows(body, max_rows)
 
 
