@@ -354,6 +354,8 @@ class V2BinaryDecoder:
     (``parse_v2_infer`` decides); the layouts of the last headers seen kept by their bytes."""
 
     max_layouts: Final = 64
+    max_header_bytes: Final = 4096
+    """Longer headers (a few rows' take 1-2 kB) are not kept: 64 of them stay small."""
 
     def __init__(self, max_rows: int) -> None:
         self._max_rows = max_rows
@@ -367,7 +369,7 @@ class V2BinaryDecoder:
         if layout is None:
             layout = _layout(header)
             # A header naming a request id is likely never seen again: not kept.
-            if layout is not None and layout.id is None:
+            if layout is not None and layout.id is None and header_length <= self.max_header_bytes:
                 if len(self._layouts) >= self.max_layouts:
                     self._layouts.clear()
                 self._layouts[header] = layout

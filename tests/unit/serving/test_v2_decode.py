@@ -363,3 +363,11 @@ def test_binary_headers_kept_are_bounded_and_those_with_an_id_not_kept() -> None
     decoder._layouts.clear()
     assert binary_agrees(*binary_body(wines, id="once"), decoder)
     assert not decoder._layouts
+
+
+def test_binary_long_headers_are_not_kept() -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    wines = random_wines(np.random.default_rng(39), 1)
+    padding = "x" * V2BinaryDecoder.max_header_bytes
+    assert binary_agrees(*binary_body(wines, parameters={"pad": padding}), decoder)
+    assert not decoder._layouts
