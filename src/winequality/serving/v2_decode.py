@@ -1,8 +1,10 @@
 """Typed decoders for valid V2 ``infer`` requests of up to ``SMALL_ROWS`` rows, JSON tensors or
 Triton's binary tensor data extension, straight into the model matrix.
 
-msgspec picks each input tensor's struct by its name (a tagged union) and checks its datatype,
-shape and, for JSON tensors, each value while decoding; what is left runs once over the tensors.
+msgspec checks each input tensor's name, datatype, shape and, for JSON tensors, each value while
+decoding: a single JSON row with its tensors in column order (what clients send) as one fixed
+tuple of structs, checked whole; anything else through a union of structs tagged by the tensor's
+name, with what is left (each tensor once, the shapes agreeing) run once over the tensors here.
 Whatever these decoders do not accept goes to ``contract.parsers.parse_v2_infer``, which decides
 and names the problems: they only ever accept what that parser accepts, with the same matrix,
 id, output shape and outputs (``tests/unit/serving/test_v2_decode.py`` compares them).
