@@ -7,6 +7,10 @@
   nothing: the cheapest honest FastAPI app serving the same model.
 * ``constant``: a raw ASGI app reading the body and answering a constant JSON body of the size of
   a single-row answer: what uvicorn itself costs per request, the floor.
+* ``constant_in_protocol``: the same answer to ``POST /predict`` from an ``answer_sync`` endpoint,
+  which the project's server (``winequality.http_server``) calls from its protocol as it does
+  the app's hot endpoints: what that server path costs per request, the second floor. Run by
+  ``python -m benchmarks.baseline_app --port N`` (under ``http_server.serve``, as the app).
 
 The model is the same StandardScaler + ElasticNet as the served bundle, trained on the same real
 data (by benchmarks/serving.py).
@@ -14,12 +18,15 @@ data (by benchmarks/serving.py).
     BASELINE_MODEL=/path/model.pkl uvicorn --factory benchmarks.baseline_app:tutorial
     LEAN_MODEL=/path/model.onnx uvicorn --factory benchmarks.baseline_app:lean
     uvicorn --factory benchmarks.baseline_app:constant
+    python -m benchmarks.baseline_app --port 8000
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -149,3 +156,64 @@ def constant() -> ASGIApp:
         await send({"type": "http.response.body", "body": body})
 
     return app
+
+
+class _ConstantAnswer:
+    """What ``answer_sync`` returns (``http_server.SyncAnswer``): the constant, nothing after."""
+
+    def __init__(self, body: bytes) -> None:
+        self.status = 200
+        self.body = body
+        self.headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+
+    def finish(self) -> None:
+        pass
+
+
+class _ConstantEndpoint:
+    """``http_server.SyncEndpoint``: the constant answer to any complete request."""
+
+    def __init__(self, body: bytes) -> None:
+        self._answer = _ConstantAnswer(body)
+
+    def answer_sync(self, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> _ConstantAnswer:
+        return self._answer
+
+
+class _InProtocol:
+    """``constant``, with ``POST /predict`` answered in the server's protocol."""
+
+    def __init__(self) -> None:
+        self.app = constant()
+        self.hot_endpoints = {"/predict": _ConstantEndpoint(CONSTANT_BODY)}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def constant_in_protocol() -> ASGIApp:
+    return _InProtocol()
+
+
+def main() -> None:
+    from winequality.http_server import serve
+    from winequality.settings import HttpServerSettings
+
+    parser = argparse.ArgumentParser(description="constant_in_protocol under http_server.serve")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    serve(
+        constant_in_protocol(),
+        host=args.host,
+        port=args.port,
+        settings=HttpServerSettings(_env_file=None),  # type: ignore[call-arg]
+        log_level="warning",
+    )
+
+
+if __name__ == "__main__":
+    main()

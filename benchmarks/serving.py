@@ -7,6 +7,8 @@ same moments of a shared machine). Servers (``benchmarks/baseline_app.py``):
 
 * ``floor``: uvicorn + a constant-answer ASGI app (reads the body, sends a fixed answer): what
   the HTTP server costs per request, the limit;
+* ``floor-proto``: the same constant answer from our server's protocol (``http_server``'s path
+  for the hot POSTs, which skips uvicorn's ASGI cycle): the floor of that path;
 * ``lean``: FastAPI + orjson + onnxruntime on the same ONNX file, validating nothing;
 * ``tutorial``: pydantic + pandas + the pickled scikit-learn pipeline;
 * ``winequality``: ``python -m winequality.serving`` on the bundle, full validation, metrics on,
@@ -272,7 +274,7 @@ class Scenario:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-APPS = ("floor", "lean", "tutorial", "winequality")
+APPS = ("floor", "floor-proto", "lean", "tutorial", "winequality")
 OURS = "winequality"
 BEFORE = "before"
 """``--before``: an earlier version of our app, run beside it."""
@@ -487,6 +489,8 @@ def main() -> None:
                 *uvicorn_flags,
             ]
             servers[name] = start(name, cmd, ready, tmp, env)
+        proto_cmd = [sys.executable, "-m", "benchmarks.baseline_app"]
+        servers["floor-proto"] = start("floor-proto", proto_cmd, "/health", tmp, env)
         serve_args = ["--model-dir", str(bundle), "--log-level", "warning"]
         entries = {
             "python -m winequality.serving": [sys.executable, "-m", "winequality.serving"],
@@ -767,6 +771,7 @@ def report(
 
     bars = [
         ("single /predict vs floor", ("single", OURS), ("single", "floor"), ">= 0.5", 0.5, False),
+        ("single vs floor-proto", ("single", OURS), ("single", "floor-proto"), "", None, False),
         ("100-row /predict vs lean", ("batch", OURS), ("batch", "lean"), ">= 2", 2.0, False),
         ("single /predict vs lean", ("single", OURS), ("single", "lean"), "", None, False),
         ("single /predict vs tutorial", ("single", OURS), ("single", "tutorial"), "", None, False),

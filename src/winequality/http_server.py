@@ -1,7 +1,7 @@
 """The one HTTP server of the app, the drift detector and the webhook: uvicorn that drains.
 
 ``serve(app, host=..., port=..., settings=...)`` runs ``app`` under uvicorn (uvloop + httptools,
-no access log, no websockets) with two rules plain uvicorn lacks:
+no access log, no websockets) with what plain uvicorn lacks:
 
 - **Drain on SIGTERM** (and Ctrl-C). At once every ``GET .../ready`` answers 503 (liveness stays
   200) and the listener closes: a new connection is refused, which a client or load balancer
@@ -23,6 +23,18 @@ no access log, no websockets) with two rules plain uvicorn lacks:
   itself, and a connection that never sends a byte is closed after the keep-alive timeout
   (both seen by a once-a-second look over the connections).
 
+- **Hot POSTs answered in the protocol.** An app with ``hot_endpoints`` (path -> endpoint for
+  POST, as ``serving.app.ServingApp``) whose endpoints have ``answer_sync(headers, body)``
+  (``serving.hot.HotEndpoint``) gets those POSTs answered from the protocol's parser callbacks,
+  without the ASGI task, its receive/send coroutines and message dicts, when the whole body came
+  in the read that completed the request (or is already in hand for a pipelined one). Anything
+  else goes through ASGI as before: a body still arriving after that read, ``Expect:
+  100-continue``, HTTP/1.0, the access log on, a paused write side (a client not reading its
+  answers), an endpoint that returns None (its predictor must be awaited), any other route. The
+  answer is the same bytes uvicorn writes (its default headers, ``connection: close`` when the
+  connection ends, always while draining), requests are answered in their order, and the drain,
+  the keep-alive timer and the read timeouts see these requests as any other.
+
 Kubernetes sends SIGTERM while the pod's endpoints are being removed; the Deployments' ``preStop``
 sleep lets that finish first, and ``terminationGracePeriodSeconds`` covers the sleep plus
 ``drain_s``.
@@ -40,11 +52,17 @@ import signal
 import sys
 import termios
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.protocols.http.flow_control import service_unavailable
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
 from winequality.http_common import (
@@ -58,9 +76,23 @@ from winequality.http_common import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from uvicorn._types import ASGI3Application
+
     from winequality.settings import HttpServerSettings
 
-__all__ = ["ABANDON_S", "IDLE_GRACE_S", "DrainingProtocol", "DrainingServer", "config", "serve"]
+__all__ = [
+    "ABANDON_S",
+    "IDLE_GRACE_S",
+    "DrainingProtocol",
+    "DrainingServer",
+    "SyncAnswer",
+    "SyncEndpoint",
+    "config",
+    "serve",
+    "sync_endpoints",
+]
 
 IDLE_GRACE_S: Final = 1.0
 """While draining, a connection idle this long (no byte waiting either) is closed: its client
@@ -74,7 +106,48 @@ _SWEEP_S: Final = 0.05
 _NOT_READY: Final = b'{"status":"not ready","reason":"draining","error":"shutting down"}'
 _CLOSE: Final = (b"connection", b"close")
 
+_ERROR_500: Final = (
+    b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error"
+)
+"""uvicorn's answer when an app raises before answering."""
+
 log = logging.getLogger(__name__)
+
+
+class SyncAnswer(Protocol):
+    """An answer computed in the protocol: sent as it is, then ``finish()`` (after-send work)."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+    def finish(self) -> None: ...
+
+
+class SyncEndpoint(Protocol):
+    """A POST endpoint that can answer a request whose whole body is in hand, synchronously."""
+
+    def answer_sync(
+        self, headers: Iterable[tuple[bytes, bytes]], body: bytes
+    ) -> SyncAnswer | None: ...
+
+
+def sync_endpoints(app: object) -> dict[str, SyncEndpoint]:
+    """The POST endpoints of ``app`` the protocol answers itself, by path (module docstring).
+
+    Only through wrappers that change nothing these endpoints read: uvicorn's proxy headers
+    (the client address and scheme) and the drain's (``connection: close``, which the protocol
+    adds itself). Any other wrapper (uvicorn's trace-level message logger) keeps ASGI.
+    """
+    while isinstance(app, ProxyHeadersMiddleware | _DrainingApp):
+        app = app.app
+    hot: Mapping[str, object] = getattr(app, "hot_endpoints", None) or {}
+    return {
+        path: cast(SyncEndpoint, endpoint)
+        for path, endpoint in hot.items()
+        if callable(getattr(endpoint, "answer_sync", None))
+    }
 
 
 def serve(
@@ -213,6 +286,11 @@ class DrainingProtocol(HttpToolsProtocol):
         """When the first byte of the latest request arrived."""
         self._timed: RequestResponseCycle | None = None
         """The request whose body timer is armed (one per request, at most)."""
+        self._sync_posts = sync_endpoints(self.app)
+        self._feeding = False
+        """Inside ``data_received``: the parser's callbacks may still bring the body."""
+        self._deferred: tuple[RequestResponseCycle, ASGI3Application, SyncEndpoint] | None = None
+        """The hot request whose turn came before its body was parsed."""
 
     # -- idleness (for the drain) ------------------------------------------------------------
 
@@ -220,13 +298,6 @@ class DrainingProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._open_requests += 1
         self._began = self.loop.time()
-
-    def on_headers_complete(self) -> None:
-        before = self.cycle
-        super().on_headers_complete()
-        cycle = self.cycle
-        if cycle is not None and cycle is not before:
-            cycle.transport = _HeadWithBody(self.transport, cycle)  # type: ignore[assignment]
 
     def on_response_complete(self) -> None:
         cycle = self.cycle
@@ -267,7 +338,15 @@ class DrainingProtocol(HttpToolsProtocol):
             self.close_if_nothing_waits()
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        self._feeding = True
+        try:
+            super().data_received(data)
+        finally:
+            self._feeding = False
+        deferred = self._deferred
+        if deferred is not None:  # the body goes on in a later read: the ASGI path reads it
+            self._deferred = None
+            self._start_task(deferred[0], deferred[1])
         cycle = self.cycle
         if cycle is not None and cycle.more_body and cycle is not self._timed:
             self._timed = cycle
@@ -288,6 +367,90 @@ class DrainingProtocol(HttpToolsProtocol):
             ).read_timeout_s
             cycle.message_event.set()  # wakes read_body in receive(): it answers 408
             self.loop.call_later(ABANDON_S, self._abandon, cycle)
+
+    # -- hot POSTs answered here (module docstring) -------------------------------------------
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        # uvicorn calls this when a request's turn comes: at its headers, or when the answer
+        # before it (pipelined) is complete.
+        scope = cycle.scope
+        endpoint = self._sync_posts.get(scope["path"]) if scope["method"] == "POST" else None
+        if endpoint is None:
+            self._start_task(cycle, app)
+        elif not cycle.more_body:
+            self._answer_here(cycle, app, endpoint)
+        elif self._feeding and cycle is self.cycle:
+            self._deferred = (cycle, app, endpoint)  # on_message_complete, in this read
+        else:
+            self._start_task(cycle, app)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        deferred = self._deferred
+        if deferred is not None and deferred[0] is self.cycle:
+            self._deferred = None
+            self._answer_here(*deferred)
+
+    def _start_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        # A request parsed after the connection was closed by an answer of this same read is
+        # never answered (uvicorn does not start pipelined requests on a closing transport).
+        if not self.transport.is_closing():
+            # What the app sends goes out through _HeadWithBody (one write per small answer).
+            cycle.transport = _HeadWithBody(self.transport, cycle)  # type: ignore[assignment]
+            super()._start_asgi_task(cycle, app)
+
+    def _answer_here(
+        self, cycle: RequestResponseCycle, app: ASGI3Application, endpoint: SyncEndpoint
+    ) -> None:
+        if self.transport.is_closing():
+            return
+        if (
+            cycle.waiting_for_100_continue
+            or cycle.scope["http_version"] != "1.1"
+            or cycle.access_log
+            or self.flow.write_paused
+            or app is service_unavailable
+        ):
+            self._start_task(cycle, app)
+            return
+        try:
+            answer = endpoint.answer_sync(cycle.scope["headers"], bytes(cycle.body))
+        except Exception:
+            # As uvicorn does for an app that raises: logged, a plain 500, the connection closed.
+            log.exception("Exception in the protocol's answer to %s", cycle.scope["path"])
+            cycle.response_started = cycle.response_complete = True
+            cycle.keep_alive = False
+            self.transport.write(_ERROR_500)
+            self.transport.close()
+            cycle.on_response()
+            return
+        if answer is None:
+            self._start_task(cycle, app)
+            return
+        keep_alive = cycle.keep_alive and not isinstance(self.app, _DrainingApp)
+        out = [STATUS_LINE[answer.status]]
+        for name, value in cycle.default_headers:
+            out += (name, b": ", value, b"\r\n")
+        for name, value in answer.headers:
+            out += (name, b": ", value, b"\r\n")
+        out.append(b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
+        out.append(answer.body)
+        cycle.response_started = cycle.response_complete = True
+        cycle.waiting_for_100_continue = False
+        self.transport.write(b"".join(out))
+        if not keep_alive:
+            cycle.keep_alive = False
+            self.transport.close()
+        # Before the next pipelined request is started (by on_response), so the metrics and
+        # the payload log follow the requests' order.
+        try:
+            answer.finish()
+        except Exception:
+            # As uvicorn does for an app that raises after its answer: logged, connection closed
+            # (raised here, it would reach the parser, which would answer a 400 after it).
+            log.exception("Exception after the protocol's answer to %s", cycle.scope["path"])
+            self.transport.close()
+        cycle.on_response()
 
     def _abandon(self, cycle: RequestResponseCycle) -> None:
         if not cycle.response_started and not self.transport.is_closing():

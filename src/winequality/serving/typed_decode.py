@@ -12,12 +12,14 @@ matrix (``tests/unit/serving/test_typed_decode.py`` compares the two).
 
 from __future__ import annotations
 
-from itertools import chain
+import functools
+import struct
 from operator import attrgetter
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 import numpy as np
+from msgspec.structs import astuple
 
 from winequality.contract import schema
 from winequality.contract.features import WINE_TYPE_FLAGS, Matrix
@@ -37,9 +39,7 @@ _Wines = msgspec.defstruct(
 )
 _DECODER: Final = msgspec.json.Decoder(_Wines)
 _ROW = attrgetter(*schema.FEATURE_NAMES, schema.WINE_TYPE)
-_MEASUREMENTS = attrgetter(*schema.FEATURE_NAMES)
-_WINE_TYPE = attrgetter(schema.WINE_TYPE)
-_N_FEATURES: Final = len(schema.FEATURE_NAMES)
+_WIDTH: Final = schema.N_MODEL_COLUMNS
 
 
 def decode_wines(body: bytes, max_rows: int) -> Matrix | None:
@@ -59,9 +59,21 @@ def decode_wines(body: bytes, max_rows: int) -> Matrix | None:
             rows.append(row)
         # float64 -> float32 as the parser casts: the same matrix.
         return np.array(rows, dtype=np.float32)
-    matrix = np.empty((n, _N_FEATURES + 1), dtype=np.float32)
-    matrix[:, :-1] = np.fromiter(
-        chain.from_iterable(map(_MEASUREMENTS, wines)), np.float64, n * _N_FEATURES
-    ).reshape(n, _N_FEATURES)
-    matrix[:, -1] = list(map(WINE_TYPE_FLAGS.__getitem__, map(_WINE_TYPE, wines)))
-    return matrix
+    # Every wine as one tuple (its fields in model-column order, wine_type last) appended to one
+    # flat list, the wine types swapped for their flags by a slice, and the doubles packed by
+    # ``struct`` in one call, where numpy converting 1,200 Python floats one by one (or chaining
+    # the tuples item by item) cost several times as much.
+    flat: list[Any] = []
+    extend = flat.extend
+    for wine in wines:
+        extend(astuple(wine))
+    flat[_WIDTH - 1 :: _WIDTH] = map(WINE_TYPE_FLAGS.__getitem__, flat[_WIDTH - 1 :: _WIDTH])
+    packed = _packer(n).pack(*flat)
+    # float64 -> float32 as the parser casts: the same matrix.
+    return np.frombuffer(packed, np.float64).reshape(n, _WIDTH).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=256)
+def _packer(rows: int) -> struct.Struct:
+    """The native-double layout of ``rows`` wines (one per batch size, made once)."""
+    return struct.Struct(f"{rows * _WIDTH}d")
