@@ -603,7 +603,7 @@ CATEGORIES: tuple[tuple[str, str], ...] = (
     ("metrics", r"metrics\.py|prometheus_client"),
     ("recent requests", r"recent\.py"),
     ("post-processing", r"postprocess|predictor\.py"),
-    ("request parsing + validation", r"parsers\.py|features\.py|typed_decode\.py|read_body|loads"),
+    ("request parsing + validation", r"parsers\.py|features\.py|_decode\.py|read_body|loads"),
     ("request id", r"request_id|uuid"),
     ("response send", r"send_json|\(send\)|send \(|_HeadWithBody"),
     ("our endpoint, other", r"serving/(hot|app)\.py|serving/routes"),

@@ -20,3 +20,10 @@ def test_small_matrices_encode_byte_for_byte_as_encode_request(rows: int) -> Non
 
 def test_larger_matrices_are_left_to_the_logger() -> None:
     assert logged_request(np.zeros((SMALL_ROWS + 1, 12), dtype=np.float32)) is None
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_flags_other_than_0_and_1_encode_as_encode_request(rows: int) -> None:
+    matrix = np.full((rows, 12), 2.5, dtype=np.float32)
+    matrix[:, -1] = np.linspace(0.2, 0.9, rows)
+    assert logged_request(matrix) == encode_request(matrix)

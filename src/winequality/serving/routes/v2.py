@@ -7,7 +7,8 @@ Tensors are named as in the Triton ensemble: the 11 measurements (FP32) and ``wi
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, ClassVar, Final
+from itertools import chain
+from typing import ClassVar, Final
 
 import numpy as np
 import orjson
@@ -16,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from winequality.contract import schema
 from winequality.contract.features import Matrix
-from winequality.contract.parsers import SMALL_ROWS, V2Request, parse_v2_infer
+from winequality.contract.parsers import SMALL_ROWS, parse_v2_infer
 from winequality.contract.problems import Problem
 from winequality.inference.predictor import Prediction
 from winequality.serving.errors import RequestError
@@ -31,7 +32,7 @@ from winequality.serving.schemas import (
     V2TensorMetadata,
 )
 from winequality.serving.state import ServingState, StateDep
-from winequality.serving.typed_decode import decode_v2
+from winequality.serving.v2_decode import V2BinaryDecoder, V2Infer, decode_v2
 
 MODEL_PATH: Final = f"/v2/models/{schema.MODEL_NAME}"
 
@@ -47,8 +48,19 @@ class V2InferEndpoint(HotEndpoint):
 
     extra_header: ClassVar[bytes | None] = b"inference-header-content-length"
 
-    def parse(self, body: bytes, extra: bytes | None) -> tuple[Matrix, tuple[V2Request, bool]]:
-        if extra is not None and not extra.isdigit():
+    def __init__(self, state: ServingState) -> None:
+        super().__init__(state)
+        self._binary = V2BinaryDecoder(self._max_rows)
+        self._answers = AnswerEncoder()
+
+    def parse(self, body: bytes, extra: bytes | None) -> tuple[Matrix, tuple[V2Infer, bool]]:
+        if extra is None:
+            # JSON tensors: the typed decoder takes the valid requests, the parser the rest.
+            request = decode_v2(body, self._max_rows)
+            if request is None:
+                request = V2Infer.of(parse_v2_infer(body, self._max_rows))
+            return request.matrix, (request, False)
+        if not extra.isdigit():
             raise RequestError(
                 422,
                 [
@@ -61,44 +73,91 @@ class V2InferEndpoint(HotEndpoint):
                     )
                 ],
             )
-        # JSON tensors: the typed decoder takes the valid requests, the parser decides the rest.
-        request = decode_v2(body, self._max_rows) if extra is None else None
+        length = int(extra)
+        request = self._binary.decode(body, length)
         if request is None:
-            length = int(extra) if extra is not None else None
-            request = parse_v2_infer(body, self._max_rows, length)
-        return request.matrix, (request, extra is not None)
+            request = V2Infer.of(parse_v2_infer(body, self._max_rows, length))
+        return request.matrix, (request, True)
 
     def respond(
         self,
-        parsed: tuple[V2Request, bool],
+        parsed: tuple[V2Infer, bool],
         prediction: Prediction,
         model: LoadedModel,
         rid: str,
         body: bytes,
     ) -> tuple[bytes, bytes | Matrix]:
         request, binary = parsed
-        n = len(request.matrix)
-        shape = [n, 1] if request.column_shape else [n]
-        data: dict[str, tuple[str, list[Any]]] = {
-            schema.OUTPUT_QUALITY: ("FP32", prediction.quality.tolist()),
-            schema.OUTPUT_CLASS: ("INT32", prediction.quality_class.tolist()),
-        }
-        out = orjson.dumps(
-            {
-                "model_name": schema.MODEL_NAME,
-                "model_version": model.metadata.version,
-                "id": request.id if request.id is not None else rid,
-                "outputs": [
-                    {"name": name, "datatype": data[name][0], "shape": shape, "data": data[name][1]}
-                    for name in request.outputs
-                ],
-            }
-        )
+        request_id = request.id if request.id is not None else rid
+        out = self._answers.encode(model.metadata.version, request_id, request, prediction)
         if not binary:
             return out, body
         # Binary tensor data is not JSON: the logger gets the matrix as a V2 JSON request.
         small = logged_request(request.matrix)
         return out, (request.matrix if small is None else small)
+
+
+class AnswerEncoder:
+    """V2 answers as orjson writes the document, byte for byte, from a template per (model
+    version, outputs, output shape) with a slot for the id and each output's rows and values:
+    small orjson calls and one bytes ``%`` instead of a document built and written."""
+
+    max_templates: Final = 64
+
+    def __init__(self) -> None:
+        self._templates: dict[tuple[str, tuple[str, ...], bool], bytes] = {}
+
+    def encode(
+        self, version: str, request_id: str, request: V2Infer, prediction: Prediction
+    ) -> bytes:
+        outputs = request.outputs
+        template = self._templates.get((version, outputs, request.column_shape))
+        if template is None:
+            template = self._template(version, outputs, request.column_shape)
+        n = len(prediction.quality)
+        # Python floats of the float32 scores: the values as the document writes them.
+        quality = orjson.dumps(prediction.quality.tolist())
+        classes = orjson.dumps(prediction.quality_class.tolist())
+        if outputs == _ALL_OUTPUTS:  # what a request naming no outputs gets
+            return template % (orjson.dumps(request_id), n, quality, n, classes)
+        data = {schema.OUTPUT_QUALITY: quality, schema.OUTPUT_CLASS: classes}
+        slots = chain.from_iterable((n, data[name]) for name in outputs)
+        return template % (orjson.dumps(request_id), *slots)
+
+    def _template(self, version: str, outputs: tuple[str, ...], column_shape: bool) -> bytes:
+        if len(self._templates) >= self.max_templates:
+            self._templates.clear()
+        template = answer_template(version, outputs, column_shape)
+        self._templates[version, outputs, column_shape] = template
+        return template
+
+
+_ALL_OUTPUTS: Final = (schema.OUTPUT_QUALITY, schema.OUTPUT_CLASS)
+_OUTPUT_DATATYPES: Final = {schema.OUTPUT_QUALITY: "FP32", schema.OUTPUT_CLASS: "INT32"}
+
+
+def answer_template(version: str, outputs: tuple[str, ...], column_shape: bool) -> bytes:
+    """The answer's JSON with a ``%b`` slot for the id, and a ``%d`` (rows) and a ``%b``
+    (values) slot per output."""
+    doc = {
+        "model_name": schema.MODEL_NAME,
+        "model_version": "@version@",
+        "id": "@id@",
+        "outputs": [
+            {
+                "name": name,
+                "datatype": _OUTPUT_DATATYPES[name],
+                "shape": ["@rows@", 1] if column_shape else ["@rows@"],
+                "data": "@data@",
+            }
+            for name in outputs
+        ],
+    }
+    template = orjson.dumps(doc)
+    for slot, fmt in ((b'"@id@"', b"%b"), (b'"@rows@"', b"%d"), (b'"@data@"', b"%b")):
+        template = template.replace(slot, fmt)
+    # The version last, escaped: no text of it is ever taken for a slot.
+    return template.replace(b'"@version@"', orjson.dumps(version).replace(b"%", b"%%"), 1)
 
 
 @lru_cache(maxsize=SMALL_ROWS)
@@ -123,13 +182,28 @@ def logged_request(matrix: Matrix) -> bytes | None:
     rows = len(matrix)
     if rows > SMALL_ROWS:
         return None
-    columns = orjson.dumps(np.ascontiguousarray(matrix.T), option=orjson.OPT_SERIALIZE_NUMPY)
-    values = columns[2:-2].split(b"],[")
-    values[-1] = b",".join([_WINE_TYPE_JSON[flag >= 0.5] for flag in matrix[:, -1].tolist()])
+    if rows == 1:  # a row is its own columns: no transposed copy
+        values = orjson.dumps(matrix, option=orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b",")
+        wine_type = _WINE_TYPE_JSON.get(values[-1])
+        if wine_type is not None:  # the flag of a parsed request
+            values[-1] = wine_type
+            return _logged_template(1) % tuple(values)
+    columns = np.ascontiguousarray(matrix.T)
+    values = orjson.dumps(columns, option=orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b"],[")
+    try:
+        # The flags a parsed request has, as orjson writes them.
+        values[-1] = b",".join([_WINE_TYPE_JSON[flag] for flag in values[-1].split(b",")])
+    except KeyError:  # any other value: white from 0.5 up, as encode_request has it
+        values[-1] = b",".join([_WINE_TYPE_JSON[flag >= 0.5] for flag in matrix[:, -1].tolist()])
     return _logged_template(rows) % tuple(values)
 
 
-_WINE_TYPE_JSON: Final = {False: b'"red"', True: b'"white"'}
+_WINE_TYPE_JSON: Final[dict[object, bytes]] = {
+    False: b'"red"',
+    True: b'"white"',
+    b"0.0": b'"red"',
+    b"1.0": b'"white"',
+}
 
 
 # OpenAPI signature of the infer route; HotRoute hands requests to V2InferEndpoint.

@@ -1,0 +1,398 @@
+"""Typed decoders for valid V2 ``infer`` requests of up to ``SMALL_ROWS`` rows, JSON tensors or
+Triton's binary tensor data extension, straight into the model matrix.
+
+msgspec checks each input tensor's name, datatype, shape and, for JSON tensors, each value while
+decoding: a single JSON row with its tensors in column order (what clients send) as one fixed
+tuple of structs, checked whole; anything else through a union of structs tagged by the tensor's
+name, with what is left (each tensor once, the shapes agreeing) run once over the tensors here.
+Whatever these decoders do not accept goes to ``contract.parsers.parse_v2_infer``, which decides
+and names the problems: they only ever accept what that parser accepts, with the same matrix,
+id, output shape and outputs (``tests/unit/serving/test_v2_decode.py`` compares them).
+
+A binary request's JSON header describes where each tensor's bytes lie, not their values, and a
+client sends the same header for every request of a given shape (tritonclient does, unless told
+a request id): ``V2BinaryDecoder`` keeps the layout it read from a header, keyed by the header's
+bytes, so a repeated header costs one dictionary lookup. The values are read with one
+precompiled ``struct.Struct`` over the whole binary section and checked against the physical
+ranges in plain Python (numpy's fixed cost per call is several times the work on so few values).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from operator import attrgetter, itemgetter, le
+from typing import Annotated, Any, Final, Literal, NamedTuple, Union
+
+import msgspec
+import numpy as np
+
+from winequality.contract import schema
+from winequality.contract.features import WINE_TYPE_FLAGS, Matrix
+from winequality.contract.parsers import _V2_DATATYPES as V2_DATATYPES
+from winequality.contract.parsers import (
+    SMALL_ROWS,
+    V2_BYTES_RED,
+    V2_BYTES_WHITE,
+    V2Request,
+)
+
+
+class V2Infer(msgspec.Struct, frozen=True, gc=False):
+    """What the V2 endpoint needs of a request (``contract.parsers.V2Request`` without the
+    float64 measurements, which only the drift detector reads). A struct: made in C, where a
+    named tuple's constructor is Python."""
+
+    matrix: Matrix
+    id: str | None
+    column_shape: bool
+    """True when every input had shape [N, 1] (outputs then use it too), False otherwise."""
+    outputs: tuple[str, ...]
+    """Requested output names, in order (all outputs when the request names none)."""
+
+    @classmethod
+    def of(cls, request: V2Request) -> V2Infer:
+        return cls(request.matrix, request.id, request.column_shape, request.outputs)
+
+
+_V2_OUTPUT_NAMES: Final = (schema.OUTPUT_QUALITY, schema.OUTPUT_CLASS)
+_N_FEATURES: Final = len(schema.FEATURE_NAMES)
+_N_INPUTS: Final = _N_FEATURES + 1
+_FLAGS: Final = WINE_TYPE_FLAGS.__getitem__
+_MINIMA: Final = tuple(f.minimum for f in schema.FEATURES)
+_MAXIMA: Final = tuple(f.maximum for f in schema.FEATURES)
+# Row-major bounds of n rows of measurements, for one ``map(le, ...)`` over all the values.
+_ROW_MINIMA: Final = {n: _MINIMA * n for n in range(1, SMALL_ROWS + 1)}
+_ROW_MAXIMA: Final = {n: _MAXIMA * n for n in range(1, SMALL_ROWS + 1)}
+_SHAPES: Final = {n: frozenset({(n,), (n, 1)}) for n in range(1, SMALL_ROWS + 1)}
+_F32: Final = np.dtype("<f4")
+_MATRIX_BYTES: Final = {n: struct.Struct(f"<{n * _N_INPUTS}f") for n in range(1, SMALL_ROWS + 1)}
+
+
+def _matrix(values: Sequence[float], n: int) -> Matrix:
+    """The model matrix of ``n`` rows given row by row (12 values each), each value rounded to
+    float32 as numpy casts it (struct's ``f`` is the same C cast): one array over the packed
+    bytes costs less than numpy reading nested lists. Read-only, as nothing writes to it."""
+    return np.ndarray((n, _N_INPUTS), _F32, _MATRIX_BYTES[n].pack(*values))
+
+
+class _V2Output(msgspec.Struct, gc=False):
+    name: Literal[schema.OUTPUT_QUALITY, schema.OUTPUT_CLASS]  # type: ignore[valid-type]
+    parameters: dict[str, Any] | None = None
+
+
+def _outputs(requested: list[_V2Output] | None) -> tuple[str, ...]:
+    return _V2_OUTPUT_NAMES if requested is None else tuple(o.name for o in requested)
+
+
+def _doc_type(name: str, tensors: tuple[Any, ...]) -> Any:
+    return msgspec.defstruct(
+        name,
+        [
+            ("inputs", list[Union[tensors]]),  # type: ignore[valid-type]  # noqa: UP007
+            ("id", str | None, None),
+            ("parameters", dict[str, Any] | None, None),
+            ("outputs", list[_V2Output] | None, None),
+        ],
+        gc=False,
+    )
+
+
+def _datatypes(name: str) -> Any:
+    return Literal[tuple(sorted(V2_DATATYPES[name]))]
+
+
+# --- JSON tensors -------------------------------------------------------------------------------
+
+
+def _json_tensor_type(name: str, value: Any) -> Any:
+    """The struct of one named input tensor in JSON: checks its datatype and each value (number
+    in range, or red/white) while decoding."""
+    return msgspec.defstruct(
+        f"_V2Tensor_{name}",
+        [
+            ("datatype", _datatypes(name)),
+            ("shape", tuple[int, ...]),
+            # Flat data only: nested rows ([[x], [y]]) are the parser's, as rarer.
+            ("data", list[value]),
+            ("parameters", dict[str, Any] | None, None),
+        ],
+        tag_field="name",
+        tag=name,
+        gc=False,
+    )
+
+
+_JSON_TENSORS: Final = (
+    *(
+        _json_tensor_type(f.name, Annotated[float, msgspec.Meta(ge=f.minimum, le=f.maximum)])
+        for f in schema.FEATURES
+    ),
+    _json_tensor_type(schema.WINE_TYPE, Literal[schema.WINE_TYPES]),
+)
+"""In the model's column order: the 11 measurements, then ``wine_type``."""
+_JSON_DECODER: Final = msgspec.json.Decoder(_doc_type("_V2Doc", _JSON_TENSORS))
+_JSON_COLUMN: Final = {t: i for i, t in enumerate(_JSON_TENSORS)}
+_DATA = attrgetter("data")
+_SHAPE = attrgetter("shape")
+
+
+def _in_column_order(inputs: list[Any], types: tuple[type, ...]) -> list[Any] | None:
+    """The input tensors in the model's column order (each exactly once), or None."""
+    if types == _JSON_TENSORS:  # as clients usually send them
+        return inputs
+    if len(types) != _N_INPUTS or len(set(types)) != _N_INPUTS:
+        return None  # a tensor missing or repeated
+    return sorted(inputs, key=lambda t: _JSON_COLUMN[type(t)])
+
+
+def _row_decoder(shape: Any) -> msgspec.json.Decoder[Any]:
+    """A decoder of one row whose tensors come in the model's column order (as clients usually
+    send them), each of ``shape``: the whole request checked by msgspec."""
+
+    def tensor(name: str, value: Any) -> Any:
+        # ``name`` a plain field: a tag outside a union may be left out.
+        return msgspec.defstruct(
+            f"_V2RowTensor_{name}",
+            [
+                ("name", Literal[name]),
+                ("datatype", _datatypes(name)),
+                ("shape", shape),
+                ("data", tuple[value]),
+                ("parameters", dict[str, Any] | None, None),
+            ],
+            gc=False,
+        )
+
+    tensors = (
+        *(
+            tensor(f.name, Annotated[float, msgspec.Meta(ge=f.minimum, le=f.maximum)])
+            for f in schema.FEATURES
+        ),
+        tensor(schema.WINE_TYPE, Literal[schema.WINE_TYPES]),
+    )
+    doc = msgspec.defstruct(
+        "_V2RowDoc",
+        [
+            ("inputs", tuple[tensors]),  # type: ignore[valid-type]
+            ("id", str | None, None),
+            ("parameters", dict[str, Any] | None, None),
+            ("outputs", list[_V2Output] | None, None),
+        ],
+        gc=False,
+    )
+    return msgspec.json.Decoder(doc)
+
+
+_ROW_DECODERS: Final = (
+    (True, _row_decoder(tuple[Literal[1], Literal[1]])),
+    (False, _row_decoder(tuple[Literal[1]])),
+)
+"""By output shape [N, 1]: the decoders of rows with every tensor [1, 1], or every one [1]."""
+
+
+def decode_v2(body: bytes, max_rows: int) -> V2Infer | None:
+    """A valid V2 request of up to ``SMALL_ROWS`` rows in flat JSON tensors, as
+    ``contract.parsers.parse_v2_infer`` reads it; None for anything else (the parser decides).
+
+    msgspec checks each tensor's datatype and values while decoding. A single row with its
+    tensors in column order and of one shape is checked whole by msgspec; any other request is
+    checked for the 12 tensors once each, shape [N] or [N, 1] with N values each, here.
+    """
+    if max_rows >= 1:
+        for column_shape, decoder in _ROW_DECODERS:
+            try:
+                doc: Any = decoder.decode(body)
+            except msgspec.DecodeError:
+                continue
+            row = [tensor.data[0] for tensor in doc.inputs]
+            row[-1] = _FLAGS(row[-1])
+            return V2Infer(_matrix(row, 1), doc.id, column_shape, _outputs(doc.outputs))
+    return _decode_rows(body, max_rows)
+
+
+def _decode_rows(body: bytes, max_rows: int) -> V2Infer | None:
+    """``decode_v2`` for any number of rows and tensors in any order."""
+    try:
+        doc: Any = _JSON_DECODER.decode(body)
+    except msgspec.DecodeError:  # ValidationError is one: any refusal is the parser's to name
+        return None
+    inputs = _in_column_order(doc.inputs, tuple(map(type, doc.inputs)))
+    if inputs is None:
+        return None
+    data = list(map(_DATA, inputs))
+    n = len(data[0])
+    if not 0 < n <= min(SMALL_ROWS, max_rows) or set(map(len, data)) != {n}:
+        return None
+    shapes = set(map(_SHAPE, inputs))
+    if not shapes <= _SHAPES[n]:
+        return None
+    flat = [value for row in zip(*data, strict=True) for value in row]
+    flat[_N_FEATURES::_N_INPUTS] = map(_FLAGS, data[-1])
+    return V2Infer(_matrix(flat, n), doc.id, (n,) not in shapes, _outputs(doc.outputs))
+
+
+# --- binary tensor data extension ---------------------------------------------------------------
+
+
+class _BinaryParameters(msgspec.Struct, gc=False):
+    # Other parameters are ignored, as the parser ignores them.
+    binary_data_size: Annotated[int, msgspec.Meta(ge=0)]
+
+
+def _binary_tensor_type(name: str) -> Any:
+    """The struct of one named input tensor whose bytes follow the JSON header (its ``data``,
+    if any, is not read: the parser reads the bytes)."""
+    return msgspec.defstruct(
+        f"_V2BinaryTensor_{name}",
+        [
+            ("datatype", _datatypes(name)),
+            ("shape", Annotated[tuple[int, ...], msgspec.Meta(min_length=1, max_length=2)]),
+            ("parameters", _BinaryParameters),
+        ],
+        tag_field="name",
+        tag=name,
+        gc=False,
+    )
+
+
+_BINARY_TENSORS: Final = tuple(
+    _binary_tensor_type(n) for n in (*schema.FEATURE_NAMES, schema.WINE_TYPE)
+)
+_BINARY_DECODER: Final = msgspec.json.Decoder(_doc_type("_V2BinaryDoc", _BINARY_TENSORS))
+_BINARY_COLUMN: Final = {t: i for i, t in enumerate(_BINARY_TENSORS)}
+_CODES: Final = {"FP32": ("f", 4), "FP64": ("d", 8)}
+_WINE_TYPE_ELEMENTS: Final = {V2_BYTES_RED: 0.0, V2_BYTES_WHITE: 1.0}
+
+
+class _Layout(NamedTuple):
+    """Where a binary request's values lie, as its JSON header declares them."""
+
+    rows: int
+    size: int
+    """Bytes of the binary section."""
+    values: struct.Struct
+    """All the measurements of the binary section, in its order (``wine_type``'s bytes
+    skipped)."""
+    row_major: itemgetter[Any]
+    """The unpacked values -> the measurements row by row, in the schema's order."""
+    wine_type: slice
+    id: str | None
+    column_shape: bool
+    outputs: tuple[str, ...]
+
+
+def _layout(header: bytes) -> _Layout | None:
+    """The layout of a valid JSON header of up to ``SMALL_ROWS`` rows, or None."""
+    try:
+        doc: Any = _BINARY_DECODER.decode(header)
+    except msgspec.DecodeError:
+        return None
+    inputs = doc.inputs
+    types = tuple(map(type, inputs))
+    if len(types) != _N_INPUTS or len(set(types)) != _N_INPUTS:
+        return None
+    n = inputs[0].shape[0]
+    if not 0 < n <= SMALL_ROWS:
+        return None
+    allowed = _SHAPES[n]
+    fmt = ["<"]
+    starts = [0] * _N_FEATURES
+    """Per measurement column (schema order): its first value's index in the unpacked tuple."""
+    offset = unpacked = 0
+    wine_type = slice(0)
+    column_shape = True
+    for tensor, kind in zip(inputs, types, strict=True):
+        size = tensor.parameters.binary_data_size
+        if tensor.shape not in allowed:
+            return None
+        column_shape = column_shape and len(tensor.shape) == 2
+        column = _BINARY_COLUMN[kind]
+        if column == _N_FEATURES:
+            fmt.append(f"{size}x")
+            wine_type = slice(offset, offset + size)
+        else:
+            code, width = _CODES[tensor.datatype]
+            if size != n * width:
+                return None
+            fmt.append(f"{n}{code}")
+            starts[column] = unpacked
+            unpacked += n
+        offset += size
+    order = [start + i for i in range(n) for start in starts]
+    return _Layout(
+        n,
+        offset,
+        struct.Struct("".join(fmt)),
+        itemgetter(*order),
+        wine_type,
+        doc.id,
+        column_shape,
+        _outputs(doc.outputs),
+    )
+
+
+def _wine_type_flags(chunk: bytes, n: int) -> list[float] | None:
+    """is_white per element of a BYTES tensor of exactly ``n`` elements ``red`` or ``white``."""
+    if n == 1:
+        flag = _WINE_TYPE_ELEMENTS.get(chunk)
+        return None if flag is None else [flag]
+    flags: list[float] = []
+    pos = 0
+    while pos < len(chunk):
+        if chunk.startswith(V2_BYTES_RED, pos):
+            flags.append(0.0)
+            pos += len(V2_BYTES_RED)
+        elif chunk.startswith(V2_BYTES_WHITE, pos):
+            flags.append(1.0)
+            pos += len(V2_BYTES_WHITE)
+        else:
+            return None
+    return flags if len(flags) == n else None
+
+
+class V2BinaryDecoder:
+    """Valid small V2 requests with the binary tensor data extension -> ``V2Infer``, or None
+    (``parse_v2_infer`` decides); the layouts of the last headers seen kept by their bytes."""
+
+    max_layouts: Final = 64
+    max_header_bytes: Final = 4096
+    """Longer headers (a few rows' take 1-2 kB) are not kept: 64 of them stay small."""
+
+    def __init__(self, max_rows: int) -> None:
+        self._max_rows = max_rows
+        self._layouts: dict[bytes, _Layout | None] = {}
+
+    def decode(self, body: bytes, header_length: int) -> V2Infer | None:
+        if not 0 < header_length <= len(body):
+            return None
+        header = body[:header_length]
+        layout = self._layouts.get(header)
+        if layout is None:
+            layout = _layout(header)
+            # A header naming a request id is likely never seen again: not kept.
+            if layout is not None and layout.id is None and header_length <= self.max_header_bytes:
+                if len(self._layouts) >= self.max_layouts:
+                    self._layouts.clear()
+                self._layouts[header] = layout
+        if layout is None:
+            return None
+        n = layout.rows
+        if len(body) - header_length != layout.size or n > self._max_rows:
+            return None
+        raw = body[header_length:]
+        flags = _wine_type_flags(raw[layout.wine_type], n)
+        if flags is None:
+            return None
+        values = layout.row_major(layout.values.unpack(raw))
+        # NaN fails both comparisons, as infinities fail one.
+        if not (all(map(le, _ROW_MINIMA[n], values)) and all(map(le, values, _ROW_MAXIMA[n]))):
+            return None
+        if n == 1:
+            flat = [*values, flags[0]]
+        else:
+            flat = [0.0] * (n * _N_INPUTS)
+            for j in range(_N_FEATURES):
+                flat[j::_N_INPUTS] = values[j::_N_FEATURES]
+            flat[_N_FEATURES::_N_INPUTS] = flags
+        return V2Infer(_matrix(flat, n), layout.id, layout.column_shape, layout.outputs)

@@ -1,0 +1,373 @@
+"""The typed V2 decoder accepts only what the contract's parser accepts, with the same request;
+everything else it leaves to that parser (None)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from tests.unit.serving.test_typed_decode import random_wines
+
+from winequality.contract import parsers, schema
+from winequality.contract.problems import FeatureError
+from winequality.serving.v2_decode import V2BinaryDecoder, decode_v2
+
+MAX_ROWS = 100
+
+
+# --- V2 infer, JSON tensors -------------------------------------------------------------------
+
+
+def v2_doc(wines: list[dict[str, Any]], nested: bool = False) -> dict[str, Any]:
+    n = len(wines)
+    inputs = [
+        {
+            "name": name,
+            "datatype": "BYTES" if name == schema.WINE_TYPE else "FP32",
+            "shape": [n, 1] if nested else [n],
+            "data": [[w[name]] for w in wines] if nested else [w[name] for w in wines],
+        }
+        for name in (*schema.FEATURE_NAMES, schema.WINE_TYPE)
+    ]
+    return {"id": "x", "inputs": inputs}
+
+
+def v2_agrees(doc: Any) -> bool:
+    """Whether the decoder took ``doc``, after checking it read it as the parser does."""
+    body = orjson.dumps(doc)
+    got = decode_v2(body, MAX_ROWS)
+    try:
+        expected = parsers.parse_v2_infer(body, MAX_ROWS)
+    except FeatureError:
+        assert got is None
+        return False
+    if got is None:
+        return False
+    assert got.matrix.dtype == np.float32
+    assert np.array_equal(got.matrix, expected.matrix)
+    assert (got.id, got.column_shape, got.outputs) == (
+        expected.id,
+        expected.column_shape,
+        expected.outputs,
+    )
+    return True
+
+
+@pytest.mark.parametrize("n", [1, 2, parsers.SMALL_ROWS])
+@pytest.mark.parametrize("nested", [False, True])
+def test_v2_valid_requests_give_the_parser_request(n: int, nested: bool) -> None:
+    doc = v2_doc(random_wines(np.random.default_rng(n), n), nested)
+    # Nested rows ([[x], [y]]) are left to the parser, which accepts them.
+    taken = not nested
+    assert v2_agrees(doc) == taken
+    doc["inputs"][3]["datatype"] = "FP64"
+    doc["outputs"] = [{"name": "quality_class"}]
+    del doc["id"]
+    assert v2_agrees(doc) == taken
+    doc["outputs"] = []
+    doc["parameters"] = {"anything": [1]}
+    doc["inputs"][0]["parameters"] = {"x": None}
+    assert v2_agrees(doc) == taken
+    doc["inputs"].reverse()
+    doc["inputs"][1]["shape"] = [n] if nested else [n, 1]  # mixed shapes: outputs are [N]
+    assert v2_agrees(doc) == (taken and not nested)
+
+
+def test_v2_larger_requests_are_left_to_the_parser() -> None:
+    doc = v2_doc(random_wines(np.random.default_rng(7), parsers.SMALL_ROWS + 1))
+    assert not v2_agrees(doc)  # accepted by the parser, declined here: both fine
+
+
+V2_CHANGES: list[tuple[str, Any]] = [
+    ("datatype", "FP16"),
+    ("datatype", "BYTES"),
+    ("datatype", None),
+    ("shape", [1, 2]),
+    ("shape", [2]),
+    ("shape", [1, 1, 1]),
+    ("shape", []),
+    ("shape", [True]),
+    ("shape", [-1]),
+    ("shape", "1"),
+    ("data", [True]),
+    ("data", ["7.4"]),
+    ("data", [None]),
+    ("data", [[7.4, 1]]),
+    ("data", [1e9]),
+    ("data", []),
+    ("data", 7.4),
+    ("name", "alcohol"),
+    ("name", "colour"),
+    ("name", 3),
+    ("parameters", []),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), V2_CHANGES)
+def test_v2_invalid_tensors_are_declined(field: str, value: Any) -> None:
+    doc = v2_doc(random_wines(np.random.default_rng(8), 1))
+    doc["inputs"][0][field] = value
+    assert not v2_agrees(doc)
+
+
+@pytest.mark.parametrize(
+    "wine_type", [["rose"], [1], [["red", "white"]], ["red", "red"], [None], "red"]
+)
+def test_v2_invalid_wine_types_are_declined(wine_type: Any) -> None:
+    doc = v2_doc(random_wines(np.random.default_rng(9), 1))
+    doc["inputs"][-1]["data"] = wine_type
+    assert not v2_agrees(doc)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"id": 3},
+        {"parameters": 1},
+        {"outputs": [{"name": "score"}]},
+        {"outputs": [{}]},
+        {"outputs": {"name": "quality"}},
+        {"outputs": [{"name": "quality", "parameters": 1}]},
+        {"inputs": []},
+        {"inputs": None},
+    ],
+)
+def test_v2_invalid_documents_are_declined(change: dict[str, Any]) -> None:
+    doc = v2_doc(random_wines(np.random.default_rng(10), 1)) | change
+    assert not v2_agrees(doc)
+
+
+def test_v2_a_missing_or_repeated_tensor_is_declined() -> None:
+    doc = v2_doc(random_wines(np.random.default_rng(11), 1))
+    doc["inputs"].pop(4)
+    assert not v2_agrees(doc)
+    doc["inputs"].append(doc["inputs"][0])
+    assert not v2_agrees(doc)
+
+
+@pytest.mark.parametrize("member", ["name", "datatype", "shape", "data"])
+@pytest.mark.parametrize("n", [1, 2])
+def test_v2_a_tensor_member_missing_is_declined(member: str, n: int) -> None:
+    doc = v2_doc(random_wines(np.random.default_rng(13), n))
+    del doc["inputs"][5][member]
+    assert not v2_agrees(doc)
+
+
+def test_v2_unknown_members_are_ignored_as_the_parser_ignores_them() -> None:
+    doc = v2_doc(random_wines(np.random.default_rng(12), 2))
+    doc["extra"] = {"a": 1}
+    doc["inputs"][2]["note"] = "x"
+    assert v2_agrees(doc)
+
+
+# --- V2 infer, binary tensor data extension ---------------------------------------------------
+
+
+def binary_body(
+    wines: list[dict[str, Any]],
+    datatypes: dict[str, str] | None = None,
+    nested: bool = True,
+    **extra: Any,
+) -> tuple[dict[str, Any], list[bytes]]:
+    """(JSON header, tensor bytes per input) of a binary request, as tritonclient sends it."""
+    n = len(wines)
+    inputs, blobs = [], []
+    for name in (*schema.FEATURE_NAMES, schema.WINE_TYPE):
+        values = [w[name] for w in wines]
+        datatype = (datatypes or {}).get(name, "BYTES" if name == schema.WINE_TYPE else "FP32")
+        if datatype == "BYTES":
+            blob = b"".join(len(v).to_bytes(4, "little") + v.encode() for v in values)
+        else:
+            blob = np.asarray(values, dtype="<f4" if datatype == "FP32" else "<f8").tobytes()
+        inputs.append(
+            {
+                "name": name,
+                "datatype": datatype,
+                "shape": [n, 1] if nested else [n],
+                "parameters": {"binary_data_size": len(blob)},
+            }
+        )
+        blobs.append(blob)
+    return {"inputs": inputs, **extra}, blobs
+
+
+def binary_agrees(
+    header: Any, blobs: list[bytes] | bytes, decoder: V2BinaryDecoder | None = None
+) -> bool:
+    """Whether the binary decoder took the request, after checking it read it as the parser."""
+    text = orjson.dumps(header) if not isinstance(header, bytes) else header
+    body = text + (blobs if isinstance(blobs, bytes) else b"".join(blobs))
+    decoder = decoder or V2BinaryDecoder(MAX_ROWS)
+    got = decoder.decode(body, len(text))
+    try:
+        expected = parsers.parse_v2_infer(body, MAX_ROWS, len(text))
+    except FeatureError:
+        assert got is None
+        return False
+    if got is None:
+        return False
+    assert got.matrix.dtype == np.float32
+    assert np.array_equal(got.matrix, expected.matrix)
+    assert (got.id, got.column_shape, got.outputs) == (
+        expected.id,
+        expected.column_shape,
+        expected.outputs,
+    )
+    return True
+
+
+@pytest.mark.parametrize("n", [1, 2, parsers.SMALL_ROWS])
+@pytest.mark.parametrize("nested", [False, True])
+def test_binary_valid_requests_give_the_parser_request(n: int, nested: bool) -> None:
+    wines = random_wines(np.random.default_rng(20 + n), n)
+    assert binary_agrees(*binary_body(wines, nested=nested))
+    assert binary_agrees(*binary_body(wines, {"density": "FP64"}, nested, id="r-1"))
+    header, blobs = binary_body(wines, nested=nested, outputs=[{"name": "quality_class"}])
+    header["inputs"][0]["parameters"]["x"] = None  # other parameters: ignored by both
+    header["inputs"][1]["data"] = ["not read"]  # the bytes count, not this
+    header["parameters"] = {"binary_data_output": True}
+    assert binary_agrees(header, blobs)
+    header["inputs"].reverse()  # the bytes follow the inputs' order
+    header["inputs"][0]["shape"] = [n, 1] if not nested else [n]  # mixed: outputs are [N]
+    assert binary_agrees(header, blobs[::-1])
+
+
+def test_binary_larger_requests_are_left_to_the_parser() -> None:
+    wines = random_wines(np.random.default_rng(30), parsers.SMALL_ROWS + 1)
+    assert not binary_agrees(*binary_body(wines))
+
+
+def test_binary_more_rows_than_allowed_are_declined() -> None:
+    header, blobs = binary_body(random_wines(np.random.default_rng(31), 3))
+    text = orjson.dumps(header)
+    assert V2BinaryDecoder(2).decode(text + b"".join(blobs), len(text)) is None
+    assert V2BinaryDecoder(3).decode(text + b"".join(blobs), len(text)) is not None
+
+
+def _bytes(*values: bytes) -> bytes:
+    return b"".join(len(v).to_bytes(4, "little") + v for v in values)
+
+
+# (input index, change to its header, its new bytes or None to keep them)
+BINARY_CHANGES: list[tuple[int, dict[str, Any], bytes | None]] = [
+    (0, {"datatype": "FP16"}, None),
+    (0, {"datatype": "FP64"}, None),  # 4 bytes for an FP64 value
+    (0, {"datatype": "BYTES"}, None),
+    (0, {"shape": [2, 1]}, None),
+    (0, {"shape": [1, 2]}, None),
+    (0, {"shape": [1, 1, 1]}, None),
+    (0, {"shape": []}, None),
+    (0, {"shape": [True]}, None),
+    (0, {"name": "alcohol"}, None),
+    (0, {"name": "colour"}, None),
+    (0, {"parameters": None}, None),
+    (0, {"parameters": {}}, None),
+    (0, {"parameters": {"binary_data_size": 4.0}}, None),
+    (0, {"parameters": {"binary_data_size": True}}, None),
+    (0, {"parameters": {"binary_data_size": -4}}, None),
+    (0, {"parameters": {"binary_data_size": 8}}, None),
+    (0, {}, np.float32("nan").tobytes()),
+    (0, {}, np.float32("inf").tobytes()),
+    (0, {}, np.float32(1e9).tobytes()),
+    (0, {}, np.float32(-1).tobytes()),
+    (0, {}, b"\x00\x00\x00"),
+    (11, {}, _bytes(b"rose")),
+    (11, {}, _bytes(b"Red")),
+    (11, {}, b"0000"),
+    (11, {}, _bytes(b"red", b"red")),
+    (11, {}, _bytes(b"red") + b"\x00"),
+    (11, {}, _bytes(b"red")[:-1]),
+    (11, {"datatype": "FP32"}, None),
+]
+
+
+@pytest.mark.parametrize(("index", "change", "blob"), BINARY_CHANGES)
+def test_binary_invalid_tensors_are_declined(
+    index: int, change: dict[str, Any], blob: bytes | None
+) -> None:
+    header, blobs = binary_body(random_wines(np.random.default_rng(32), 1))
+    tensor = header["inputs"][index]
+    tensor.update(change)
+    if blob is not None:
+        blobs[index] = blob
+        if "parameters" not in change:
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    assert binary_agrees(*binary_body(random_wines(np.random.default_rng(32), 1)), decoder)
+    assert not binary_agrees(header, blobs, decoder)
+    assert not binary_agrees(header, blobs, decoder)  # and again, its header now known
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"id": 3},
+        {"parameters": 1},
+        {"outputs": [{"name": "score"}]},
+        {"outputs": {"name": "quality"}},
+        {"inputs": []},
+    ],
+)
+def test_binary_invalid_documents_are_declined(change: dict[str, Any]) -> None:
+    header, blobs = binary_body(random_wines(np.random.default_rng(33), 1))
+    assert not binary_agrees(header | change, blobs)
+
+
+def test_binary_a_missing_or_repeated_tensor_is_declined() -> None:
+    header, blobs = binary_body(random_wines(np.random.default_rng(34), 1))
+    del header["inputs"][4], blobs[4]
+    assert not binary_agrees(header, blobs)
+    header["inputs"].append(header["inputs"][0])
+    blobs.append(blobs[0])
+    assert not binary_agrees(header, blobs)
+
+
+def test_binary_bytes_missing_or_left_over_are_declined() -> None:
+    header, blobs = binary_body(random_wines(np.random.default_rng(35), 2))
+    raw = b"".join(blobs)
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    assert binary_agrees(header, raw, decoder)
+    assert not binary_agrees(header, raw[:-1], decoder)
+    assert not binary_agrees(header, raw + b"\x00", decoder)
+
+
+@pytest.mark.parametrize("header", [b"", b"{", b'{"inputs": []} x', b"\xef\xbb\xbf{}"])
+def test_binary_headers_that_are_not_one_json_document_are_declined(header: bytes) -> None:
+    assert not binary_agrees(header, b"\x00" * 8)
+
+
+@pytest.mark.parametrize("length", [0, -1, 10_000])
+def test_binary_header_lengths_that_do_not_fit_are_declined(length: int) -> None:
+    header, blobs = binary_body(random_wines(np.random.default_rng(36), 1))
+    body = orjson.dumps(header) + b"".join(blobs)
+    assert V2BinaryDecoder(MAX_ROWS).decode(body, length) is None
+
+
+def test_binary_a_known_header_reads_each_request_s_own_values() -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    rng = np.random.default_rng(37)
+    for _ in range(5):
+        wines = random_wines(rng, 1)
+        wines[0][schema.WINE_TYPE] = "white"  # the same bytes count: the same header
+        assert binary_agrees(*binary_body(wines), decoder)
+
+
+def test_binary_headers_kept_are_bounded_and_those_with_an_id_not_kept() -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    wines = random_wines(np.random.default_rng(38), 1)
+    for i in range(V2BinaryDecoder.max_layouts + 10):
+        assert binary_agrees(*binary_body(wines, parameters={"n": i}), decoder)
+        assert len(decoder._layouts) <= V2BinaryDecoder.max_layouts
+    decoder._layouts.clear()
+    assert binary_agrees(*binary_body(wines, id="once"), decoder)
+    assert not decoder._layouts
+
+
+def test_binary_long_headers_are_not_kept() -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    wines = random_wines(np.random.default_rng(39), 1)
+    padding = "x" * V2BinaryDecoder.max_header_bytes
+    assert binary_agrees(*binary_body(wines, parameters={"pad": padding}), decoder)
+    assert not decoder._layouts
