@@ -135,8 +135,13 @@ class ServedRowWriter:
         quality: npt.NDArray[np.float32] | None,
         model_version: str | None,
     ) -> None:
-        n = len(rows)
-        entry = (request_id, time.time(), ServedRequest(rows, quality, model_version))
+        self.put_served(request_id, ServedRequest(rows, quality, model_version))
+
+    def put_served(self, request_id: str, served: ServedRequest) -> None:
+        """``put`` of what the caller already holds (the recent cache's own entry: one object
+        a request, not two)."""
+        n = len(served.rows)
+        entry = (request_id, time.time(), served)
         with self._count:
             if len(self._queue) >= self.max_requests or (
                 self._rows + n > self.max_rows and self._queue

@@ -10,7 +10,7 @@ form, which gives back the submitted numbers for measurements of up to 7 signifi
 (and otherwise exactly what the model saw); this happens only when feedback arrives.
 
 When replicas share the feedback store (``served_rows_shared``), ``remember`` also hands the same
-references to the store's ``ServedRowWriter`` (a deque append; the thread writes them), so
+entry to the store's served-row writer (a deque append; the writer sends it once per linger), so
 feedback received by another replica finds the request there; this cache stays the fast lookup
 for the requests this process answered.
 
@@ -107,15 +107,16 @@ class RecentRequests:
         quality: npt.NDArray[np.float32] | None = None,
         model_version: str | None = None,
     ) -> None:
+        served = Served(rows, quality, model_version)
         if self.shared is not None:
-            self.shared.put(request_id, rows, quality, model_version)
+            self.shared.put_served(request_id, served)
         if self.capacity <= 0:
             return
         entries = self._requests
         previous = entries.pop(request_id, None)  # a reused id refers to its latest request
         if previous is not None:
             self._total -= len(previous.rows)
-        entries[request_id] = Served(rows, quality, model_version)
+        entries[request_id] = served
         self._total += len(rows)
         while len(entries) > self.capacity or (self._total > self.max_rows and len(entries) > 1):
             self._total -= len(entries.popitem(last=False)[1].rows)
