@@ -16,6 +16,14 @@ and its bursts of work on a batch showed up as milliseconds of app latency.) wrk
 include its coordinated-omission correction: a pause of the app of S ms counts as the S x rate
 requests that would have been sent meanwhile, so rare long pauses weigh as they do for clients.
 
+The detector keeps its default per-caller ingestion limit (``WINEQ_DRIFT_INGEST_RATE_PER_S``,
+``WINEQ_DRIFT_INGEST_BURST``), as a user would run it, and both apps are one caller to it (one
+address). The binary mode posts twice per prediction, more than that limit at 16 connections:
+the detector answers 429 (counted in its ``wineq_drift_rate_limited_posts_total``), the logger
+waits as asked and sends the event again, and what overflows its buffer meanwhile is dropped
+as ``queue_full``. The report says how many events each logger delivered; ``--ingest-rate``
+sets the detector's limit (0: none) to measure the binary mode delivering everything.
+
 Each scenario loads one app at a time, the apps alternating, ``--repeat`` times; the medians are
 compared. The app's CPU time per request (from /proc, so other tenants of the core do not count)
 is printed next to the latencies.
@@ -23,11 +31,13 @@ is printed next to the latencies.
 Target (issue "Monitoring loop"): p99 with logging on <= 1.1x p99 with logging off.
 
     uv run python benchmarks/payload_logging.py [--short] [--duration 10] [--repeat 3]
+        [--ingest-rate POSTS_PER_S]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -36,6 +46,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +102,13 @@ def main() -> None:
         "--batch-max", type=int, default=None, help="events per batched POST (default: settings)"
     )
     parser.add_argument("--linger", type=float, default=None, help="batch linger (s)")
+    parser.add_argument(
+        "--ingest-rate",
+        type=float,
+        default=None,
+        help="the detector's per-caller POSTs/s (WINEQ_DRIFT_INGEST_RATE_PER_S; 0: no limit; "
+        "default: the detector's own)",
+    )
     args = parser.parse_args()
     duration, wines = load_setup(args)
     tmp = Path(tempfile.mkdtemp(prefix="wineq-payload-bench-"))
@@ -102,7 +120,8 @@ def main() -> None:
         script = tmp / "single.lua"
         script.write_text(lua_script(tmp / "single.json"))
 
-        detector, detector_url = start_detector(tmp)
+        with detector_env(args.ingest_rate):
+            detector, detector_url = start_detector(tmp)
         processes.append(detector)
 
         cmd = [sys.executable, "-m", "winequality.serving", "--model-dir", str(bundle),
@@ -137,6 +156,22 @@ def main() -> None:
         for process in processes:
             process.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def detector_env(ingest_rate: float | None) -> Iterator[None]:
+    """The environment ``start_detector`` passes on, with the ingestion limit asked for."""
+    key = "WINEQ_DRIFT_INGEST_RATE_PER_S"
+    saved = os.environ.get(key)
+    if ingest_rate is not None:
+        os.environ[key] = f"{ingest_rate:g}"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved
 
 
 @dataclass(frozen=True)
@@ -219,18 +254,24 @@ def report(
         sent = total(app, "winequality_payloads_sent_total", "type")
         dropped = total(app, "winequality_payloads_dropped_total", "reason")
         sent_total += sent.get("request", 0.0)
+        logged = sum(sent.values()) + sum(dropped.values())
+        delivered = sum(sent.values()) / logged if logged else 0.0
         print(
             f"{name} payload events sent: "
             + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(sent.items()))
             + "; dropped: "
             + (", ".join(f"{k} {v:,.0f}" for k, v in sorted(dropped.items())) or "0")
+            + f" ({delivered:.1%} of the events logged delivered)"
         )
     detector = scrape(detector_url)
     rows = total(detector, "wineq_drift_rows_total").get("", 0.0)
     rejected = sum(total(detector, "wineq_drift_rejected_events_total", "reason").values())
+    limited = total(detector, "wineq_drift_rate_limited_posts_total").get("", 0.0)
+    limit = "its default" if args.ingest_rate is None else f"{args.ingest_rate:g}/s"
     print(
         f"rows received by the detector (both loggers): {rows:,.0f} of {sent_total:,.0f} "
-        f"request events sent; rejected: {rejected:g}"
+        f"request events sent; rejected: {rejected:g}; POSTs refused by its rate limit "
+        f"({limit}, 429, sent again by the logger): {limited:,.0f}"
     )
 
 

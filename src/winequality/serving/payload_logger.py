@@ -67,6 +67,10 @@ BATCH_CONTENT_TYPE: Final = "application/cloudevents-batch+json"
 DROP_REASONS: Final = ("queue_full", "unreachable", "timeout", "rejected")
 """Why events are dropped: buffer overflow, connection failure, no answer in time, a non-2xx."""
 
+RATE_LIMITED: Final = "rate_limited"
+"""What ``_post`` returns for a 429: not a drop reason, the POST is sent again after the wait
+the detector asks for (it refuses before reading the body, so nothing was counted twice)."""
+
 BACKOFF_MIN_S: Final = 0.1
 BACKOFF_MAX_S: Final = 2.0
 DEFAULT_TIMEOUT_S: Final = 2.0
@@ -430,6 +434,8 @@ class PayloadLogger:
         self._session: aiohttp.ClientSession | None = None
         self._endpoint: URL  # set by start(), with the session
         self._reachable = True
+        self._rate_limited = False
+        self._retry_after: str | None = None
         self._in_flight = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -543,6 +549,9 @@ class PayloadLogger:
         ):
             headers = event_headers(kind, exchange, self.source)
             reason = await self._post(payload, headers, f"a {kind} event")
+            while reason == RATE_LIMITED:  # the same event (same id) again, once allowed
+                await self._wait_for_rate_limit()
+                reason = await self._post(payload, headers, f"a {kind} event")
             if reason is None:
                 self.metrics.sent[sent] += 1
                 continue
@@ -567,6 +576,9 @@ class PayloadLogger:
                     events, start, max(1, self.batch_max // 2), self.batch_max_bytes, encoding.fill
                 )
                 reason = await self._post(body, headers, "a batch of events")
+                if reason == RATE_LIMITED:  # refused unread: the same events again, once allowed
+                    await self._wait_for_rate_limit()
+                    continue
                 if reason is not None:
                     # Everything not yet sent is lost with this POST: count each of its events.
                     self._dropped[reason] += 2 * (len(events) - start + encoding.left)
@@ -577,16 +589,35 @@ class PayloadLogger:
         finally:
             self._dropped["rejected"] += 2 * encoding.failed
 
+    async def _wait_for_rate_limit(self) -> None:
+        """After a 429: the wait the detector asked for (``Retry-After`` seconds), at most
+        ``BACKOFF_MAX_S``; what is logged meanwhile waits in the buffer."""
+        if not self._rate_limited:
+            log.warning(
+                "drift detector %s rate-limits this app (429): payloads wait, and those over "
+                "the buffer are dropped (queue_full); raise the detector's "
+                "WINEQ_DRIFT_INGEST_RATE_PER_S / WINEQ_DRIFT_INGEST_BURST, or use the batched "
+                "mode (WINEQ_PAYLOAD_BATCH_MAX > 1)",
+                self.url,
+            )
+            self._rate_limited = True
+        try:
+            wait = float(self._retry_after or BACKOFF_MAX_S)
+        except ValueError:  # an HTTP date: not worth parsing for a bounded wait
+            wait = BACKOFF_MAX_S
+        await asyncio.sleep(min(max(wait, BACKOFF_MIN_S), BACKOFF_MAX_S))
+
     async def _post(
         self, body: bytes | BatchStream, headers: dict[str, str], what: str
     ) -> str | None:
-        """None when delivered, else the drop reason."""
+        """None when delivered, ``RATE_LIMITED`` after a 429, else the drop reason."""
         assert self._session is not None, "PayloadLogger.start() was not awaited"
         import aiohttp  # already loaded by start(): a sys.modules lookup
 
         try:
             async with self._session.post(self._endpoint, data=body, headers=headers) as reply:
                 status, answer = reply.status, await reply.read()
+                retry_after = reply.headers.get("Retry-After") if status == 429 else None
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             log.debug("drift detector %s unreachable: %s", self.url, exc)
             return "unreachable"
@@ -599,12 +630,18 @@ class PayloadLogger:
             # Not retried: the detector may have counted the rows before the connection dropped.
             log.debug("drift detector %s dropped the connection: %s", self.url, exc)
             return "unreachable"
-        if not 200 <= status < 300:
-            log.warning(
-                "drift detector refused %s (%d): %s",
-                what,
-                status,
-                answer[:300].decode(errors="replace"),
-            )
-            return "rejected"
-        return None
+        return self._answered(status, answer, retry_after, what)
+
+    def _answered(
+        self, status: int, answer: bytes, retry_after: str | None, what: str
+    ) -> str | None:
+        """``_post``'s outcome once the detector answered ``status``."""
+        if status == 429:
+            self._retry_after = retry_after
+            return RATE_LIMITED
+        self._rate_limited = False
+        if 200 <= status < 300:
+            return None
+        text = answer[:300].decode(errors="replace")
+        log.warning("drift detector refused %s (%d): %s", what, status, text)
+        return "rejected"

@@ -269,6 +269,16 @@ async def refuse_400(
     await writer.drain()
 
 
+async def limit_once(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
+) -> None:
+    """The detector's rate limit: a 429 with Retry-After for the first POST, then 202s."""
+    await read_event(reader, seen)
+    writer.write(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n")
+    await writer.drain()
+    await answer_202(reader, writer, seen)
+
+
 async def answer_garbage(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
 ) -> None:
@@ -430,6 +440,16 @@ def test_a_failed_batch_drops_each_of_its_events_with_its_reason(
     assert sent == {"request": 0, "response": 0}
     assert dropped == {r: (6.0 if r == reason else 0.0) for r in DROP_REASONS}
     assert len(seen) == posts_seen
+
+
+@pytest.mark.parametrize("batch_max", [256, 1], ids=["batched", "binary"])
+def test_a_rate_limited_post_is_sent_again_and_nothing_is_dropped(batch_max: int) -> None:
+    sent, dropped, seen = deliver(limit_once, exchanges=2, batch_max=batch_max, linger_s=0.05)
+    assert sent == {"request": 2, "response": 2}
+    assert sum(dropped.values()) == 0
+    # The refused POST again, unchanged (in binary mode: the same event id).
+    assert seen[0] == seen[1]
+    assert len(seen) == (2 if batch_max > 1 else 5)
 
 
 @pytest.mark.parametrize("batch_max", [256, 1], ids=["batched", "binary"])
