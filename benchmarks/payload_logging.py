@@ -72,6 +72,8 @@ from winequality.process import ManagedProcess
 
 TARGET = 1.1
 APPS = ("off", "batched", "binary")
+BEFORE = ("batched before", "binary before")
+"""``--before``: the two loggers of an earlier tree, run beside ours."""
 
 
 def scrape(url: str) -> str:
@@ -109,8 +111,15 @@ def main() -> None:
         help="the detector's per-caller POSTs/s (WINEQ_DRIFT_INGEST_RATE_PER_S; 0: no limit; "
         "default: the detector's own)",
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a src/ tree of an earlier commit (git archive REV src | tar -x -C DIR; pass "
+        "DIR/src): its loggers run beside ours, as 'batched before' and 'binary before'",
+    )
     args = parser.parse_args()
     duration, wines = load_setup(args)
+    apps = (*APPS, *BEFORE) if args.before is not None else APPS
     tmp = Path(tempfile.mkdtemp(prefix="wineq-payload-bench-"))
     processes: list[ManagedProcess] = []
     try:
@@ -139,14 +148,19 @@ def main() -> None:
             envs["batched"]["WINEQ_PAYLOAD_BATCH_MAX"] = str(args.batch_max)
         if args.linger is not None:
             envs["batched"]["WINEQ_PAYLOAD_LINGER_S"] = str(args.linger)
+        if args.before is not None:
+            earlier = {"PYTHONPATH": str(args.before.resolve())}
+            envs["batched before"] = envs["batched"] | earlier
+            envs["binary before"] = envs["binary"] | earlier
         servers: dict[str, Server] = {}
-        for name in APPS:
-            servers[name] = start(f"logging_{name}", cmd, "/health/ready", tmp, envs[name])
+        for name in apps:
+            log_name = f"logging_{name.replace(' ', '_')}"
+            servers[name] = start(log_name, cmd, "/health/ready", tmp, envs[name])
             processes.append(servers[name].process)
 
         results: dict[str, dict[str, list[Measured]]] = {}
         for scenario, connections in (("latency", 1), ("throughput", args.connections)):
-            runs: dict[str, list[Measured]] = {name: [] for name in APPS}
+            runs: dict[str, list[Measured]] = {name: [] for name in apps}
             for _ in range(args.repeat):
                 for name, server in servers.items():
                     runs[name].append(measure(server, script, connections, duration))
@@ -214,8 +228,11 @@ def report(
     )
     batch = "default batch size" if args.batch_max is None else f"batch max {args.batch_max}"
     print(f"batched: {batch}, {linger}; binary: one event per POST")
-    heads = ("logging off", "batched", "binary", "batched/off", "binary/off", "target")
-    print(f"{'':34}" + "".join(f"{h:>12}" for h in heads))
+    apps = list(results["latency"])
+    logging_on = apps[1:]
+    heads = ("logging off", *logging_on, *(f"{name}/off" for name in logging_on), "target")
+    width = max(12, *(len(head) + 2 for head in heads))
+    print(f"{'':34}" + "".join(f"{h:>{width}}" for h in heads))
     for scenario, label in (("latency", "c=1"), ("throughput", f"c={args.connections}")):
         runs = results[scenario]
 
@@ -236,11 +253,18 @@ def report(
         )
         for title, values, target in lines:
             fmt = ",.0f" if "req/s" in title or "CPU" in title else ".3f"
-            cells = [f"{values[k]:>12{fmt}}" for k in APPS]
-            ratios = [f"{values[k] / values['off']:>11.2f}x" for k in ("batched", "binary")]
-            print(f"{title:34}" + "".join(cells) + "".join(ratios) + f"{target:>12}")
+            cells = [f"{values[k]:>{width}{fmt}}" for k in apps]
+            ratios = [f"{values[k] / values['off']:>{width - 1}.2f}x" for k in logging_on]
+            print(f"{title:34}" + "".join(cells) + "".join(ratios) + f"{target:>{width}}")
+        cpu = median("cpu")
+        print(
+            f"{'logging CPU us/request (' + label + ')':34}"
+            + f"{'':>{width}}"
+            + "".join(f"{cpu[k] - cpu['off']:>{width}.1f}" for k in logging_on)
+            + "  (app CPU minus logging off)"
+        )
         each = "; ".join(
-            f"{name} " + " ".join(f"{m.run.p99_ms:.3f}" for m in runs[name]) for name in APPS
+            f"{name} " + " ".join(f"{m.run.p99_ms:.3f}" for m in runs[name]) for name in apps
         )
         print(f"  p99 ms of each run ({label}): {each}")
         p99 = median("p99_ms")
@@ -249,7 +273,7 @@ def report(
     errors = sum(m.run.errors for s in results.values() for ms in s.values() for m in ms)
     print(f"failed requests (all apps): {errors}")
     sent_total = 0.0
-    for name in ("batched", "binary"):
+    for name in logging_on:
         app = scrape(servers[name].url)
         sent = total(app, "winequality_payloads_sent_total", "type")
         dropped = total(app, "winequality_payloads_dropped_total", "reason")

@@ -13,24 +13,28 @@ SeldonDeployment ``logger``.
 
 Where the time goes (``benchmarks/payload_logging.py``; the app has one core there):
 
-* The request path calls ``PayloadLogger.log`` after the answer went out. In batched mode it
-  encodes the exchange's two events right there (from byte templates) and appends the
-  bytes to a bounded list: bytes are invisible to the garbage collector however many wait, and
-  at one connection the work fits in the time the client takes to send its next request.
+* The request path calls ``PayloadLogger.log`` after the answer went out. It only appends the
+  exchange (references to what the endpoint had in hand) to a bounded list: encoding there
+  cost several times more than the same work done in bulk, the encoder's code and data being
+  cold by the time the next request came.
 * Once per linger the single background task sends what accumulated as one POST whose body is
-  streamed a slice (``STREAM_SLICE`` exchanges) at a time, with a turn of the event loop between
-  slices. Building a megabyte body and writing it in one piece held the loop (GC included) long
+  encoded and streamed a slice (``STREAM_SLICE`` exchanges) at a time, with a turn of the event
+  loop between slices; each exchange is one ``bytes.join`` of constant pieces and its values.
+  Building a megabyte body and writing it in one piece held the loop (GC included) long
   enough to show in the p99, and so did small batches sent often, which put a POST's fixed cost
   in front of a share of the requests.
+* The counts are plain integers the registry reads when scraped (``PayloadMetrics``).
 
 Delivery uses one keep-alive aiohttp connection (it costs less CPU per POST than httpx did),
 with the detector's ingestion token (``Authorization: Bearer``) on every POST when one is set.
 Nothing here can fail or slow a prediction: when the buffer is full (detector slow) or
 a delivery fails (detector down, refusing), the events are dropped and counted per event in
 ``winequality_payloads_dropped_total{reason}``; delivery simply resumes when the detector
-answers again. After a failed connection the worker waits a short, growing pause (new requests
-meanwhile wait in the buffer, and overflow is counted) instead of hammering a dead address.
-``winequality_payloads_pending`` shows the backlog.
+answers again. A 429 (the detector's per-caller ingestion limit, which refuses before reading
+the body) is not a drop: the worker waits the ``Retry-After`` asked (bounded) and sends the same
+POST again, while new requests wait in the buffer. After a failed connection the worker waits a
+short, growing pause (new requests meanwhile wait in the buffer, and overflow is counted)
+instead of hammering a dead address. ``winequality_payloads_pending`` shows the backlog.
 """
 
 from __future__ import annotations
