@@ -383,8 +383,9 @@ def test_binary_mode_over_the_detectors_rate_limit_waits_and_loses_no_event(
                 response = client.post("/predict", json={"wines": wines(real_wines, 1, i)})
                 assert response.status_code == 200
         wait_for(
-            lambda: metric(scrape(app_url), "winequality_payloads_sent_total", type="response")
-            == n,
+            lambda: (
+                metric(scrape(app_url), "winequality_payloads_sent_total", type="response") == n
+            ),
             timeout=30,
             what=f"the app to deliver all {2 * n} events",
         )
