@@ -47,7 +47,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from functools import lru_cache
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple, cast
 
 import numpy as np
 import orjson
@@ -363,10 +363,12 @@ class BatchStream:
 
 
 class _Encoding:
-    """The exchanges one worker round took, encoded as the batches ask (``fill``)."""
+    """The exchanges one worker round took, encoded as the batches ask (``fill``); each
+    exchange is let go once encoded, each event once sent (``sent``), so a backlog is not held
+    twice."""
 
     def __init__(self, exchanges: list[Exchange], encoder: EventEncoder) -> None:
-        self.exchanges = exchanges
+        self.exchanges: list[Exchange | None] = list(exchanges)
         self.encoder = encoder
         self.events: list[bytes] = []
         self.next = 0
@@ -382,9 +384,15 @@ class _Encoding:
     def fill(self, n: int) -> None:
         """Encode until ``events`` holds ``n`` items or no exchange is left."""
         while len(self.events) < n and self.next < len(self.exchanges):
-            end = self.next + n - len(self.events)
-            self.failed += self.encoder.extend(self.events, self.exchanges[self.next : end])
-            self.next = min(end, len(self.exchanges))
+            end = min(self.next + n - len(self.events), len(self.exchanges))
+            batch = cast("list[Exchange]", self.exchanges[self.next : end])
+            self.exchanges[self.next : end] = [None] * len(batch)
+            self.failed += self.encoder.extend(self.events, batch)
+            self.next = end
+
+    def sent(self, n: int) -> None:
+        """The first ``n`` events went out: forget them (``events`` starts after them)."""
+        del self.events[:n]
 
 
 def request_payload(request: bytes | Matrix) -> bytes:
@@ -570,14 +578,15 @@ class PayloadLogger:
         yet sent is dropped with that reason)."""
         headers = {"content-type": BATCH_CONTENT_TYPE}
         encoding = _Encoding(exchanges, self.encoder)
-        events, sent, start = encoding.events, self.metrics.sent, 0
+        exchanges.clear()  # the caller's list: each exchange now goes once encoded
+        events, sent = encoding.events, self.metrics.sent
         try:
             while True:
-                encoding.fill(start + 1)
-                if len(events) <= start:
+                encoding.fill(1)
+                if not events:
                     return True
                 body = BatchStream(
-                    events, start, max(1, self.batch_max // 2), self.batch_max_bytes, encoding.fill
+                    events, 0, max(1, self.batch_max // 2), self.batch_max_bytes, encoding.fill
                 )
                 reason = await self._post(body, headers, "a batch of events")
                 if reason == RATE_LIMITED:  # refused unread: the same events again, once allowed
@@ -585,11 +594,11 @@ class PayloadLogger:
                     continue
                 if reason is not None:
                     # Everything not yet sent is lost with this POST: count each of its events.
-                    self._dropped[reason] += 2 * (len(events) - start + encoding.left)
+                    self._dropped[reason] += 2 * (len(events) + encoding.left)
                     return reason not in ("unreachable", "timeout")
                 sent["request"] += body.taken
                 sent["response"] += body.taken
-                start += body.taken
+                encoding.sent(body.taken)
         finally:
             self._dropped["rejected"] += 2 * encoding.failed
 
