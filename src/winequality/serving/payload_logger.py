@@ -14,9 +14,9 @@ SeldonDeployment ``logger``.
 Where the time goes (``benchmarks/payload_logging.py``; the app has one core there):
 
 * The request path calls ``PayloadLogger.log`` after the answer went out. It only appends the
-  exchange (references to what the endpoint had in hand) to a bounded list: encoding there
-  cost several times more than the same work done in bulk, the encoder's code and data being
-  cold by the time the next request came.
+  exchange (references to what the endpoint had in hand) to a bounded list. Encoding there,
+  one exchange between two requests, cost about three times what the same work costs in a loop
+  over a slice (py-spy shares under load; cache misses, we suspect).
 * Once per linger the single background task sends what accumulated as one POST whose body is
   encoded and streamed a slice (``STREAM_SLICE`` exchanges) at a time, with a turn of the event
   loop between slices; each exchange is one ``bytes.join`` of constant pieces and its values.
