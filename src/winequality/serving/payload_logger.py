@@ -86,6 +86,10 @@ fewer, longer steps delay fewer requests than many short ones, and smaller slice
 p99 (``benchmarks/payload_logging.py`` compares slice sizes)."""
 
 
+ENCODE_STEP: Final = 32
+"""Exchanges encoded per turn of the event loop while a batch streams (see ``BatchStream``)."""
+
+
 def batch_max_bytes(detector_max_body_bytes: int) -> int:
     """Largest body of a batched POST: an eighth under the detector's body limit, room for the
     separators and an event past the count; an exchange bigger than that goes alone."""
@@ -343,8 +347,15 @@ class BatchStream:
         max_bytes, fill = self.max_bytes, self.fill
         while position < self.limit:
             step_end = min(position + STREAM_SLICE, self.limit)
-            if fill is not None and len(events) < step_end:
-                fill(step_end)
+            while fill is not None and len(events) < step_end:
+                # Encoded in shorter steps than it is sent: a request that arrives meanwhile
+                # waits for one step, not for a whole slice's encoding.
+                have = len(events)
+                fill(min(have + ENCODE_STEP, step_end))
+                if len(events) == have:
+                    break
+                if len(events) < step_end:
+                    await asyncio.sleep(0)
             step_end = min(step_end, len(events))
             for k in range(position, step_end):
                 # Up to the bound, not past it; but the first exchange goes, however big.
