@@ -101,7 +101,10 @@ BATCH_MAX_BYTES: Final = batch_max_bytes(DEFAULT_DETECTOR_MAX_BODY_BYTES)
 
 
 class Exchange(NamedTuple):
-    """One answered request, as the endpoint hands it over: what it had in hand."""
+    """One answered request, as the endpoint hands it over: what it had in hand.
+
+    Held by reference until the worker encodes it (a linger and a POST later): nothing in it
+    may be changed after ``PayloadLogger.log`` (a matrix must not be a reused buffer)."""
 
     request_id: str
     model_name: str
