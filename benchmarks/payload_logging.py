@@ -16,6 +16,14 @@ and its bursts of work on a batch showed up as milliseconds of app latency.) wrk
 include its coordinated-omission correction: a pause of the app of S ms counts as the S x rate
 requests that would have been sent meanwhile, so rare long pauses weigh as they do for clients.
 
+The detector keeps its default per-caller ingestion limit (``WINEQ_DRIFT_INGEST_RATE_PER_S``,
+``WINEQ_DRIFT_INGEST_BURST``), as a user would run it, and both apps are one caller to it (one
+address). The binary mode posts twice per prediction, more than that limit at 16 connections:
+the detector answers 429 (counted in its ``wineq_drift_rate_limited_posts_total``), the logger
+waits as asked and sends the event again, and what overflows its buffer meanwhile is dropped
+as ``queue_full``. The report says how many events each logger delivered; ``--ingest-rate``
+sets the detector's limit (0: none) to measure the binary mode delivering everything.
+
 Each scenario loads one app at a time, the apps alternating, ``--repeat`` times; the medians are
 compared. The app's CPU time per request (from /proc, so other tenants of the core do not count)
 is printed next to the latencies.
@@ -23,11 +31,13 @@ is printed next to the latencies.
 Target (issue "Monitoring loop"): p99 with logging on <= 1.1x p99 with logging off.
 
     uv run python benchmarks/payload_logging.py [--short] [--duration 10] [--repeat 3]
+        [--ingest-rate POSTS_PER_S]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -36,6 +46,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +72,8 @@ from winequality.process import ManagedProcess
 
 TARGET = 1.1
 APPS = ("off", "batched", "binary")
+BEFORE = ("batched before", "binary before")
+"""``--before``: the two loggers of an earlier tree, run beside ours."""
 
 
 def scrape(url: str) -> str:
@@ -91,8 +104,22 @@ def main() -> None:
         "--batch-max", type=int, default=None, help="events per batched POST (default: settings)"
     )
     parser.add_argument("--linger", type=float, default=None, help="batch linger (s)")
+    parser.add_argument(
+        "--ingest-rate",
+        type=float,
+        default=None,
+        help="the detector's per-caller POSTs/s (WINEQ_DRIFT_INGEST_RATE_PER_S; 0: no limit; "
+        "default: the detector's own)",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a src/ tree of an earlier commit (git archive REV src | tar -x -C DIR; pass "
+        "DIR/src): its loggers run beside ours, as 'batched before' and 'binary before'",
+    )
     args = parser.parse_args()
     duration, wines = load_setup(args)
+    apps = (*APPS, *BEFORE) if args.before is not None else APPS
     tmp = Path(tempfile.mkdtemp(prefix="wineq-payload-bench-"))
     processes: list[ManagedProcess] = []
     try:
@@ -102,7 +129,8 @@ def main() -> None:
         script = tmp / "single.lua"
         script.write_text(lua_script(tmp / "single.json"))
 
-        detector, detector_url = start_detector(tmp)
+        with detector_env(args.ingest_rate):
+            detector, detector_url = start_detector(tmp)
         processes.append(detector)
 
         cmd = [sys.executable, "-m", "winequality.serving", "--model-dir", str(bundle),
@@ -120,14 +148,19 @@ def main() -> None:
             envs["batched"]["WINEQ_PAYLOAD_BATCH_MAX"] = str(args.batch_max)
         if args.linger is not None:
             envs["batched"]["WINEQ_PAYLOAD_LINGER_S"] = str(args.linger)
+        if args.before is not None:
+            earlier = {"PYTHONPATH": str(args.before.resolve())}
+            envs["batched before"] = envs["batched"] | earlier
+            envs["binary before"] = envs["binary"] | earlier
         servers: dict[str, Server] = {}
-        for name in APPS:
-            servers[name] = start(f"logging_{name}", cmd, "/health/ready", tmp, envs[name])
+        for name in apps:
+            log_name = f"logging_{name.replace(' ', '_')}"
+            servers[name] = start(log_name, cmd, "/health/ready", tmp, envs[name])
             processes.append(servers[name].process)
 
         results: dict[str, dict[str, list[Measured]]] = {}
         for scenario, connections in (("latency", 1), ("throughput", args.connections)):
-            runs: dict[str, list[Measured]] = {name: [] for name in APPS}
+            runs: dict[str, list[Measured]] = {name: [] for name in apps}
             for _ in range(args.repeat):
                 for name, server in servers.items():
                     runs[name].append(measure(server, script, connections, duration))
@@ -137,6 +170,22 @@ def main() -> None:
         for process in processes:
             process.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def detector_env(ingest_rate: float | None) -> Iterator[None]:
+    """The environment ``start_detector`` passes on, with the ingestion limit asked for."""
+    key = "WINEQ_DRIFT_INGEST_RATE_PER_S"
+    saved = os.environ.get(key)
+    if ingest_rate is not None:
+        os.environ[key] = f"{ingest_rate:g}"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved
 
 
 @dataclass(frozen=True)
@@ -179,8 +228,11 @@ def report(
     )
     batch = "default batch size" if args.batch_max is None else f"batch max {args.batch_max}"
     print(f"batched: {batch}, {linger}; binary: one event per POST")
-    heads = ("logging off", "batched", "binary", "batched/off", "binary/off", "target")
-    print(f"{'':34}" + "".join(f"{h:>12}" for h in heads))
+    apps = list(results["latency"])
+    logging_on = apps[1:]
+    heads = ("logging off", *logging_on, *(f"{name}/off" for name in logging_on), "target")
+    width = max(12, *(len(head) + 2 for head in heads))
+    print(f"{'':34}" + "".join(f"{h:>{width}}" for h in heads))
     for scenario, label in (("latency", "c=1"), ("throughput", f"c={args.connections}")):
         runs = results[scenario]
 
@@ -201,11 +253,18 @@ def report(
         )
         for title, values, target in lines:
             fmt = ",.0f" if "req/s" in title or "CPU" in title else ".3f"
-            cells = [f"{values[k]:>12{fmt}}" for k in APPS]
-            ratios = [f"{values[k] / values['off']:>11.2f}x" for k in ("batched", "binary")]
-            print(f"{title:34}" + "".join(cells) + "".join(ratios) + f"{target:>12}")
+            cells = [f"{values[k]:>{width}{fmt}}" for k in apps]
+            ratios = [f"{values[k] / values['off']:>{width - 1}.2f}x" for k in logging_on]
+            print(f"{title:34}" + "".join(cells) + "".join(ratios) + f"{target:>{width}}")
+        cpu = median("cpu")
+        print(
+            f"{'logging CPU us/request (' + label + ')':34}"
+            + f"{'':>{width}}"
+            + "".join(f"{cpu[k] - cpu['off']:>{width}.1f}" for k in logging_on)
+            + "  (app CPU minus logging off)"
+        )
         each = "; ".join(
-            f"{name} " + " ".join(f"{m.run.p99_ms:.3f}" for m in runs[name]) for name in APPS
+            f"{name} " + " ".join(f"{m.run.p99_ms:.3f}" for m in runs[name]) for name in apps
         )
         print(f"  p99 ms of each run ({label}): {each}")
         p99 = median("p99_ms")
@@ -214,23 +273,29 @@ def report(
     errors = sum(m.run.errors for s in results.values() for ms in s.values() for m in ms)
     print(f"failed requests (all apps): {errors}")
     sent_total = 0.0
-    for name in ("batched", "binary"):
+    for name in logging_on:
         app = scrape(servers[name].url)
         sent = total(app, "winequality_payloads_sent_total", "type")
         dropped = total(app, "winequality_payloads_dropped_total", "reason")
         sent_total += sent.get("request", 0.0)
+        logged = sum(sent.values()) + sum(dropped.values())
+        delivered = sum(sent.values()) / logged if logged else 0.0
         print(
             f"{name} payload events sent: "
             + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(sent.items()))
             + "; dropped: "
             + (", ".join(f"{k} {v:,.0f}" for k, v in sorted(dropped.items())) or "0")
+            + f" ({delivered:.1%} of the events logged delivered)"
         )
     detector = scrape(detector_url)
     rows = total(detector, "wineq_drift_rows_total").get("", 0.0)
     rejected = sum(total(detector, "wineq_drift_rejected_events_total", "reason").values())
+    limited = total(detector, "wineq_drift_rate_limited_posts_total").get("", 0.0)
+    limit = "its default" if args.ingest_rate is None else f"{args.ingest_rate:g}/s"
     print(
         f"rows received by the detector (both loggers): {rows:,.0f} of {sent_total:,.0f} "
-        f"request events sent; rejected: {rejected:g}"
+        f"request events sent; rejected: {rejected:g}; POSTs refused by its rate limit "
+        f"({limit}, 429, sent again by the logger): {limited:,.0f}"
     )
 
 

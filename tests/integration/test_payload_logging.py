@@ -358,3 +358,41 @@ def test_a_slow_detector_does_not_hold_predictions_back(
         assert (
             metric(metrics, "winequality_http_requests_total", route="/predict", status="200") == 50
         )
+
+
+def test_binary_mode_over_the_detectors_rate_limit_waits_and_loses_no_event(
+    tmp_path: Path,
+    serving_bundles: dict[str, Path],
+    reference_dir: tuple[Path, Path],
+    real_wines: pd.DataFrame,
+) -> None:
+    """One POST per event is more than the detector lets one caller send: it answers 429
+    (``Retry-After``) before reading the event, so the logger waits and sends it again; what
+    waits meanwhile stays in the buffer. The detector counts the POSTs it refused."""
+    det_port = free_port()
+    det_url = f"http://127.0.0.1:{det_port}"
+    limit = {"WINEQ_DRIFT_INGEST_RATE_PER_S": "20", "WINEQ_DRIFT_INGEST_BURST": "10"}
+    detector = detector_process(tmp_path, det_port, reference_dir, **limit)
+    app = app_process(tmp_path, serving_bundles["1"], det_url, WINEQ_PAYLOAD_BATCH_MAX="1")
+    n = 25  # 50 POSTs: well past the burst
+    with detector, app:
+        detector.wait_ready(url=f"{det_url}/health/ready", timeout=60)
+        app_url = ready(app)
+        with httpx.Client(base_url=app_url, timeout=10) as client:
+            for i in range(n):
+                response = client.post("/predict", json={"wines": wines(real_wines, 1, i)})
+                assert response.status_code == 200
+        wait_for(
+            lambda: (
+                metric(scrape(app_url), "winequality_payloads_sent_total", type="response") == n
+            ),
+            timeout=30,
+            what=f"the app to deliver all {2 * n} events",
+        )
+        app_metrics = scrape(app_url)
+        assert metric(app_metrics, "winequality_payloads_sent_total", type="request") == n
+        assert metric(app_metrics, "winequality_payloads_dropped_total") == 0
+        detector_metrics = scrape(det_url)
+        assert metric(detector_metrics, "wineq_drift_rows_total") == n
+        assert metric(detector_metrics, "wineq_drift_events_total", kind="response") == n
+        assert metric(detector_metrics, "wineq_drift_rate_limited_posts_total") > 0

@@ -39,7 +39,7 @@ from typing import Annotated, Any, Final
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import (
@@ -165,6 +165,12 @@ class DriftMetrics:
             "wineq_drift_rejected_events",
             "Events refused, by reason (the valid events of a refused batch: batch_refused).",
             ["reason"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "wineq_drift_rate_limited_posts",
+            "Ingestion POSTs refused 429 by the per-caller rate limit, before their body was read "
+            "(their events are in no other count).",
             registry=r,
         )
         self.window_fill = Gauge(
@@ -757,10 +763,22 @@ INGEST: Final = "ingest"
 """The name of the ingestion token and limit (``WINEQ_DRIFT_INGEST_TOKEN``)."""
 
 
+_ingest_limit = limit_dependency(INGEST)
+
+
+async def counted_ingest_limit(request: Request, st: StateDep) -> None:
+    """The ingestion rate limit, its refusals counted: they never reach the endpoint."""
+    try:
+        await _ingest_limit(request)
+    except HTTPException:
+        st.metrics.rate_limited.inc()
+        raise
+
+
 # The token, then the caller's rate, both before a byte of the body is read.
 @router.post(
     "/",
-    dependencies=[Depends(token_dependency(INGEST)), Depends(limit_dependency(INGEST))],
+    dependencies=[Depends(token_dependency(INGEST)), Depends(counted_ingest_limit)],
     **openapi.RECEIVE_EVENT,
 )
 async def receive_event(request: Request, st: StateDep, settings: SettingsDep) -> Response:

@@ -130,21 +130,6 @@ def test_the_pending_gauge_counts_what_waits_for_the_detector() -> None:
     assert registry.get_sample_value("winequality_payloads_pending") == 3
 
 
-def test_an_exchange_that_cannot_be_encoded_is_dropped_not_raised() -> None:
-    registry = CollectorRegistry()
-
-    async def log_bad() -> PayloadLogger:
-        logger = PayloadLogger("http://127.0.0.1:9", 10, registry, batch_max=64)
-        logger.log(exchange(request=np.zeros((1, 3), dtype=np.float32)))  # not [n, 12]
-        return logger
-
-    assert asyncio.run(log_bad()).pending == 0
-    dropped = registry.get_sample_value(
-        "winequality_payloads_dropped_total", {"reason": "rejected"}
-    )
-    assert dropped == 2
-
-
 async def _stream(body: BatchStream) -> bytes:
     return b"".join([chunk async for chunk in body])
 
@@ -284,6 +269,16 @@ async def refuse_400(
     await writer.drain()
 
 
+async def limit_once(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
+) -> None:
+    """The detector's rate limit: a 429 with Retry-After for the first POST, then 202s."""
+    await read_event(reader, seen)
+    writer.write(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n")
+    await writer.drain()
+    await answer_202(reader, writer, seen)
+
+
 async def answer_garbage(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
 ) -> None:
@@ -304,10 +299,18 @@ async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, se
 
 
 def deliver(
-    handler: Handler | None, exchanges: int = 1, **options: Any
+    handler: Handler | None,
+    exchanges: int | list[Exchange] = 1,
+    **options: Any,
 ) -> tuple[dict[str, float], dict[str, float], Seen]:
-    """Sent and dropped counters after logging ``exchanges`` requests at once, and the POSTs
-    the server read. ``options`` go to PayloadLogger (batch_max, linger_s)."""
+    """Sent and dropped counters after logging ``exchanges`` requests at once (that many, or
+    these), and the POSTs the server read. ``options`` go to PayloadLogger (batch_max,
+    linger_s)."""
+    logged = (
+        exchanges
+        if isinstance(exchanges, list)
+        else [exchange(rid=f"req-{i + 1}") for i in range(exchanges)]
+    )
     registry = CollectorRegistry()
     seen: Seen = []
     writers: list[asyncio.StreamWriter] = []
@@ -335,11 +338,11 @@ def deliver(
         logger = PayloadLogger(url, 10, registry, timeout_s=timeout_s, source="test", **options)
         await logger.start()
         try:
-            for i in range(exchanges):
-                logger.log(exchange(rid=f"req-{i + 1}"))
+            for logged_exchange in logged:
+                logger.log(logged_exchange)
             for _ in range(1000):
                 await asyncio.sleep(0.01)
-                if logger.pending == 0 and _counted(registry) >= 2 * exchanges:
+                if logger.pending == 0 and _counted(registry) >= 2 * len(logged):
                     break
         finally:
             await logger.stop()
@@ -437,6 +440,32 @@ def test_a_failed_batch_drops_each_of_its_events_with_its_reason(
     assert sent == {"request": 0, "response": 0}
     assert dropped == {r: (6.0 if r == reason else 0.0) for r in DROP_REASONS}
     assert len(seen) == posts_seen
+
+
+@pytest.mark.parametrize("batch_max", [256, 1], ids=["batched", "binary"])
+def test_a_rate_limited_post_is_sent_again_and_nothing_is_dropped(batch_max: int) -> None:
+    sent, dropped, seen = deliver(limit_once, exchanges=2, batch_max=batch_max, linger_s=0.05)
+    assert sent == {"request": 2, "response": 2}
+    assert sum(dropped.values()) == 0
+    # The refused POST again, unchanged (in binary mode: the same event id).
+    assert seen[0] == seen[1]
+    assert len(seen) == (2 if batch_max > 1 else 5)
+
+
+@pytest.mark.parametrize("batch_max", [256, 1], ids=["batched", "binary"])
+def test_an_exchange_that_cannot_be_encoded_is_dropped_alone(batch_max: int) -> None:
+    bad = exchange(request=np.zeros((1, 3), dtype=np.float32), rid="bad")  # not [n, 12]
+    good = [exchange(rid="req-1"), bad, exchange(rid="req-2")]
+    sent, dropped, seen = deliver(answer_202, good, batch_max=batch_max, linger_s=0.05)
+    assert sent == {"request": 2, "response": 2}
+    assert dropped == {r: (2.0 if r == "rejected" else 0.0) for r in DROP_REASONS}
+    delivered = [orjson.loads(body) for _, body in seen]
+    if batch_max > 1:
+        assert len(seen) == 1
+        assert [e["requestid"] for e in delivered[0]] == ["req-1", "req-1", "req-2", "req-2"]
+    else:
+        assert len(seen) == 4
+        assert all(b"ce-requestid: bad" not in head for head, _ in seen)
 
 
 def test_recent_requests_remember_what_was_served_for_each_row() -> None:
