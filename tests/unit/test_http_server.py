@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from tests.support.draining import RunningServer as Running
+from tests.support.draining import closed_cleanly
 
 from winequality.http_common import BodyError, read_request_body
 from winequality.http_server import ABANDON_S, IDLE_GRACE_S, DrainingServer, _bytes_waiting, config
@@ -54,25 +56,6 @@ def small_app() -> FastAPI:
         return {"status": "late"}
 
     return app
-
-
-class Running:
-    def __init__(self, server: DrainingServer, thread: threading.Thread, port: int) -> None:
-        self.server, self.thread, self.port = server, thread, port
-        self.sockets: list[socket.socket] = []
-
-    def connect(self) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-        self.sockets.append(sock)
-        return sock
-
-    def begin_drain(self) -> None:
-        """What SIGTERM does (uvicorn's handler sets the flag), then wait for the drain."""
-        self.server.should_exit = True
-        deadline = time.monotonic() + 5
-        while not self.server.draining:
-            assert time.monotonic() < deadline, "the drain did not start"
-            time.sleep(0.01)
 
 
 @pytest.fixture
@@ -123,11 +106,6 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     while len(body) < int(headers["content-length"]):
         body += sock.recv(65536)
     return int(status_line.split()[1]), headers, body
-
-
-def closed_cleanly(sock: socket.socket) -> bool:
-    """The server closed with a FIN (recv gives b""); a reset raises ConnectionResetError."""
-    return sock.recv(1) == b""
 
 
 # --- drain -----------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.unit.test_http_server import closed_cleanly
+from tests.support.draining import RunningServer as Served
+from tests.support.draining import closed_cleanly
 
 from winequality.http_server import DrainingProtocol, DrainingServer, config
 from winequality.process import free_port
@@ -69,34 +70,6 @@ class Collector:
                 return True
             time.sleep(0.05)
         return False
-
-
-class Served:
-    def __init__(self, server: DrainingServer, thread: threading.Thread, port: int) -> None:
-        self.server, self.thread, self.port = server, thread, port
-        self.sockets: list[socket.socket] = []
-        self.url = f"http://127.0.0.1:{port}"
-
-    def connect(self) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-        self.sockets.append(sock)
-        return sock
-
-    def begin_drain(self) -> None:
-        self.server.should_exit = True
-        deadline = time.monotonic() + 5
-        while not self.server.draining:
-            assert time.monotonic() < deadline, "the drain did not start"
-            time.sleep(0.01)
-
-    def metric(self, name: str, *labels: str) -> float:
-        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as response:
-            text = response.read().decode()
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(name + "{") and all(label in line for label in labels)
-        )
 
 
 @pytest.fixture
