@@ -25,7 +25,9 @@ _LIMITS_ATTRIBUTE: Final = "caller_limits"
 
 
 class CallerLimiter:
-    """Token buckets by caller; ``rate_per_s <= 0`` disables the limit."""
+    """Token buckets by caller; ``rate_per_s <= 0`` disables the limit. ``on_refused`` is
+    called for every request refused (a refused request reaches no endpoint, so no other
+    count sees it)."""
 
     def __init__(
         self,
@@ -34,11 +36,13 @@ class CallerLimiter:
         *,
         max_callers: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        on_refused: Callable[[], object] | None = None,
     ) -> None:
         self.rate_per_s = rate_per_s
         self.burst = max(1, burst)
         self.max_callers = max_callers
         self._clock = clock
+        self._on_refused = on_refused
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     @property
@@ -57,6 +61,8 @@ class CallerLimiter:
             tokens -= 1.0
         else:
             wait = (1.0 - tokens) / self.rate_per_s
+            if self._on_refused is not None:
+                self._on_refused()
         self._buckets[caller] = (tokens, now)
         while len(self._buckets) > self.max_callers:
             self._buckets.popitem(last=False)

@@ -39,7 +39,7 @@ from typing import Annotated, Any, Final
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import (
@@ -763,22 +763,10 @@ INGEST: Final = "ingest"
 """The name of the ingestion token and limit (``WINEQ_DRIFT_INGEST_TOKEN``)."""
 
 
-_ingest_limit = limit_dependency(INGEST)
-
-
-async def counted_ingest_limit(request: Request, st: StateDep) -> None:
-    """The ingestion rate limit, its refusals counted: they never reach the endpoint."""
-    try:
-        await _ingest_limit(request)
-    except HTTPException:
-        st.metrics.rate_limited.inc()
-        raise
-
-
 # The token, then the caller's rate, both before a byte of the body is read.
 @router.post(
     "/",
-    dependencies=[Depends(token_dependency(INGEST)), Depends(counted_ingest_limit)],
+    dependencies=[Depends(token_dependency(INGEST)), Depends(limit_dependency(INGEST))],
     **openapi.RECEIVE_EVENT,
 )
 async def receive_event(request: Request, st: StateDep, settings: SettingsDep) -> Response:
@@ -1020,7 +1008,12 @@ def create_app(
             "WINEQ_DRIFT_INGEST_TOKEN is not set: anyone who can reach POST / can feed the drift "
             "windows (acceptable in development only)"
         )
-    set_limit(app, INGEST, CallerLimiter(settings.ingest_rate_per_s, settings.ingest_burst))
+    limiter = CallerLimiter(
+        settings.ingest_rate_per_s,
+        settings.ingest_burst,
+        on_refused=state.metrics.rate_limited.inc,
+    )
+    set_limit(app, INGEST, limiter)
     app.include_router(router)
     add_docs(app)
     install_error_handling(app)
