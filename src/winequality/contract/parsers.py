@@ -59,10 +59,11 @@ _MINIMA: Final = tuple(f.minimum for f in schema.FEATURES)
 _MAXIMA: Final = tuple(f.maximum for f in schema.FEATURES)
 SMALL_ROWS: Final = 8
 """Up to this many rows, the optimistic pass runs in plain Python (see the module docstring)."""
-_V2_DATATYPES: Final[dict[str, frozenset[str]]] = {
+V2_DATATYPES: Final[dict[str, frozenset[str]]] = {
     **{n: frozenset({"FP32", "FP64"}) for n in schema.FEATURE_NAMES},
     schema.WINE_TYPE: frozenset({"BYTES"}),
 }
+"""The datatypes each V2 input tensor may declare."""
 
 
 def _type_name(value: object) -> str:
@@ -298,7 +299,6 @@ class V2Request:
         return self.measurements, self.matrix[:, -1] == 1.0
 
 
-_V2_OUTPUTS: Final = (schema.OUTPUT_QUALITY, schema.OUTPUT_CLASS)
 TensorData = list[Any] | npt.NDArray[Any]
 """A tensor's values: a JSON list, or an array decoded from the binary data extension."""
 _BINARY_DTYPES: Final = {"FP32": "<f4", "FP64": "<f8"}
@@ -356,7 +356,7 @@ def v2_request(doc: Any, max_rows: int | None, raw: bytes | None = None) -> V2Re
         shapes[name] = shape
     problems.extend(
         Problem(None, name, f"missing input tensor {name!r}", "missing", ("body", "inputs"))
-        for name in _V2_DATATYPES
+        for name in V2_DATATYPES
         if name not in tensors and not any(p.field == name for p in problems)
     )
     outputs = _v2_outputs(doc.get("outputs"), problems)
@@ -375,7 +375,8 @@ def v2_request(doc: Any, max_rows: int | None, raw: bytes | None = None) -> V2Re
     return V2Request(matrix, measurements, request_id, column_shape, outputs)
 
 
-_STRUCT_CODES: Final = {"FP32": ("f", 4), "FP64": ("d", 8)}
+V2_STRUCT_CODES: Final = {"FP32": ("f", 4), "FP64": ("d", 8)}
+"""(``struct`` code, bytes) of a measurement tensor's element in binary data, by datatype."""
 
 
 def _small_v2_request(  # noqa: PLR0911, PLR0912 (one early return per refusal)
@@ -386,14 +387,14 @@ def _small_v2_request(  # noqa: PLR0911, PLR0912 (one early return per refusal)
     if type(doc) is not dict:
         return None
     inputs, request_id, requested = doc.get("inputs"), doc.get("id"), doc.get("outputs")
-    if type(inputs) is not list or len(inputs) != len(_V2_DATATYPES):
+    if type(inputs) is not list or len(inputs) != len(V2_DATATYPES):
         return None
     if request_id is not None and type(request_id) is not str:
         return None
     parameters = doc.get("parameters")
     if parameters is not None and type(parameters) is not dict:
         return None
-    outputs: tuple[str, ...] = _V2_OUTPUTS
+    outputs: tuple[str, ...] = schema.OUTPUTS
     if requested is not None:
         refused: list[Problem] = []
         outputs = _v2_outputs(requested, refused)
@@ -439,9 +440,9 @@ def _small_v2_column(  # noqa: PLR0911, PLR0912 (one early return per refusal)
     if type(tensor) is not dict:
         return None
     name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
-    if type(name) is not str or name not in _V2_DATATYPES:
+    if type(name) is not str or name not in V2_DATATYPES:
         return None
-    if type(datatype) is not str or datatype not in _V2_DATATYPES[name]:
+    if type(datatype) is not str or datatype not in V2_DATATYPES[name]:
         return None
     if type(shape) is not list or not 1 <= len(shape) <= 2 or type(shape[0]) is not int:
         return None
@@ -472,7 +473,7 @@ def _small_v2_column(  # noqa: PLR0911, PLR0912 (one early return per refusal)
         except ValueError:
             return None
     else:
-        code, width = _STRUCT_CODES[datatype]
+        code, width = V2_STRUCT_CODES[datatype]
         if size != n * width:
             return None
         data = list(struct.unpack(f"<{n}{code}", chunk))
@@ -491,24 +492,24 @@ def _v2_tensor(  # noqa: PLR0911 (one early return per refused part of the tenso
         problems.append(Problem(None, None, "must be an object", "object_type", loc))
         return None
     name = tensor.get("name")
-    if type(name) is not str or name not in _V2_DATATYPES:
+    if type(name) is not str or name not in V2_DATATYPES:
         problems.append(
             Problem(
                 None,
                 name if type(name) is str else None,
-                f"unknown input tensor {name!r}; expected {list(_V2_DATATYPES)}",
+                f"unknown input tensor {name!r}; expected {list(V2_DATATYPES)}",
                 "extra_forbidden",
                 (*loc, "name"),
             )
         )
         return None
     datatype = tensor.get("datatype")
-    if type(datatype) is not str or datatype not in _V2_DATATYPES[name]:
+    if type(datatype) is not str or datatype not in V2_DATATYPES[name]:
         problems.append(
             Problem(
                 None,
                 name,
-                f"must be one of {sorted(_V2_DATATYPES[name])}, got {datatype!r}",
+                f"must be one of {sorted(V2_DATATYPES[name])}, got {datatype!r}",
                 "datatype",
                 (*loc, "datatype"),
             )
@@ -663,7 +664,7 @@ def _v2_is_white(wine_types: TensorData, problems: list[Problem]) -> npt.NDArray
 
 def _v2_outputs(requested: Any, problems: list[Problem]) -> tuple[str, ...]:
     if requested is None:
-        return _V2_OUTPUTS
+        return schema.OUTPUTS
     names: list[str] = []
     if type(requested) is list:
         for k, item in enumerate(requested):
@@ -673,12 +674,12 @@ def _v2_outputs(requested: Any, problems: list[Problem]) -> tuple[str, ...]:
                 problems.append(
                     Problem(None, None, "must be an object", "dict_type", ("body", "outputs", k))
                 )
-            elif name not in _V2_OUTPUTS:
+            elif name not in schema.OUTPUTS:
                 problems.append(
                     Problem(
                         None,
                         None,
-                        f"unknown output {name!r}; available: {list(_V2_OUTPUTS)}",
+                        f"unknown output {name!r}; available: {list(schema.OUTPUTS)}",
                         "extra_forbidden",
                         ("body", "outputs", k),
                     )

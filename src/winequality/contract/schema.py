@@ -130,3 +130,5 @@ ONNX_INPUT: Final = "input"
 ONNX_OUTPUT: Final = "variable"
 OUTPUT_QUALITY: Final = "quality"
 OUTPUT_CLASS: Final = "quality_class"
+OUTPUTS: Final = (OUTPUT_QUALITY, OUTPUT_CLASS)
+"""The served outputs, in the order a V2 request that names none gets them."""

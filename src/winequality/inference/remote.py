@@ -118,10 +118,7 @@ def _binary_header_template() -> bytes:
             *(tensor(name, "FP32", "fp32_size") for name in schema.FEATURE_NAMES),
             tensor(schema.WINE_TYPE, "BYTES", "bytes_size"),
         ],
-        "outputs": [
-            {"name": name, "parameters": {"binary_data": True}}
-            for name in (schema.OUTPUT_QUALITY, schema.OUTPUT_CLASS)
-        ],
+        "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in schema.OUTPUTS],
     }
     template = orjson.dumps(doc)
     for slot in ("rows", "fp32_size", "bytes_size"):

@@ -29,11 +29,12 @@ import numpy as np
 
 from winequality.contract import schema
 from winequality.contract.features import WINE_TYPE_FLAGS, Matrix
-from winequality.contract.parsers import _V2_DATATYPES as V2_DATATYPES
 from winequality.contract.parsers import (
     SMALL_ROWS,
     V2_BYTES_RED,
     V2_BYTES_WHITE,
+    V2_DATATYPES,
+    V2_STRUCT_CODES,
     V2Request,
 )
 
@@ -55,7 +56,6 @@ class V2Infer(msgspec.Struct, frozen=True, gc=False):
         return cls(request.matrix, request.id, request.column_shape, request.outputs)
 
 
-_V2_OUTPUT_NAMES: Final = (schema.OUTPUT_QUALITY, schema.OUTPUT_CLASS)
 _N_FEATURES: Final = len(schema.FEATURE_NAMES)
 _N_INPUTS: Final = _N_FEATURES + 1
 _FLAGS: Final = WINE_TYPE_FLAGS.__getitem__
@@ -82,7 +82,7 @@ class _V2Output(msgspec.Struct, gc=False):
 
 
 def _outputs(requested: list[_V2Output] | None) -> tuple[str, ...]:
-    return _V2_OUTPUT_NAMES if requested is None else tuple(o.name for o in requested)
+    return schema.OUTPUTS if requested is None else tuple(o.name for o in requested)
 
 
 def _doc_type(name: str, tensors: tuple[Any, ...]) -> Any:
@@ -261,7 +261,6 @@ _BINARY_TENSORS: Final = tuple(
 )
 _BINARY_DECODER: Final = msgspec.json.Decoder(_doc_type("_V2BinaryDoc", _BINARY_TENSORS))
 _BINARY_COLUMN: Final = {t: i for i, t in enumerate(_BINARY_TENSORS)}
-_CODES: Final = {"FP32": ("f", 4), "FP64": ("d", 8)}
 _WINE_TYPE_ELEMENTS: Final = {V2_BYTES_RED: 0.0, V2_BYTES_WHITE: 1.0}
 
 
@@ -312,7 +311,7 @@ def _layout(header: bytes) -> _Layout | None:
             fmt.append(f"{size}x")
             wine_type = slice(offset, offset + size)
         else:
-            code, width = _CODES[tensor.datatype]
+            code, width = V2_STRUCT_CODES[tensor.datatype]
             if size != n * width:
                 return None
             fmt.append(f"{n}{code}")

@@ -118,7 +118,7 @@ class AnswerEncoder:
         # Python floats of the float32 scores: the values as the document writes them.
         quality = orjson.dumps(prediction.quality.tolist())
         classes = orjson.dumps(prediction.quality_class.tolist())
-        if outputs == _ALL_OUTPUTS:  # what a request naming no outputs gets
+        if outputs == schema.OUTPUTS:  # what a request naming no outputs gets
             return template % (orjson.dumps(request_id), n, quality, n, classes)
         data = {schema.OUTPUT_QUALITY: quality, schema.OUTPUT_CLASS: classes}
         slots = chain.from_iterable((n, data[name]) for name in outputs)
@@ -132,7 +132,6 @@ class AnswerEncoder:
         return template
 
 
-_ALL_OUTPUTS: Final = (schema.OUTPUT_QUALITY, schema.OUTPUT_CLASS)
 _OUTPUT_DATATYPES: Final = {schema.OUTPUT_QUALITY: "FP32", schema.OUTPUT_CLASS: "INT32"}
 
 
@@ -272,8 +271,8 @@ async def v2_model(state: StateDep) -> Response:
         platform="onnxruntime_onnx" if state.settings.backend == "onnx" else "v2_proxy",
         inputs=inputs,
         outputs=[
-            V2TensorMetadata(name=schema.OUTPUT_QUALITY, datatype="FP32", shape=[-1, 1]),
-            V2TensorMetadata(name=schema.OUTPUT_CLASS, datatype="INT32", shape=[-1, 1]),
+            V2TensorMetadata(name=name, datatype=_OUTPUT_DATATYPES[name], shape=[-1, 1])
+            for name in schema.OUTPUTS
         ],
     )
     return JSONResponse(body.model_dump())
