@@ -614,8 +614,9 @@ def _v2_binary(inputs: list[Any], raw: bytes, problems: list[Problem]) -> dict[s
     return decoded
 
 
-def _wine_type_flags(chunk: bytes) -> npt.NDArray[np.float32] | None:
-    """is_white (0.0/1.0) of a BYTES tensor holding only ``red`` and ``white``, else None.
+def v2_wine_type_digits(chunk: bytes) -> bytes | None:
+    """``b"0"`` (red) or ``b"1"`` (white) per element of a BYTES tensor holding only ``red`` and
+    ``white``, else None.
 
     Each element becomes one digit by two C-level replaces. The chunk is made of such elements
     only if nothing but digits is left and the digits account for every byte (a stray ``0`` or
@@ -626,6 +627,14 @@ def _wine_type_flags(chunk: bytes) -> npt.NDArray[np.float32] | None:
         return None
     whites = digits.count(b"1")
     if len(V2_BYTES_RED) * (len(digits) - whites) + len(V2_BYTES_WHITE) * whites != len(chunk):
+        return None
+    return digits
+
+
+def _wine_type_flags(chunk: bytes) -> npt.NDArray[np.float32] | None:
+    """is_white (0.0/1.0) of a BYTES tensor holding only ``red`` and ``white``, else None."""
+    digits = v2_wine_type_digits(chunk)
+    if digits is None:
         return None
     return np.frombuffer(digits, dtype=np.uint8).astype(np.float32) - ord("0")
 

@@ -36,6 +36,7 @@ from winequality.contract.parsers import (
     V2_DATATYPES,
     V2_STRUCT_CODES,
     V2Request,
+    v2_wine_type_digits,
 )
 
 
@@ -261,7 +262,12 @@ _BINARY_TENSORS: Final = tuple(
 )
 _BINARY_DECODER: Final = msgspec.json.Decoder(_doc_type("_V2BinaryDoc", _BINARY_TENSORS))
 _BINARY_COLUMN: Final = {t: i for i, t in enumerate(_BINARY_TENSORS)}
-_WINE_TYPE_ELEMENTS: Final = {V2_BYTES_RED: 0.0, V2_BYTES_WHITE: 1.0}
+_WINE_TYPE_ELEMENTS: Final = {
+    V2_BYTES_RED: WINE_TYPE_FLAGS["red"],
+    V2_BYTES_WHITE: WINE_TYPE_FLAGS["white"],
+}
+"""is_white of a one-element BYTES tensor, by its bytes."""
+_ZERO: Final = float(ord("0"))
 
 
 class _Layout(NamedTuple):
@@ -336,18 +342,10 @@ def _wine_type_flags(chunk: bytes, n: int) -> list[float] | None:
     if n == 1:
         flag = _WINE_TYPE_ELEMENTS.get(chunk)
         return None if flag is None else [flag]
-    flags: list[float] = []
-    pos = 0
-    while pos < len(chunk):
-        if chunk.startswith(V2_BYTES_RED, pos):
-            flags.append(0.0)
-            pos += len(V2_BYTES_RED)
-        elif chunk.startswith(V2_BYTES_WHITE, pos):
-            flags.append(1.0)
-            pos += len(V2_BYTES_WHITE)
-        else:
-            return None
-    return flags if len(flags) == n else None
+    digits = v2_wine_type_digits(chunk)
+    if digits is None or len(digits) != n:
+        return None
+    return [digit - _ZERO for digit in digits]
 
 
 class V2BinaryDecoder:
