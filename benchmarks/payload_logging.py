@@ -37,7 +37,6 @@ Target (issue "Monitoring loop"): p99 with logging on <= 1.1x p99 with logging o
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import shutil
@@ -46,7 +45,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,8 +127,10 @@ def main() -> None:
         script = tmp / "single.lua"
         script.write_text(lua_script(tmp / "single.json"))
 
-        with detector_env(args.ingest_rate):
-            detector, detector_url = start_detector(tmp)
+        limit = {}
+        if args.ingest_rate is not None:
+            limit["WINEQ_DRIFT_INGEST_RATE_PER_S"] = f"{args.ingest_rate:g}"
+        detector, detector_url = start_detector(tmp, env=limit)
         processes.append(detector)
 
         cmd = [sys.executable, "-m", "winequality.serving", "--model-dir", str(bundle),
@@ -170,22 +170,6 @@ def main() -> None:
         for process in processes:
             process.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def detector_env(ingest_rate: float | None) -> Iterator[None]:
-    """The environment ``start_detector`` passes on, with the ingestion limit asked for."""
-    key = "WINEQ_DRIFT_INGEST_RATE_PER_S"
-    saved = os.environ.get(key)
-    if ingest_rate is not None:
-        os.environ[key] = f"{ingest_rate:g}"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = saved
 
 
 @dataclass(frozen=True)

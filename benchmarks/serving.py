@@ -378,9 +378,12 @@ def metric_total(url: str, name: str, label: str = "") -> float:
     )
 
 
-def start_detector(tmp: Path, timeout: float = 90) -> tuple[ManagedProcess, str]:
+def start_detector(
+    tmp: Path, timeout: float = 90, env: dict[str, str] | None = None
+) -> tuple[ManagedProcess, str]:
     """The drift detector on ``tmp/reference.parquet``, on the client's core under SCHED_IDLE
-    (it only gets the time wrk leaves, as on a machine of its own), ready; and its URL."""
+    (it only gets the time wrk leaves, as on a machine of its own), ready; and its URL. ``env``:
+    settings added to this process's environment."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     detector = ManagedProcess(
@@ -390,6 +393,7 @@ def start_detector(tmp: Path, timeout: float = 90) -> tuple[ManagedProcess, str]
          "--port", str(port)],
         tmp / "detector.log",
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         own_session=False,
     ).start()  # fmt: skip
     try:

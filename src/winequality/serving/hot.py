@@ -133,12 +133,8 @@ class _Request:
                 given = value if given is None else given
             elif key == wanted and extra is None:
                 extra = value
-        self.given, self.extra, self.content_type, self.declared = (
-            given,
-            extra,
-            content_type,
-            declared,
-        )
+        self.given, self.extra = given, extra
+        self.content_type, self.declared = content_type, declared
         # The id the app issues is the only key of the served rows; the caller's X-Request-ID
         # is echoed as a correlation id and never names a row (see serving/recent.py).
         self.rid = REQUEST_IDS.next()
