@@ -132,3 +132,31 @@ def test_text_that_is_not_one_json_document_is_declined(body: bytes) -> None:
 def test_whitespace_around_a_valid_document_is_read_as_the_parser_reads_it() -> None:
     body = orjson.dumps({"wines": random_wines(np.random.default_rng(6), 2)})
     assert agrees(b" \n" + body + b"\r\n\t") is not None
+
+
+@pytest.mark.parametrize("n", [1, parsers.SMALL_ROWS + 1])
+@pytest.mark.parametrize("spelled", [b'"wh\\u0069te"', b'"\\u0072ed"', b'"red\\u0000"'])
+def test_wine_types_written_with_escapes_are_read_as_the_parser_reads_them(
+    n: int, spelled: bytes
+) -> None:
+    # The decoder reads a wine type as an enum member (its flag is the float it is): msgspec
+    # compares the unescaped name, as the parser does.
+    wines = random_wines(np.random.default_rng(7), n)
+    body = orjson.dumps({"wines": wines})
+    at = body.index(b'"wine_type":') + len(b'"wine_type":')
+    old = orjson.dumps(wines[0][schema.WINE_TYPE])
+    changed = body[:at] + spelled + body[at + len(old) :]
+    assert (agrees(changed) is None) == (spelled == b'"red\\u0000"')
+
+
+def test_the_matrix_is_the_models_own_to_keep() -> None:
+    # Packed straight into a fresh array: writable, C-ordered, not a view of a shared buffer.
+    body = orjson.dumps({"wines": random_wines(np.random.default_rng(8), parsers.SMALL_ROWS + 1)})
+    first, second = decode_wines(body, MAX_ROWS), decode_wines(body, MAX_ROWS)
+    assert first is not None
+    assert second is not None
+    assert first.flags.writeable
+    assert first.flags.c_contiguous
+    assert first.flags.owndata
+    first[0, 0] = -1.0
+    assert second[0, 0] != -1.0
