@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import generate_latest
 
-from winequality.serving.metrics import ServingMetrics
+from winequality.serving.metrics import QUALITY_BUCKETS, ServingMetrics
 
 
 def sample(text: str, name: str) -> float:
@@ -15,8 +15,8 @@ def sample(text: str, name: str) -> float:
 
 def test_quality_histogram_counts_values_into_le_buckets() -> None:
     metrics = ServingMetrics()
-    metrics.quality.observe_many(np.array([0.2, 5.0, 5.2, 10.0], dtype=np.float32))
-    metrics.quality.observe_many(np.array([6.7], dtype=np.float32))
+    metrics.quality.observe(np.array([0.2, 5.0, 5.2, 10.0], dtype=np.float32))
+    metrics.quality.observe(np.array([6.7], dtype=np.float32))
     text = generate_latest(metrics.registry).decode()
     assert sample(text, 'winequality_predicted_quality_bucket{le="0.5"}') == 1
     # A value equal to an edge belongs to it ("less than or equal").
@@ -27,6 +27,47 @@ def test_quality_histogram_counts_values_into_le_buckets() -> None:
     assert sample(text, 'winequality_predicted_quality_bucket{le="+Inf"}') == 5
     assert sample(text, "winequality_predicted_quality_count") == 5
     assert abs(sample(text, "winequality_predicted_quality_sum") - 27.1) < 1e-4
+
+
+def buckets(text: str) -> list[float]:
+    edges = [*(repr(float(e)) for e in QUALITY_BUCKETS), "+Inf"]
+    return [sample(text, f'winequality_predicted_quality_bucket{{le="{e}"}}') for e in edges]
+
+
+def test_batches_kept_for_counting_are_counted_exactly_whenever_scraped() -> None:
+    # observe keeps the arrays and counts them in bulk: every scrape, whether before, at or
+    # after a fold, sees each value once, in the bucket a value-by-value count gives.
+    metrics = ServingMetrics()
+    histogram = metrics.quality
+    rng = np.random.default_rng(0)
+    sizes = [1, 100, 3, histogram.FOLD_ROWS, 1, *[1] * histogram.FOLD_ARRAYS, 250]
+    seen: list[float] = []
+    for size in sizes:
+        values = rng.uniform(-0.5, 10.5, size).astype(np.float32)
+        values[:2] = [np.nan, 5.0][: len(values[:2])]  # NaN counts in +Inf; an edge is "le"
+        histogram.observe(values)
+        seen.extend(values.tolist())
+        assert len(histogram._pending) < histogram.FOLD_ARRAYS
+        assert histogram._pending_rows < histogram.FOLD_ROWS
+        text = generate_latest(metrics.registry).decode()
+        expected = [sum(1 for v in seen if v <= e) for e in QUALITY_BUCKETS] + [len(seen)]
+        assert buckets(text) == expected
+        assert sample(text, "winequality_predicted_quality_count") == len(seen)
+    # The scrapes counted what was pending: nothing is counted twice afterwards.
+    assert histogram._pending == []
+
+
+def test_pending_batches_are_counted_at_the_fold_thresholds_without_a_scrape() -> None:
+    histogram = ServingMetrics().quality
+    one = np.array([5.0], dtype=np.float32)
+    for _ in range(histogram.FOLD_ARRAYS - 1):
+        histogram.observe(one)
+    assert len(histogram._pending) == histogram.FOLD_ARRAYS - 1
+    histogram.observe(one)
+    assert histogram._pending == []
+    histogram.observe(np.full(histogram.FOLD_ROWS, 5.0, dtype=np.float32))
+    assert histogram._pending == []
+    assert int(histogram._counts.sum()) == histogram.FOLD_ARRAYS + histogram.FOLD_ROWS
 
 
 def test_model_info_keeps_only_the_served_model() -> None:
