@@ -132,7 +132,11 @@ def postprocess(
     scores: npt.ArrayLike,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
     """Raw regression scores -> (quality clipped to the scale, integer quality class)."""
-    quality = np.clip(
-        np.asarray(scores, dtype=np.float32).reshape(-1), schema.QUALITY_MIN, schema.QUALITY_MAX
+    # The array's own clip is what np.clip calls, after a dispatch that cost twice the clip
+    # itself (2-3 against 1 us for 100 scores).
+    quality = (
+        np.asarray(scores, dtype=np.float32)
+        .reshape(-1)
+        .clip(schema.QUALITY_MIN, schema.QUALITY_MAX)
     )
     return quality, np.rint(quality).astype(np.int32)
