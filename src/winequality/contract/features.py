@@ -133,10 +133,19 @@ def postprocess(
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
     """Raw regression scores -> (quality clipped to the scale, integer quality class)."""
     # The array's own clip is what np.clip calls, after a dispatch that cost twice the clip
-    # itself (2-3 against 1 us for 100 scores).
-    quality = (
-        np.asarray(scores, dtype=np.float32)
-        .reshape(-1)
-        .clip(schema.QUALITY_MIN, schema.QUALITY_MAX)
-    )
+    # itself; float32 bounds spare it converting the scale's Python numbers on every call
+    # (100 scores: np.clip 2.0 us, clip method 1.1, with these bounds 0.65).
+    quality = np.asarray(scores, dtype=np.float32).reshape(-1).clip(*_QUALITY_BOUNDS)
     return quality, np.rint(quality).astype(np.int32)
+
+
+def _read_only_float32(value: float) -> npt.NDArray[np.float32]:
+    array = np.array(value, dtype=np.float32)
+    array.flags.writeable = False
+    return array
+
+
+_QUALITY_BOUNDS: Final = (
+    _read_only_float32(schema.QUALITY_MIN),
+    _read_only_float32(schema.QUALITY_MAX),
+)

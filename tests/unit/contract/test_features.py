@@ -51,3 +51,18 @@ def test_postprocess_clips_to_the_scale_and_rounds_to_the_class() -> None:
     quality, quality_class = postprocess([-1.0, 5.4, 5.6, 12.0])
     assert quality.tolist() == [0.0, 5.400000095367432, 5.599999904632568, 10.0]
     assert quality_class.tolist() == [0, 5, 6, 10]
+
+
+def test_postprocess_keeps_what_np_clip_keeps_at_the_edges() -> None:
+    # -0.0 stays negative zero (a comparison, not a max), NaN stays NaN, the infinities and the
+    # float64 inputs just past the ends land on them; the input is never changed.
+    raw = np.array([-0.0, 0.0, np.nan, -np.inf, np.inf, 10.0000001, -1e-300, 4.5, 5.5, 9.99999])
+    before = raw.copy()
+    with np.errstate(invalid="ignore"):  # NaN's class: the cast of NaN, as np.rint gives it
+        quality, quality_class = postprocess(raw)
+        expected = np.clip(raw.astype(np.float32), schema.QUALITY_MIN, schema.QUALITY_MAX)
+        expected_class = np.rint(expected).astype(np.int32)
+    assert quality.dtype == np.float32
+    assert quality.tobytes() == expected.tobytes()
+    assert quality_class.tolist() == expected_class.tolist()
+    assert raw.tobytes() == before.tobytes()
