@@ -88,8 +88,9 @@ class QualityHistogram(Collector):
     """
 
     FOLD_ROWS: ClassVar[int] = 4096
+    """The pending values are counted once there are this many (a batch may go past it)."""
     FOLD_ARRAYS: ClassVar[int] = 64
-    """At most this many values (plus one batch) or arrays wait to be counted."""
+    """... or once this many arrays are pending (single rows, mostly)."""
 
     def __init__(self, name: str, documentation: str, buckets: Iterable[float]) -> None:
         self._name = name

@@ -39,7 +39,7 @@ class _Flag(float):
 
 # msgspec decodes a string enum's names itself (anything else is refused); the members being
 # floats, a wine's fields are all doubles to ``struct`` as they come, where swapping the names
-# for their flags in the flat list cost a fifth of the matrix's making.
+# for their flags in the flat list cost about 2 us of a 100-wine batch.
 _WineType = enum.Enum(  # type: ignore[misc]
     "_WineType", {name: (name, flag) for name, flag in WINE_TYPE_FLAGS.items()}, type=_Flag
 )
