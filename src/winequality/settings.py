@@ -54,7 +54,7 @@ equal)."""
 
 DEFAULT_DETECTOR_MAX_BODY_BYTES: Final = 4_000_000
 """The detector's ``max_body_bytes`` unless configured, and so the app's assumption of it."""
-DEFAULT_PAYLOAD_QUEUE_BYTES: Final = 16 * 1024 * 1024
+DEFAULT_PAYLOAD_QUEUE_BYTES: Final = 8 * 1024 * 1024
 """The payload logger's buffer bound in bytes unless configured (``payload_queue_bytes``)."""
 
 
@@ -212,8 +212,9 @@ class ServingSettings(ProjectSettings, AppDataSettings, HttpServerSettings):
     payload_queue_bytes: int = DEFAULT_PAYLOAD_QUEUE_BYTES
     """Most payload bytes (request and response bodies) buffered for the detector, beside
     ``payload_queue_size``: a 100-row batch is ~36 kB, so this bounds the buffer's memory
-    whatever the batches' size (two lingers of 100-row batches at ~2,000 requests/s);
-    beyond it requests are dropped and counted (``queue_full``)."""
+    whatever the batches' size. 8 MiB is about 230 such batches a linger, 100,000 rows a
+    second, twice what the detector ingests; beyond it requests are dropped and counted
+    (``queue_full``)."""
     payload_batch_max: int = 8_192
     """Most CloudEvents per POST to the detector (batched content mode, a JSON array streamed
     a slice at a time; bodies also stop under ``detector_max_body_bytes``); 1 sends each event
