@@ -213,8 +213,8 @@ class ServingSettings(ProjectSettings, AppDataSettings, HttpServerSettings):
     """Most payload bytes (request and response bodies) buffered for the detector, beside
     ``payload_queue_size``: a 100-row batch is ~36 kB, so this bounds the buffer's memory
     whatever the batches' size. 8 MiB is about 230 such batches a linger, 100,000 rows a
-    second, twice what the detector ingests; beyond it requests are dropped and counted
-    (``queue_full``)."""
+    second, twice the detector's ingestion bar (50,000 rows/s, ``benchmarks/drift.py``);
+    beyond it requests are dropped and counted (``queue_full``)."""
     payload_batch_max: int = 8_192
     """Most CloudEvents per POST to the detector (batched content mode, a JSON array streamed
     a slice at a time; bodies also stop under ``detector_max_body_bytes``); 1 sends each event
