@@ -54,6 +54,8 @@ equal)."""
 
 DEFAULT_DETECTOR_MAX_BODY_BYTES: Final = 4_000_000
 """The detector's ``max_body_bytes`` unless configured, and so the app's assumption of it."""
+DEFAULT_PAYLOAD_QUEUE_BYTES: Final = 8 * 1024 * 1024
+"""The payload logger's buffer bound in bytes unless configured (``payload_queue_bytes``)."""
 
 
 def _config(prefix: str) -> SettingsConfigDict:
@@ -204,8 +206,15 @@ class ServingSettings(ProjectSettings, AppDataSettings, HttpServerSettings):
     """The detector's body limit (its ``WINEQ_DRIFT_MAX_BODY_BYTES``) that the payload logger's
     batched POSTs stay under; set both together."""
     payload_queue_size: int = 10_000
-    """Most answered requests buffered for the detector (each ~1 kB encoded); beyond it they
-    are dropped and counted. Room for a linger at ~10,000 requests/s and a slow POST or two."""
+    """Most answered requests buffered for the detector (a single-row one ~1 kB encoded);
+    beyond it they are dropped and counted. Room for a linger at ~10,000 requests/s and a slow
+    POST or two."""
+    payload_queue_bytes: int = DEFAULT_PAYLOAD_QUEUE_BYTES
+    """Most payload bytes (request and response bodies) buffered for the detector, beside
+    ``payload_queue_size``: a 100-row batch is ~36 kB, so this bounds the buffer's memory
+    whatever the batches' size. 8 MiB is about 230 such batches a linger, 100,000 rows a
+    second, twice the detector's ingestion bar (50,000 rows/s, ``benchmarks/drift.py``);
+    beyond it requests are dropped and counted (``queue_full``)."""
     payload_batch_max: int = 8_192
     """Most CloudEvents per POST to the detector (batched content mode, a JSON array streamed
     a slice at a time; bodies also stop under ``detector_max_body_bytes``); 1 sends each event

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import socket
 import threading
 import time
@@ -278,6 +279,29 @@ def test_a_connection_that_never_sends_a_byte_is_closed_after_the_keep_alive_tim
     start = time.monotonic()
     assert closed_cleanly(sock)
     assert 1 <= time.monotonic() - start < 1 + 1 + 1.5
+
+
+def test_a_keep_alive_connection_idle_after_its_answers_is_closed_after_the_timeout(
+    serve: Callable[..., Running],
+) -> None:
+    # No timer per answer (uvicorn armed and cancelled one each time): the once-a-second look
+    # closes it, and a connection kept busy meanwhile stays open.
+    running = serve(keep_alive_s=1)
+    idle, busy = running.connect(), running.connect()
+    for sock in (idle, busy):
+        sock.sendall(request("GET", "/health/live"))
+        assert read_response(sock)[0] == 200
+    start = time.monotonic()
+    while time.monotonic() - start < 2.5:
+        if time.monotonic() - start < 0.8:  # not closed before the timeout (nothing to read)
+            assert select.select([idle], [], [], 0)[0] == []
+        busy.sendall(request("GET", "/health/live"))
+        assert read_response(busy)[0] == 200
+        time.sleep(0.2)
+    idle.settimeout(1.5)  # closed within a second of the timeout (the look's period)
+    assert closed_cleanly(idle)
+    busy.sendall(request("GET", "/health/live"))
+    assert read_response(busy)[0] == 200
 
 
 # --- one send per answer ---------------------------------------------------------------------

@@ -183,6 +183,7 @@ def create_app(
             linger_s=settings.payload_linger_s,
             detector_max_body_bytes=settings.detector_max_body_bytes,
             token=settings.detector_ingest_token,
+            queue_bytes=settings.payload_queue_bytes,
         )
         if settings.detector_url
         else None

@@ -56,7 +56,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from winequality.contract.features import Matrix
-from winequality.settings import DEFAULT_DETECTOR_MAX_BODY_BYTES
+from winequality.settings import DEFAULT_DETECTOR_MAX_BODY_BYTES, DEFAULT_PAYLOAD_QUEUE_BYTES
 
 if TYPE_CHECKING:
     import aiohttp
@@ -84,6 +84,10 @@ STREAM_SLICE: Final = 128
 """Exchanges written per step of a batched POST (one send). Each step pauses the loop briefly;
 fewer, longer steps delay fewer requests than many short ones, and smaller slices showed in the
 p99 (``benchmarks/payload_logging.py`` compares slice sizes)."""
+STREAM_SLICE_BYTES: Final = 256 * 1024
+"""A step also ends past this many bytes. 128 exchanges of 100-row batches made a 4.6 MB chunk:
+glibc maps an allocation that size afresh and the kernel faults in and zeroes every page, which
+cost the app more system time than the encoding itself (``benchmarks/serving.py``, 100 rows)."""
 
 
 ENCODE_STEP: Final = 32
@@ -360,12 +364,18 @@ class BatchStream:
                 if len(events) < step_end:
                     await asyncio.sleep(0)
             step_end = min(step_end, len(events))
+            step_size = 0
             for k in range(position, step_end):
+                length = len(events[k])
                 # Up to the bound, not past it; but the first exchange goes, however big.
-                if k > self.start and size + len(events[k]) > max_bytes:
+                if k > self.start and size + length > max_bytes:
                     step_end = k
                     break
-                size += len(events[k])
+                if k > position and step_size + length > STREAM_SLICE_BYTES:
+                    step_end = k  # the rest goes in the next step (still this POST)
+                    break
+                size += length
+                step_size += length
             if step_end <= position:
                 break
             chunk = separator + b",".join(events[position:step_end])
@@ -409,6 +419,21 @@ class _Encoding:
         del self.events[:n]
 
 
+_MATRIX_VALUE_BYTES: Final = 6
+"""About what one value of a matrix takes in its V2 JSON encoding (a measurement in its
+shortest form and a comma), beside the tensors' names and shapes (``_V2_REQUEST_BYTES``)."""
+_V2_REQUEST_BYTES: Final = 768
+
+
+def payload_bytes(exchange: Exchange) -> int:
+    """The bytes an exchange's events carry as payloads: its bodies, a matrix's estimated
+    encoding (what the buffer's byte bound counts)."""
+    request = exchange.request
+    if isinstance(request, bytes):
+        return len(request) + len(exchange.response)
+    return _V2_REQUEST_BYTES + request.size * _MATRIX_VALUE_BYTES + len(exchange.response)
+
+
 def request_payload(request: bytes | Matrix) -> bytes:
     if isinstance(request, bytes):
         return request
@@ -433,16 +458,22 @@ class PayloadLogger:
         source: str | None = None,
         detector_max_body_bytes: int = DEFAULT_DETECTOR_MAX_BODY_BYTES,
         token: str | None = None,
+        queue_bytes: int = DEFAULT_PAYLOAD_QUEUE_BYTES,
     ) -> None:
-        """``token``: the detector's ingestion token, sent as ``Authorization: Bearer``."""
+        """``token``: the detector's ingestion token, sent as ``Authorization: Bearer``;
+        ``queue_bytes``: the buffer's bound in bytes of the payloads it holds, beside
+        ``queue_size`` (requests)."""
         if queue_size < 1:
             raise ValueError(f"payload_queue_size must be >= 1, got {queue_size}")
+        if queue_bytes < 1:
+            raise ValueError(f"payload_queue_bytes must be >= 1, got {queue_bytes}")
         if batch_max < 1:
             raise ValueError(f"payload_batch_max must be >= 1, got {batch_max}")
         if linger_s < 0:
             raise ValueError(f"linger_s must be >= 0, got {linger_s}")
         self.url = detector_url.rstrip("/")
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self.batch_max = batch_max
         self.batch_max_bytes = batch_max_bytes(detector_max_body_bytes)
         self.batched = batch_max > 1
@@ -453,6 +484,8 @@ class PayloadLogger:
         self.encoder = EventEncoder(self.source)
         self._auth = {"Authorization": f"Bearer {token}"} if token else None
         self._buffer: list[Exchange] = []
+        self._buffered_bytes = 0
+        """The payload bytes ``_buffer`` holds (``payload_bytes``)."""
         self._dropped = self.metrics.dropped
         self._idle = False
         """The worker waits for ``_waiting``: the next ``log`` sets it."""
@@ -472,10 +505,16 @@ class PayloadLogger:
         slice at a time, as it sends it.
         """
         buffer = self._buffer
-        if len(buffer) >= self.queue_size:
+        size = payload_bytes(exchange)
+        held = self._buffered_bytes + size
+        # By bytes as well as by count: 10,000 buffered 100-row batches held 360 MB, and one
+        # as big as the body limit allows, gigabytes. An exchange over the byte bound on its
+        # own still goes when nothing waits.
+        if len(buffer) >= self.queue_size or (held > self.queue_bytes and buffer):
             # Two events (request and response) are lost with it.
             self._dropped["queue_full"] += 2
             return
+        self._buffered_bytes = held
         buffer.append(exchange)
         if self._idle:
             self._idle = False
@@ -525,7 +564,7 @@ class PayloadLogger:
             if self.batched and self.linger_s > 0:
                 # Sleeping, not waking per request: what arrives meanwhile just accumulates.
                 await asyncio.sleep(self.linger_s)
-            exchanges, self._buffer = self._buffer, []
+            exchanges, self._buffer, self._buffered_bytes = self._buffer, [], 0
             taken = self._in_flight = len(exchanges)
             try:
                 if self.batched:

@@ -24,6 +24,7 @@ from winequality.serving.payload_logger import (
     CE_RESPONSE,
     DROP_REASONS,
     STREAM_SLICE,
+    STREAM_SLICE_BYTES,
     BatchStream,
     EventEncoder,
     EventIds,
@@ -31,6 +32,7 @@ from winequality.serving.payload_logger import (
     PayloadLogger,
     ce_time,
     event_headers,
+    payload_bytes,
     request_payload,
 )
 from winequality.serving.recent import RecentRequests
@@ -118,6 +120,52 @@ def test_a_full_queue_drops_and_counts_two_events_per_request() -> None:
     assert dropped == 6
 
 
+def test_the_buffer_is_also_bounded_by_the_bytes_it_holds() -> None:
+    registry = CollectorRegistry()
+    body = b'{"wines": [' + b" " * 998 + b"]}"
+    size = payload_bytes(exchange(body))
+    assert size == len(body) + 2  # both bodies ({} answered)
+
+    async def fill() -> PayloadLogger:
+        # Room for 100 by count, for 3 by bytes: 10,000 buffered 100-row batches held 360 MB.
+        logger = PayloadLogger("http://127.0.0.1:9", 100, registry, queue_bytes=3 * size)
+        for _ in range(5):
+            logger.log(exchange(body))
+        return logger
+
+    logger = asyncio.run(fill())
+    assert logger.pending == 3
+    assert (
+        registry.get_sample_value("winequality_payloads_dropped_total", {"reason": "queue_full"})
+        == 4
+    )
+
+
+def test_an_exchange_over_the_byte_bound_still_goes_when_nothing_waits() -> None:
+    registry = CollectorRegistry()
+    body = b'{"wines": [' + b" " * 5000 + b"]}"
+
+    async def fill() -> PayloadLogger:
+        logger = PayloadLogger("http://127.0.0.1:9", 100, registry, queue_bytes=1000)
+        logger.log(exchange(body))
+        logger.log(exchange(body))
+        return logger
+
+    assert asyncio.run(fill()).pending == 1
+
+
+def test_a_matrix_counts_as_its_encoding_would_weigh() -> None:
+    matrix = np.repeat(example_matrix()[:1], 100, axis=0)
+    estimate = payload_bytes(exchange(matrix))
+    encoded = len(request_payload(matrix)) + 2
+    assert encoded / 2 <= estimate <= encoded * 2
+
+
+def test_the_payload_byte_bound_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="payload_queue_bytes"):
+        PayloadLogger("http://127.0.0.1:9", 5, CollectorRegistry(), queue_bytes=0)
+
+
 def test_the_pending_gauge_counts_what_waits_for_the_detector() -> None:
     registry = CollectorRegistry()
 
@@ -159,6 +207,24 @@ def test_a_batch_streams_as_one_json_array_in_slices_yielding_to_the_loop() -> N
     decoded = orjson.loads(raw)
     assert [e["requestid"] for e in decoded[::2]] == [f"req-{i}" for i in range(1, len(events))]
     assert ran >= 3, "the loop ran other work between the slices of the body"
+
+
+def test_a_step_of_a_batch_stops_past_its_byte_bound_and_the_post_goes_on() -> None:
+    # 100-row exchanges (~36 kB): 128 of them made one 4.6 MB chunk, a fresh mapping whose
+    # pages the kernel faulted in and zeroed for every slice.
+    event = b'{"pad": "' + b"x" * 36_000 + b'"}'
+    events = [event] * 40
+
+    async def chunks() -> list[bytes]:
+        return [chunk async for chunk in BatchStream(events, 0, 100)]
+
+    got = asyncio.run(chunks())
+    assert all(len(chunk) <= STREAM_SLICE_BYTES + 1 for chunk in got)
+    assert len(got) > 2
+    assert len(orjson.loads(b"".join(got))) == 40
+    huge = b'{"pad": "' + b"x" * STREAM_SLICE_BYTES + b'"}'
+    alone = asyncio.run(_stream(BatchStream([huge, event], 0, 100)))
+    assert len(orjson.loads(alone)) == 2  # a step takes its first event, however big
 
 
 def test_a_batch_stops_before_its_byte_bound_but_a_huge_exchange_goes_alone() -> None:
