@@ -281,7 +281,8 @@ class _Layout(NamedTuple):
     skipped)."""
     row_major: itemgetter[Any]
     """The unpacked values -> the measurements row by row, in the schema's order."""
-    wine_type: slice
+    wine_type: tuple[int, int]
+    """Where ``wine_type``'s bytes lie in the binary section (start, end)."""
     id: str | None
     column_shape: bool
     outputs: tuple[str, ...]
@@ -305,7 +306,7 @@ def _layout(header: bytes) -> _Layout | None:
     starts = [0] * _N_FEATURES
     """Per measurement column (schema order): its first value's index in the unpacked tuple."""
     offset = unpacked = 0
-    wine_type = slice(0)
+    wine_type = (0, 0)
     column_shape = True
     for tensor, kind in zip(inputs, types, strict=True):
         size = tensor.parameters.binary_data_size
@@ -315,7 +316,7 @@ def _layout(header: bytes) -> _Layout | None:
         column = _BINARY_COLUMN[kind]
         if column == _N_FEATURES:
             fmt.append(f"{size}x")
-            wine_type = slice(offset, offset + size)
+            wine_type = (offset, offset + size)
         else:
             code, width = V2_STRUCT_CODES[tensor.datatype]
             if size != n * width:
@@ -350,7 +351,12 @@ def _wine_type_flags(chunk: bytes, n: int) -> list[float] | None:
 
 class V2BinaryDecoder:
     """Valid small V2 requests with the binary tensor data extension -> ``V2Infer``, or None
-    (``parse_v2_infer`` decides); the layouts of the last headers seen kept by their bytes."""
+    (``parse_v2_infer`` decides); the layouts of the last headers seen kept by their bytes.
+
+    The header of the last request whose layout was kept is compared in place first (a client
+    repeats its header): one ``startswith`` instead of copying the header out of the body and
+    hashing it for the lookup, which cost as much as the rest of the decoding.
+    """
 
     max_layouts: Final = 64
     max_header_bytes: Final = 4096
@@ -359,29 +365,25 @@ class V2BinaryDecoder:
     def __init__(self, max_rows: int) -> None:
         self._max_rows = max_rows
         self._layouts: dict[bytes, _Layout | None] = {}
+        self._last: tuple[bytes, _Layout | None] = (b"", None)
+        """(header, layout) of the last request whose layout was kept."""
 
     def decode(self, body: bytes, header_length: int) -> V2Infer | None:
         if not 0 < header_length <= len(body):
             return None
-        header = body[:header_length]
-        layout = self._layouts.get(header)
-        if layout is None:
-            layout = _layout(header)
-            # A header naming a request id is likely never seen again: not kept.
-            if layout is not None and layout.id is None and header_length <= self.max_header_bytes:
-                if len(self._layouts) >= self.max_layouts:
-                    self._layouts.clear()
-                self._layouts[header] = layout
+        last_header, layout = self._last
+        if header_length != len(last_header) or not body.startswith(last_header):
+            layout = self._layout(body[:header_length])
         if layout is None:
             return None
         n = layout.rows
         if len(body) - header_length != layout.size or n > self._max_rows:
             return None
-        raw = body[header_length:]
-        flags = _wine_type_flags(raw[layout.wine_type], n)
+        start, end = layout.wine_type
+        flags = _wine_type_flags(body[header_length + start : header_length + end], n)
         if flags is None:
             return None
-        values = layout.row_major(layout.values.unpack(raw))
+        values = layout.row_major(layout.values.unpack_from(body, header_length))
         # NaN fails both comparisons, as infinities fail one.
         if not (all(map(le, _ROW_MINIMA[n], values)) and all(map(le, values, _ROW_MAXIMA[n]))):
             return None
@@ -393,3 +395,18 @@ class V2BinaryDecoder:
                 flat[j::_N_INPUTS] = values[j::_N_FEATURES]
             flat[_N_FEATURES::_N_INPUTS] = flags
         return V2Infer(_matrix(flat, n), layout.id, layout.column_shape, layout.outputs)
+
+    def _layout(self, header: bytes) -> _Layout | None:
+        """The layout of ``header``, kept (and the header remembered as the last) when it names
+        no request id and is short."""
+        layout = self._layouts.get(header)
+        if layout is None:
+            layout = _layout(header)
+            # A header naming a request id is likely never seen again: not kept.
+            if layout is None or layout.id is not None or len(header) > self.max_header_bytes:
+                return layout
+            if len(self._layouts) >= self.max_layouts:
+                self._layouts.clear()
+            self._layouts[header] = layout
+        self._last = (header, layout)
+        return layout

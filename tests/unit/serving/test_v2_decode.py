@@ -12,6 +12,7 @@ from tests.unit.serving.test_typed_decode import random_wines
 
 from winequality.contract import parsers, schema
 from winequality.contract.problems import FeatureError
+from winequality.serving import v2_decode
 from winequality.serving.v2_decode import V2BinaryDecoder, decode_v2
 
 MAX_ROWS = 100
@@ -361,3 +362,31 @@ def test_binary_long_headers_are_not_kept() -> None:
     padding = "x" * V2BinaryDecoder.max_header_bytes
     assert binary_agrees(*binary_body(wines, parameters={"pad": padding}), decoder)
     assert not decoder._layouts
+
+
+def test_binary_the_last_header_is_recognised_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    rng = np.random.default_rng(40)
+    wines = random_wines(rng, 1)
+    wines[0][schema.WINE_TYPE] = "white"
+    assert binary_agrees(*binary_body(wines), decoder)
+    # Neither looked up nor read again: the body starts with the last header kept.
+    decoder._layouts.clear()
+    monkeypatch.setattr(v2_decode, "_layout", lambda header: pytest.fail("header read again"))
+    wines = random_wines(rng, 1)
+    wines[0][schema.WINE_TYPE] = "white"  # other values, the same header
+    assert binary_agrees(*binary_body(wines), decoder)
+
+
+def test_binary_headers_of_one_length_in_turn_are_each_read_by_their_own_layout() -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    wines = random_wines(np.random.default_rng(41), 1)
+    wines[0][schema.WINE_TYPE] = "red"
+    header, blobs = binary_body(wines)
+    swapped = {"inputs": [header["inputs"][1], header["inputs"][0], *header["inputs"][2:]]}
+    swapped_blobs = [blobs[1], blobs[0], *blobs[2:]]
+    # The same length, and the same bytes but for the order of the first two tensors.
+    assert len(orjson.dumps(swapped)) == len(orjson.dumps(header))
+    for _ in range(2):
+        assert binary_agrees(header, blobs, decoder)
+        assert binary_agrees(swapped, swapped_blobs, decoder)
