@@ -390,3 +390,45 @@ def test_binary_headers_of_one_length_in_turn_are_each_read_by_their_own_layout(
     for _ in range(2):
         assert binary_agrees(header, blobs, decoder)
         assert binary_agrees(swapped, swapped_blobs, decoder)
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["r-1", "r-22", "", "é-3"],
+        ["r-1", 'quote"d', "back\\slash", "line\nfeed", "a\u2028b", "r-6"],
+    ],
+)
+def test_binary_headers_with_a_new_id_each_are_read_with_their_own_id(ids: list[str]) -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    wines = random_wines(np.random.default_rng(42), 1)
+    for request_id in ids:
+        assert binary_agrees(*binary_body(wines, id=request_id), decoder)
+
+
+def test_binary_a_header_with_another_id_is_not_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    wines = random_wines(np.random.default_rng(43), 1)
+    assert binary_agrees(*binary_body(wines, id="request-1"), decoder)
+    monkeypatch.setattr(v2_decode, "_layout", lambda header: pytest.fail("header read again"))
+    assert binary_agrees(*binary_body(wines, id="request-2"), decoder)
+    # Only the id differs: any other change is no longer the template's header.
+    monkeypatch.undo()
+    assert binary_agrees(*binary_body(wines, id="request-3", parameters={"x": 1}), decoder)
+    assert binary_agrees(
+        *binary_body(wines, id="request-4", outputs=[{"name": "quality"}]), decoder
+    )
+
+
+@pytest.mark.parametrize("extra", [{"id": "FP32"}, {"id": "p", "parameters": {"copy": "p"}}])
+def test_binary_an_id_whose_text_the_header_holds_twice_makes_no_template(
+    extra: dict[str, Any],
+) -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    wines = random_wines(np.random.default_rng(44), 1)
+    assert binary_agrees(*binary_body(wines, **extra), decoder)
+    assert decoder._id_template is None
+    again = extra | {"id": extra["id"] + "x"}
+    assert binary_agrees(*binary_body(wines, **again), decoder)
