@@ -451,9 +451,9 @@ class V2BinaryDecoder:
         return V2Infer(_matrix(flat, n), request_id, layout.column_shape, layout.outputs)
 
     def _read_header(self, body: bytes, header_length: int) -> tuple[_Layout | None, str | None]:
-        """(layout, request id) of the header ``body[:header_length]``. A layout is kept (and
-        its header remembered as the last) when the header names no request id and is short;
-        a header with an id is tried against the id template, and makes the next one."""
+        """(layout, request id) of the header ``body[:header_length]``. A short header's layout
+        is kept (and the header remembered as the last) when it names no request id; a header
+        with an id is tried against the id template, and (short) makes the next one."""
         template = self._id_template
         if template is not None:
             request_id = template.id_of(body, header_length)
@@ -465,12 +465,12 @@ class V2BinaryDecoder:
             layout = _layout(header)
             if layout is None:
                 return None, None
+            if len(header) > self.max_header_bytes:
+                return layout, layout.id
             if layout.id is not None:
                 # Likely never seen again, but for its id: not kept, a template instead.
                 self._id_template = _id_template(header, layout, layout.id) or template
                 return layout, layout.id
-            if len(header) > self.max_header_bytes:
-                return layout, None
             if len(self._layouts) >= self.max_layouts:
                 self._layouts.clear()
             self._layouts[header] = layout

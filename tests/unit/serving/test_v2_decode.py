@@ -432,3 +432,11 @@ def test_binary_an_id_whose_text_the_header_holds_twice_makes_no_template(
     assert decoder._id_template is None
     again = extra | {"id": extra["id"] + "x"}
     assert binary_agrees(*binary_body(wines, **again), decoder)
+
+
+def test_binary_a_long_header_with_an_id_makes_no_template() -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    wines = random_wines(np.random.default_rng(45), 1)
+    padding = "x" * V2BinaryDecoder.max_header_bytes
+    assert binary_agrees(*binary_body(wines, id="r-1", parameters={"pad": padding}), decoder)
+    assert decoder._id_template is None
