@@ -24,7 +24,7 @@ ranges in plain Python (numpy's fixed cost per call is several times the work on
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import attrgetter, itemgetter, le
 from typing import Annotated, Any, Final, Literal, NamedTuple, Union
 
@@ -69,6 +69,25 @@ _MAXIMA: Final = tuple(f.maximum for f in schema.FEATURES)
 # Row-major bounds of n rows of measurements, for one ``map(le, ...)`` over all the values.
 _ROW_MINIMA: Final = {n: _MINIMA * n for n in range(1, SMALL_ROWS + 1)}
 _ROW_MAXIMA: Final = {n: _MAXIMA * n for n in range(1, SMALL_ROWS + 1)}
+
+
+def _one_row_check() -> Callable[[Sequence[float]], bool]:
+    """Whether the 11 measurements of one row lie within their ranges: one chained comparison
+    per value, written from the schema's ranges (``repr`` of a float reads back as itself).
+    0.28 µs where ``map(le, ...)`` over the bounds and the values, twice, took 0.53."""
+    names = [f"v{i}" for i in range(_N_FEATURES)]
+    checks = " and ".join(
+        f"{f.minimum!r} <= {name} <= {f.maximum!r}"
+        for f, name in zip(schema.FEATURES, names, strict=True)
+    )
+    source = f"def in_range(values):\n    {', '.join(names)} = values\n    return {checks}\n"
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # noqa: S102 (the schema's own floats, nothing from a request)
+    check: Callable[[Sequence[float]], bool] = namespace["in_range"]
+    return check
+
+
+_ONE_ROW_IN_RANGE: Final = _one_row_check()
 _SHAPES: Final = {n: frozenset({(n,), (n, 1)}) for n in range(1, SMALL_ROWS + 1)}
 _F32: Final = np.dtype("<f4")
 _MATRIX_BYTES: Final = {n: struct.Struct(f"<{n * _N_INPUTS}f") for n in range(1, SMALL_ROWS + 1)}
@@ -283,8 +302,9 @@ class _Layout(NamedTuple):
     values: struct.Struct
     """All the measurements of the binary section, in its order (``wine_type``'s bytes
     skipped)."""
-    row_major: itemgetter[Any]
-    """The unpacked values -> the measurements row by row, in the schema's order."""
+    row_major: itemgetter[Any] | None
+    """The unpacked values -> the measurements row by row, in the schema's order (None when
+    they come in that order)."""
     wine_type: tuple[int, int]
     """Where ``wine_type``'s bytes lie in the binary section (start, end)."""
     id: str | None
@@ -334,7 +354,7 @@ def _layout(header: bytes) -> _Layout | None:
         n,
         offset,
         struct.Struct("".join(fmt)),
-        itemgetter(*order),
+        None if order == list(range(len(order))) else itemgetter(*order),
         wine_type,
         doc.id,
         column_shape,
@@ -421,7 +441,9 @@ class V2BinaryDecoder:
         self._id_template: _IdTemplate | None = None
         """The last header with a request id that made a template."""
 
-    def decode(self, body: bytes, header_length: int) -> V2Infer | None:
+    def decode(  # noqa: PLR0911 (one early return per refusal)
+        self, body: bytes, header_length: int
+    ) -> V2Infer | None:
         if not 0 < header_length <= len(body):
             return None
         last_header, layout = self._last
@@ -434,20 +456,27 @@ class V2BinaryDecoder:
         if len(body) - header_length != layout.size or n > self._max_rows:
             return None
         start, end = layout.wine_type
-        flags = _wine_type_flags(body[header_length + start : header_length + end], n)
+        wine_type = body[header_length + start : header_length + end]
+        values = layout.values.unpack_from(body, header_length)
+        if layout.row_major is not None:
+            values = layout.row_major(values)
+        if n == 1:  # the common request, without the loops
+            flag = _WINE_TYPE_ELEMENTS.get(wine_type)
+            # NaN fails the comparisons, as infinities do.
+            if flag is None or not _ONE_ROW_IN_RANGE(values):
+                return None
+            matrix = _matrix((*values, flag), 1)
+            return V2Infer(matrix, request_id, layout.column_shape, layout.outputs)
+        flags = _wine_type_flags(wine_type, n)
         if flags is None:
             return None
-        values = layout.row_major(layout.values.unpack_from(body, header_length))
         # NaN fails both comparisons, as infinities fail one.
         if not (all(map(le, _ROW_MINIMA[n], values)) and all(map(le, values, _ROW_MAXIMA[n]))):
             return None
-        if n == 1:
-            flat = [*values, flags[0]]
-        else:
-            flat = [0.0] * (n * _N_INPUTS)
-            for j in range(_N_FEATURES):
-                flat[j::_N_INPUTS] = values[j::_N_FEATURES]
-            flat[_N_FEATURES::_N_INPUTS] = flags
+        flat = [0.0] * (n * _N_INPUTS)
+        for j in range(_N_FEATURES):
+            flat[j::_N_INPUTS] = values[j::_N_FEATURES]
+        flat[_N_FEATURES::_N_INPUTS] = flags
         return V2Infer(_matrix(flat, n), request_id, layout.column_shape, layout.outputs)
 
     def _read_header(self, body: bytes, header_length: int) -> tuple[_Layout | None, str | None]:

@@ -440,3 +440,16 @@ def test_binary_a_long_header_with_an_id_makes_no_template() -> None:
     padding = "x" * V2BinaryDecoder.max_header_bytes
     assert binary_agrees(*binary_body(wines, id="r-1", parameters={"pad": padding}), decoder)
     assert decoder._id_template is None
+
+
+@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("feature", schema.FEATURES, ids=lambda f: f.name)
+def test_binary_each_measurement_is_checked_against_its_range(n: int, feature: Any) -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    wines = random_wines(np.random.default_rng(46), n)
+    low, high = np.float32(feature.minimum), np.float32(feature.maximum)
+    outside = [np.nextafter(low, np.float32(-np.inf)), np.nextafter(high, np.float32(np.inf))]
+    for value in [low, high, *outside]:
+        wines[-1][feature.name] = float(value)
+        taken = binary_agrees(*binary_body(wines), decoder)
+        assert not taken or value not in outside
