@@ -12,6 +12,7 @@ from tests.unit.serving.test_typed_decode import random_wines
 
 from winequality.contract import parsers, schema
 from winequality.contract.problems import FeatureError
+from winequality.serving import v2_decode
 from winequality.serving.v2_decode import V2BinaryDecoder, decode_v2
 
 MAX_ROWS = 100
@@ -361,3 +362,94 @@ def test_binary_long_headers_are_not_kept() -> None:
     padding = "x" * V2BinaryDecoder.max_header_bytes
     assert binary_agrees(*binary_body(wines, parameters={"pad": padding}), decoder)
     assert not decoder._layouts
+
+
+def test_binary_the_last_header_is_recognised_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    rng = np.random.default_rng(40)
+    wines = random_wines(rng, 1)
+    wines[0][schema.WINE_TYPE] = "white"
+    assert binary_agrees(*binary_body(wines), decoder)
+    # Neither looked up nor read again: the body starts with the last header kept.
+    decoder._layouts.clear()
+    monkeypatch.setattr(v2_decode, "_layout", lambda header: pytest.fail("header read again"))
+    wines = random_wines(rng, 1)
+    wines[0][schema.WINE_TYPE] = "white"  # other values, the same header
+    assert binary_agrees(*binary_body(wines), decoder)
+
+
+def test_binary_headers_of_one_length_in_turn_are_each_read_by_their_own_layout() -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    wines = random_wines(np.random.default_rng(41), 1)
+    wines[0][schema.WINE_TYPE] = "red"
+    header, blobs = binary_body(wines)
+    swapped = {"inputs": [header["inputs"][1], header["inputs"][0], *header["inputs"][2:]]}
+    swapped_blobs = [blobs[1], blobs[0], *blobs[2:]]
+    # The same length, and the same bytes but for the order of the first two tensors.
+    assert len(orjson.dumps(swapped)) == len(orjson.dumps(header))
+    for _ in range(2):
+        assert binary_agrees(header, blobs, decoder)
+        assert binary_agrees(swapped, swapped_blobs, decoder)
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["r-1", "r-22", "", "é-3"],
+        ["r-1", 'quote"d', "back\\slash", "line\nfeed", "a\u2028b", "r-6"],
+    ],
+)
+def test_binary_headers_with_a_new_id_each_are_read_with_their_own_id(ids: list[str]) -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    wines = random_wines(np.random.default_rng(42), 1)
+    for request_id in ids:
+        assert binary_agrees(*binary_body(wines, id=request_id), decoder)
+
+
+def test_binary_a_header_with_another_id_is_not_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    wines = random_wines(np.random.default_rng(43), 1)
+    assert binary_agrees(*binary_body(wines, id="request-1"), decoder)
+    monkeypatch.setattr(v2_decode, "_layout", lambda header: pytest.fail("header read again"))
+    assert binary_agrees(*binary_body(wines, id="request-2"), decoder)
+    # Only the id differs: any other change is no longer the template's header.
+    monkeypatch.undo()
+    assert binary_agrees(*binary_body(wines, id="request-3", parameters={"x": 1}), decoder)
+    assert binary_agrees(
+        *binary_body(wines, id="request-4", outputs=[{"name": "quality"}]), decoder
+    )
+
+
+@pytest.mark.parametrize("extra", [{"id": "FP32"}, {"id": "p", "parameters": {"copy": "p"}}])
+def test_binary_an_id_whose_text_the_header_holds_twice_makes_no_template(
+    extra: dict[str, Any],
+) -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    wines = random_wines(np.random.default_rng(44), 1)
+    assert binary_agrees(*binary_body(wines, **extra), decoder)
+    assert decoder._id_template is None
+    again = extra | {"id": extra["id"] + "x"}
+    assert binary_agrees(*binary_body(wines, **again), decoder)
+
+
+def test_binary_a_long_header_with_an_id_makes_no_template() -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    wines = random_wines(np.random.default_rng(45), 1)
+    padding = "x" * V2BinaryDecoder.max_header_bytes
+    assert binary_agrees(*binary_body(wines, id="r-1", parameters={"pad": padding}), decoder)
+    assert decoder._id_template is None
+
+
+@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("feature", schema.FEATURES, ids=lambda f: f.name)
+def test_binary_each_measurement_is_checked_against_its_range(n: int, feature: Any) -> None:
+    decoder = V2BinaryDecoder(MAX_ROWS)
+    wines = random_wines(np.random.default_rng(46), n)
+    low, high = np.float32(feature.minimum), np.float32(feature.maximum)
+    outside = [np.nextafter(low, np.float32(-np.inf)), np.nextafter(high, np.float32(np.inf))]
+    for value in [low, high, *outside]:
+        wines[-1][feature.name] = float(value)
+        taken = binary_agrees(*binary_body(wines), decoder)
+        assert not taken or value not in outside

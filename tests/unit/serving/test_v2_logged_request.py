@@ -1,29 +1,48 @@
-"""The V2 endpoint's encoding of small binary requests for the payload logger is the logger's."""
+"""What the V2 endpoint hands the payload logger for a binary-tensor request: a V2 JSON request
+of the model matrix, which the drift detector reads as the rows that were served."""
 
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
+import orjson
 import pytest
 
+from winequality.contract import schema
 from winequality.contract.parsers import SMALL_ROWS
-from winequality.inference.remote import encode_request
+from winequality.monitoring.payloads import rows_from_payload
 from winequality.serving.routes.v2 import logged_request
 
 
-@pytest.mark.parametrize("rows", range(1, SMALL_ROWS + 1))
-def test_small_matrices_encode_byte_for_byte_as_encode_request(rows: int) -> None:
+def served_matrix(rows: int) -> npt.NDArray[np.float32]:
     rng = np.random.default_rng(rows)
-    matrix = rng.uniform(0, 300, (rows, 12)).astype(np.float32)
+    lows = [f.minimum for f in schema.FEATURES]
+    highs = [f.maximum for f in schema.FEATURES]
+    matrix = np.empty((rows, schema.N_MODEL_COLUMNS), dtype=np.float32)
+    matrix[:, :-1] = rng.uniform(lows, highs, (rows, len(lows)))
     matrix[:, -1] = rng.integers(0, 2, rows)
-    assert logged_request(matrix) == encode_request(matrix)
+    return matrix
 
 
-def test_larger_matrices_are_left_to_the_logger() -> None:
-    assert logged_request(np.zeros((SMALL_ROWS + 1, 12), dtype=np.float32)) is None
+@pytest.mark.parametrize("rows", [1, 2, SMALL_ROWS, SMALL_ROWS + 1, 100])
+def test_the_logged_request_is_one_v2_tensor_holding_the_matrix(rows: int) -> None:
+    matrix = served_matrix(rows)
+    (tensor,) = orjson.loads(logged_request(matrix))["inputs"]
+    assert tensor["name"] == schema.ONNX_INPUT
+    assert tensor["datatype"] == "FP32"
+    assert tensor["shape"] == [rows, schema.N_MODEL_COLUMNS]
+    # Each float32 value in a form that reads back as itself.
+    assert np.array_equal(np.asarray(tensor["data"], dtype=np.float32), matrix)
 
 
-@pytest.mark.parametrize("rows", [1, 3])
-def test_flags_other_than_0_and_1_encode_as_encode_request(rows: int) -> None:
-    matrix = np.full((rows, 12), 2.5, dtype=np.float32)
-    matrix[:, -1] = np.linspace(0.2, 0.9, rows)
-    assert logged_request(matrix) == encode_request(matrix)
+@pytest.mark.parametrize("rows", [1, 3, 100])
+def test_the_detector_reads_the_logged_request_as_the_served_rows(rows: int) -> None:
+    matrix = served_matrix(rows)
+    measurements, is_white = rows_from_payload(orjson.loads(logged_request(matrix)))
+    assert np.array_equal(measurements.astype(np.float32), matrix[:, :-1])
+    assert np.array_equal(is_white, matrix[:, -1] == 1.0)
+
+
+def test_a_matrix_in_column_order_is_logged_as_the_same_request() -> None:
+    matrix = served_matrix(3)
+    assert logged_request(np.asfortranarray(matrix)) == logged_request(matrix)

@@ -6,7 +6,6 @@ Tensors are named as in the Triton ensemble: the 11 measurements (FP32) and ``wi
 
 from __future__ import annotations
 
-from functools import lru_cache
 from itertools import chain
 from typing import ClassVar, Final
 
@@ -17,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from winequality.contract import schema
 from winequality.contract.features import Matrix
-from winequality.contract.parsers import SMALL_ROWS, parse_v2_infer
+from winequality.contract.parsers import parse_v2_infer
 from winequality.contract.problems import Problem
 from winequality.inference.predictor import Prediction
 from winequality.serving.errors import RequestError
@@ -90,11 +89,8 @@ class V2InferEndpoint(HotEndpoint):
         request, binary = parsed
         request_id = request.id if request.id is not None else rid
         out = self._answers.encode(model.metadata.version, request_id, request, prediction)
-        if not binary:
-            return out, body
         # Binary tensor data is not JSON: the logger gets the matrix as a V2 JSON request.
-        small = logged_request(request.matrix)
-        return out, (request.matrix if small is None else small)
+        return out, (logged_request(request.matrix) if binary else body)
 
 
 class AnswerEncoder:
@@ -159,50 +155,43 @@ def answer_template(version: str, outputs: tuple[str, ...], column_shape: bool) 
     return template.replace(b'"@version@"', orjson.dumps(version).replace(b"%", b"%%"), 1)
 
 
-@lru_cache(maxsize=SMALL_ROWS)
-def _logged_template(rows: int) -> bytes:
-    """``encode_request``'s output for ``rows`` rows with a ``%b`` slot per tensor's values."""
-    # Imported here, as the payload logger does: aiohttp comes with the remote client.
-    from winequality.inference.remote import build_v2_request
-
-    doc = build_v2_request(np.zeros((rows, schema.N_MODEL_COLUMNS), dtype=np.float32))
-    for i, tensor in enumerate(doc["inputs"]):
-        tensor["data"] = f"@{i}@"
-    template = orjson.dumps(doc).replace(b"%", b"%%")
-    for i in range(len(doc["inputs"])):
-        template = template.replace(b'"@%d@"' % i, b"[%b]", 1)
-    return template
-
-
-def logged_request(matrix: Matrix) -> bytes | None:
-    """The payload logger's encoding of a small matrix (``remote.encode_request``, byte for
-    byte), or None for a larger one (the logger encodes it). One orjson call writes the float32
-    values in their shortest form, as ``encode_request`` does, instead of one per tensor."""
-    rows = len(matrix)
-    if rows > SMALL_ROWS:
-        return None
-    if rows == 1:  # a row is its own columns: no transposed copy
-        values = orjson.dumps(matrix, option=orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b",")
-        wine_type = _WINE_TYPE_JSON.get(values[-1])
-        if wine_type is not None:  # the flag of a parsed request
-            values[-1] = wine_type
-            return _logged_template(1) % tuple(values)
-    columns = np.ascontiguousarray(matrix.T)
-    values = orjson.dumps(columns, option=orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b"],[")
-    try:
-        # The flags a parsed request has, as orjson writes them.
-        values[-1] = b",".join([_WINE_TYPE_JSON[flag] for flag in values[-1].split(b",")])
-    except KeyError:  # any other value: white from 0.5 up, as encode_request has it
-        values[-1] = b",".join([_WINE_TYPE_JSON[flag >= 0.5] for flag in matrix[:, -1].tolist()])
-    return _logged_template(rows) % tuple(values)
+def _logged_head() -> tuple[bytes, bytes]:
+    """``logged_request``'s bytes before the matrix (a ``%d`` slot for its rows) and after it."""
+    doc = {
+        "inputs": [
+            {
+                "name": schema.ONNX_INPUT,
+                "shape": ["@rows@", schema.N_MODEL_COLUMNS],
+                "datatype": "FP32",
+                "data": "@data@",
+            }
+        ]
+    }
+    head, tail = orjson.dumps(doc).replace(b"%", b"%%").split(b'"@data@"')
+    return head.replace(b'"@rows@"', b"%d"), tail
 
 
-_WINE_TYPE_JSON: Final[dict[object, bytes]] = {
-    False: b'"red"',
-    True: b'"white"',
-    b"0.0": b'"red"',
-    b"1.0": b'"white"',
-}
+_LOGGED_HEAD, _LOGGED_TAIL = _logged_head()
+
+
+def logged_request(matrix: Matrix) -> bytes:
+    """The request the payload logger sends for a binary-tensor request (whose body is not
+    JSON): a V2 JSON request of one tensor, the [N, 12] model matrix (``schema.ONNX_INPUT``),
+    which the drift detector reads as it reads the named tensors (``monitoring.payloads``).
+
+    One orjson call writes the float32 values (shortest form) and the is_white flags, where
+    the named tensors took a transposed copy, a template of 12 slots and the wine types spelled
+    out (1.3 µs against 0.5 for one row), and an event 700 bytes longer to copy and send.
+    """
+    if not matrix.flags.c_contiguous:  # orjson writes C-ordered arrays only
+        matrix = np.ascontiguousarray(matrix)
+    return b"".join(
+        (
+            _LOGGED_HEAD % len(matrix),
+            orjson.dumps(matrix, option=orjson.OPT_SERIALIZE_NUMPY),
+            _LOGGED_TAIL,
+        )
+    )
 
 
 # OpenAPI signature of the infer route; HotRoute hands requests to V2InferEndpoint.
