@@ -114,8 +114,9 @@ class Exchange(NamedTuple):
     model_name: str
     received_at: float
     request: bytes | Matrix
-    """The JSON request body, or the model matrix when the body was not plain JSON (V2 binary
-    tensors), which the events carry as a V2 JSON request."""
+    """The request as JSON: the body itself, or JSON the endpoint wrote for a body that is not
+    (V2 binary tensors: ``routes.v2.logged_request``). A model matrix is also taken, encoded
+    by the worker as a V2 JSON request of the named tensors (``request_payload``)."""
     response: bytes
 
 
