@@ -1,5 +1,6 @@
-"""What the V2 endpoint hands the payload logger for a binary-tensor request: a V2 JSON request
-of the model matrix, which the drift detector reads as the rows that were served."""
+"""What the payload logger sends for a binary-tensor V2 request (the endpoint hands it the
+matrix): a V2 JSON request of the model matrix, which the drift detector reads as the rows that
+were served."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from winequality.contract import schema
 from winequality.contract.parsers import SMALL_ROWS
 from winequality.monitoring.payloads import rows_from_payload
-from winequality.serving.routes.v2 import logged_request
+from winequality.serving.payload_logger import matrix_request
 
 
 def served_matrix(rows: int) -> npt.NDArray[np.float32]:
@@ -27,7 +28,7 @@ def served_matrix(rows: int) -> npt.NDArray[np.float32]:
 @pytest.mark.parametrize("rows", [1, 2, SMALL_ROWS, SMALL_ROWS + 1, 100])
 def test_the_logged_request_is_one_v2_tensor_holding_the_matrix(rows: int) -> None:
     matrix = served_matrix(rows)
-    (tensor,) = orjson.loads(logged_request(matrix))["inputs"]
+    (tensor,) = orjson.loads(matrix_request(matrix))["inputs"]
     assert tensor["name"] == schema.ONNX_INPUT
     assert tensor["datatype"] == "FP32"
     assert tensor["shape"] == [rows, schema.N_MODEL_COLUMNS]
@@ -38,11 +39,11 @@ def test_the_logged_request_is_one_v2_tensor_holding_the_matrix(rows: int) -> No
 @pytest.mark.parametrize("rows", [1, 3, 100])
 def test_the_detector_reads_the_logged_request_as_the_served_rows(rows: int) -> None:
     matrix = served_matrix(rows)
-    measurements, is_white = rows_from_payload(orjson.loads(logged_request(matrix)))
+    measurements, is_white = rows_from_payload(orjson.loads(matrix_request(matrix)))
     assert np.array_equal(measurements.astype(np.float32), matrix[:, :-1])
     assert np.array_equal(is_white, matrix[:, -1] == 1.0)
 
 
 def test_a_matrix_in_column_order_is_logged_as_the_same_request() -> None:
     matrix = served_matrix(3)
-    assert logged_request(np.asfortranarray(matrix)) == logged_request(matrix)
+    assert matrix_request(np.asfortranarray(matrix)) == matrix_request(matrix)
