@@ -6,7 +6,7 @@ bridge network (containers use the host's network, or none), its socket, pidfile
 log in a folder of its own, the data root ``/var/lib/docker`` (images and build cache survive
 the run) unless ``WINEQ_TEST_DOCKERD_DATA_ROOT`` names another. Every test session that uses
 that daemon holds a shared lock on it; the session that started it stops it by PID once the
-others are done.
+others are done (at its release, or when its process exits if another session still uses it).
 
 Debian's client (``/usr/bin/docker``: the ``docker`` first on PATH may lack BuildKit) builds
 with ``DOCKER_BUILDKIT=1``: the engine's built-in frontend has cache mounts and pulls nothing.
@@ -17,6 +17,7 @@ cache folder), under tags of this session that are removed at its end (the layer
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -179,12 +180,34 @@ class DockerEngine:
             return
         if self.daemon is not None:
             fcntl.flock(self._users, fcntl.LOCK_UN)
-            fcntl.flock(self._users, fcntl.LOCK_EX)  # every other session is done with it
-            self.daemon.stop(timeout=30)
-            if self._run_dir is not None:
-                _remove_run_dir(self._run_dir)
+            try:
+                fcntl.flock(self._users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                # Another session still uses it (the other worker building images on a fresh
+                # machine took over 6 minutes): waiting here counted against this module's
+                # last test's timeout. The daemon is stopped when this process exits instead,
+                # once the others are done.
+                atexit.register(self._stop_when_unused)
+                return
+            self._stop_daemon()
         self._users.close()
         self._users = None
+
+    def _stop_when_unused(self) -> None:
+        if self._users is None:
+            return
+        fcntl.flock(self._users, fcntl.LOCK_EX)  # every other session is done with it
+        self._stop_daemon()
+        self._users.close()
+        self._users = None
+
+    def _stop_daemon(self) -> None:
+        if self.daemon is not None:
+            self.daemon.stop(timeout=30)
+            self.daemon = None
+        if self._run_dir is not None:
+            _remove_run_dir(self._run_dir)
+            self._run_dir = None
 
 
 def _answers(env: Mapping[str, str]) -> bool:
