@@ -9,7 +9,7 @@ this module from the model repository. It must therefore depend on numpy and
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -139,13 +139,16 @@ def postprocess(
     return quality, np.rint(quality).astype(np.int32)
 
 
-def _read_only_float32(value: float) -> npt.NDArray[np.float32]:
-    array = np.array(value, dtype=np.float32)
+_Shared = TypeVar("_Shared", bound=np.ndarray)
+
+
+def read_only(array: _Shared) -> _Shared:
+    """``array``, made read-only: a constant shared by every request must not be written."""
     array.flags.writeable = False
     return array
 
 
 _QUALITY_BOUNDS: Final = (
-    _read_only_float32(schema.QUALITY_MIN),
-    _read_only_float32(schema.QUALITY_MAX),
+    read_only(np.array(schema.QUALITY_MIN, dtype=np.float32)),
+    read_only(np.array(schema.QUALITY_MAX, dtype=np.float32)),
 )

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from winequality import artifacts
 from winequality.artifacts import ModelMetadata
 from winequality.contract import schema
-from winequality.contract.features import Matrix, postprocess
+from winequality.contract.features import Matrix, postprocess, read_only
 from winequality.contract.parsers import SMALL_ROWS
 
 
@@ -145,13 +145,8 @@ def read_bundle_metadata(bundle: Path) -> ModelMetadata:
     return metadata
 
 
-def _read_only(array: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
-    array.flags.writeable = False
-    return array
-
-
 _ONE_CLASS: Final = tuple(
-    _read_only(np.array([c], dtype=np.int32))
+    read_only(np.array([c], dtype=np.int32))
     for c in range(schema.QUALITY_MIN, schema.QUALITY_MAX + 1)
 )
 """The class array of a one-row prediction, shared (read-only): one allocation less a request."""
