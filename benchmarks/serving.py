@@ -8,7 +8,8 @@ same moments of a shared machine). Servers (``benchmarks/baseline_app.py``):
 * ``floor``: uvicorn + a constant-answer ASGI app (reads the body, sends a fixed answer): what
   the HTTP server costs per request, the limit;
 * ``floor-proto``: the same constant answer from our server's protocol (``http_server``'s path
-  for the hot POSTs, which skips uvicorn's ASGI cycle): the floor of that path;
+  for the hot POSTs, /predict and V2 infer, which skips uvicorn's ASGI cycle): the floor of
+  that path;
 * ``lean``: FastAPI + orjson + onnxruntime on the same ONNX file, validating nothing;
 * ``tutorial``: pydantic + pandas + the pickled scikit-learn pipeline;
 * ``winequality``: ``python -m winequality.serving`` on the bundle, full validation, metrics on,
@@ -449,7 +450,9 @@ def main() -> None:
             (tmp / f"{kind}.json").write_bytes(body)
         apps = (*APPS, BEFORE) if args.before is not None else APPS
         everyone = apps
-        v2_servers = ("floor", OURS, BEFORE) if args.before is not None else ("floor", OURS)
+        # floor-proto too: the protocol path's cost of V2's larger bodies, beside /predict's.
+        v2_servers = ("floor", "floor-proto", OURS)
+        v2_servers += (BEFORE,) if args.before is not None else ()
         scenarios = {
             "single": Scenario("/predict", "single", args.connections, everyone),
             "batch": Scenario("/predict", "batch", args.connections, everyone),
@@ -781,6 +784,14 @@ def report(
         ("single /predict vs tutorial", ("single", OURS), ("single", "tutorial"), "", None, False),
         ("V2 JSON vs /predict", ("v2 JSON", OURS), ("single", OURS), ">= 1", 1.0, False),
         ("V2 binary vs /predict", ("v2 binary", OURS), ("single", OURS), ">= 1", 1.0, False),
+        (
+            "V2 JSON vs /predict, floor-proto",
+            ("v2 JSON", "floor-proto"),
+            ("single", "floor-proto"),
+            "",
+            None,
+            False,
+        ),
         ("p99 at c=1 vs floor's", ("latency", OURS), ("latency", "floor"), "<= 2", 2.0, True),
     ]
     if BEFORE in apps:
