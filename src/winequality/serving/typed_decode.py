@@ -40,16 +40,16 @@ class _Flag(float):
 # msgspec decodes a string enum's names itself (anything else is refused); the members being
 # floats, a wine's fields are all doubles to ``struct`` as they come, where swapping the names
 # for their flags in the flat list cost about 2 us of a 100-wine batch.
-_WineType = enum.Enum(  # type: ignore[misc]
-    "_WineType", {name: (name, flag) for name, flag in WINE_TYPE_FLAGS.items()}, type=_Flag
+WineType = enum.Enum(  # type: ignore[misc]
+    "WineType", {name: (name, flag) for name, flag in WINE_TYPE_FLAGS.items()}, type=_Flag
 )
 # The members' repr shows their name: float's, which Enum picks for a float type, refuses a str.
-_WineType._value_repr_ = repr  # type: ignore[attr-defined]
+WineType._value_repr_ = repr  # type: ignore[attr-defined]
 
 _fields: list[tuple[str, Any]] = [
     (f.name, Annotated[float, msgspec.Meta(ge=f.minimum, le=f.maximum)]) for f in schema.FEATURES
 ]
-_fields.append((schema.WINE_TYPE, _WineType))
+_fields.append((schema.WINE_TYPE, WineType))
 # gc=False: the decoded structs hold floats and enum members only, never a cycle.
 _Wine = msgspec.defstruct("_Wine", _fields, forbid_unknown_fields=True, gc=False)
 _Wines = msgspec.defstruct(

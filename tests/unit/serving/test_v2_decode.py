@@ -3,6 +3,7 @@ everything else it leaves to that parser (None)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from tests.unit.serving.test_typed_decode import random_wines
 from winequality.contract import parsers, schema
 from winequality.contract.problems import FeatureError
 from winequality.serving import v2_decode
-from winequality.serving.v2_decode import V2BinaryDecoder, decode_v2
+from winequality.serving.v2_decode import V2BinaryDecoder, V2JsonDecoder, decode_v2
 
 MAX_ROWS = 100
 
@@ -453,3 +454,106 @@ def test_binary_each_measurement_is_checked_against_its_range(n: int, feature: A
         wines[-1][feature.name] = float(value)
         taken = binary_agrees(*binary_body(wines), decoder)
         assert not taken or value not in outside
+
+
+# --- V2 infer, JSON tensors through the template of the last request ------------------------
+
+
+def one_wine_body(seed: int, nested: bool = True) -> bytes:
+    """A single-row request without an id, as Python's json module writes it (spaces after
+    the separators), the layout a template is made of."""
+    doc = v2_doc(random_wines(np.random.default_rng(seed), 1), nested=False)
+    del doc["id"]
+    for tensor in doc["inputs"]:
+        tensor["shape"] = [1, 1] if nested else [1]
+    return json.dumps(doc).encode()
+
+
+def primed(body: bytes) -> V2JsonDecoder:
+    decoder = V2JsonDecoder(MAX_ROWS)
+    assert reads_as_the_parser(decoder.decode(body), body)
+    assert decoder._template is not None  # what the tests below exercise
+    return decoder
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_v2_template_reads_each_request_s_own_values(nested: bool) -> None:
+    primer = one_wine_body(20, nested)
+    assert all(template_agrees(primer, one_wine_body(seed, nested)) for seed in range(21, 61))
+
+
+def with_value(body: bytes, index: int, text: bytes) -> bytes:
+    """``body`` with the text of tensor ``index``'s one value replaced by ``text``."""
+    pieces = body.split(b"]")
+    piece = pieces[2 * index + 1]
+    pieces[2 * index + 1] = piece[: piece.rindex(b"[") + 1] + text
+    return b"]".join(pieces)
+
+
+def template_agrees(primer: bytes, body: bytes) -> bool:
+    """Whether the template made of ``primer`` took ``body`` itself, which it must exactly when
+    the full decoder does (with the parser's request); the decoder's answer is the same."""
+    decoder = primed(primer)
+    template = decoder._template
+    assert template is not None
+    took = reads_as_the_parser(template.read(body), body)
+    assert took == reads_as_the_parser(decode_v2(body, MAX_ROWS), body)
+    assert reads_as_the_parser(decoder.decode(body), body) == took
+    return took
+
+
+# JSON-invalid numbers Python's float() reads, numbers out of range, members' text, counts.
+TEMPLATE_VALUES = [
+    b"07", b".5", b"+1", b"1.", b"1_0", b"0x10", b"nan", b"NaN", b"Infinity", b"-Infinity",
+    b"1e5", b"-1", b"-0", b"0", b"3", b"1E0", b" 7.25 ", b"\n7.25", b"7.4, 1", b"", b",",
+    b'"7.4"', b"true", b"null", b"[7.4", b"{}", b"7.4}, {", b'7.4, "data": [7.4', b"1e",
+]  # fmt: skip
+TEMPLATE_WINE_TYPES = [
+    b'"red"', b'"white"', b'"whit\\u0065"', b'"rose"', b'"red", "red"', b"1", b' "red" ', b'"',
+    b'"red', b"", b"null", b'"Red"',
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", TEMPLATE_VALUES)
+@pytest.mark.parametrize("index", [0, 5, 10])
+def test_v2_template_takes_what_the_parser_takes(text: bytes, index: int) -> None:
+    template_agrees(one_wine_body(62), with_value(one_wine_body(63), index, text))
+
+
+@pytest.mark.parametrize("text", TEMPLATE_WINE_TYPES)
+def test_v2_template_wine_types_as_the_parser_reads_them(text: bytes) -> None:
+    template_agrees(one_wine_body(64), with_value(one_wine_body(65), 11, text))
+
+
+def test_v2_template_values_moved_across_pieces_are_declined() -> None:
+    decoder = primed(one_wine_body(66))
+    body = one_wine_body(67)
+    pieces = body.split(b"]")
+    # The second value's text moved into the first's piece: the same number of values.
+    first, second = pieces[1], pieces[3]
+    value = second[second.rindex(b"[") + 1 :]
+    pieces[1] = first + b", " + first[: first.rindex(b"[") + 1] + value
+    pieces[3] = value
+    moved = b"]".join(pieces)
+    assert decoder.decode(moved) is None
+    with pytest.raises(FeatureError):
+        parsers.parse_v2_infer(moved, MAX_ROWS)
+
+
+def test_v2_template_is_not_made_of_requests_with_an_id_or_several_rows() -> None:
+    decoder = V2JsonDecoder(MAX_ROWS)
+    doc = json.loads(one_wine_body(68))
+    assert decoder.decode(orjson.dumps(doc | {"id": "a"})) is not None
+    assert decoder._template is None
+    assert decoder.decode(orjson.dumps(v2_doc(random_wines(np.random.default_rng(69), 2))))
+    assert decoder._template is None
+
+
+def test_v2_other_layouts_still_decode_and_leave_the_template() -> None:
+    body = one_wine_body(70)
+    decoder = primed(body)
+    template = decoder._template
+    other = orjson.dumps(json.loads(one_wine_body(71)) | {"id": "b"})  # compact, with an id
+    assert reads_as_the_parser(decoder.decode(other), other)
+    assert decoder._template is template
+    assert reads_as_the_parser(decoder.decode(body), body)

@@ -30,7 +30,7 @@ from winequality.serving.schemas import (
     V2TensorMetadata,
 )
 from winequality.serving.state import ServingState, StateDep
-from winequality.serving.v2_decode import V2BinaryDecoder, V2Infer, decode_v2
+from winequality.serving.v2_decode import V2BinaryDecoder, V2Infer, V2JsonDecoder
 
 MODEL_PATH: Final = f"/v2/models/{schema.MODEL_NAME}"
 
@@ -49,12 +49,13 @@ class V2InferEndpoint(HotEndpoint):
     def __init__(self, state: ServingState) -> None:
         super().__init__(state)
         self._binary = V2BinaryDecoder(self._max_rows)
+        self._json = V2JsonDecoder(self._max_rows)
         self._answers = AnswerEncoder()
 
     def parse(self, body: bytes, extra: bytes | None) -> tuple[Matrix, tuple[V2Infer, bool]]:
         if extra is None:
             # JSON tensors: the typed decoder takes the valid requests, the parser the rest.
-            request = decode_v2(body, self._max_rows)
+            request = self._json.decode(body)
             if request is None:
                 request = V2Infer.of(parse_v2_infer(body, self._max_rows))
             return request.matrix, (request, False)
