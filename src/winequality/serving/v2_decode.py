@@ -253,7 +253,6 @@ _WINE_ROW: Final = msgspec.json.Decoder(
 )
 """One row's 12 values as a JSON array, checked as the row decoders check each tensor's value
 (``wine_type`` read as its flag, ``typed_decode``'s enum of floats)."""
-_ONE_ROW_BYTES: Final = _MATRIX_BYTES[1]
 _VALUE_PIECES: Final = 2 * _N_INPUTS
 """The pieces of a body split at each ``]`` that the template reads: a value piece (the text
 before a tensor's ``]``) after each of the 12 constant ones."""
@@ -298,10 +297,7 @@ class _JsonTemplate(NamedTuple):
             row = _WINE_ROW.decode(b"[%b]" % joined[len(prefix) :].replace(separator, b","))
         except msgspec.DecodeError:
             return None
-        # Packed in place: 0.15 µs less than an array over packed bytes (``_matrix``).
-        matrix = np.empty((1, _N_INPUTS), _F32)
-        _ONE_ROW_BYTES.pack_into(matrix, 0, *row)
-        return V2Infer(matrix, None, request.column_shape, request.outputs)
+        return V2Infer(_matrix(row, 1), None, request.column_shape, request.outputs)
 
 
 def _json_template(body: bytes, request: V2Infer) -> _JsonTemplate | None:
