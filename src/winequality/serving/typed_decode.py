@@ -46,8 +46,13 @@ WineType = enum.Enum(  # type: ignore[misc]
 # The members' repr shows their name: float's, which Enum picks for a float type, refuses a str.
 WineType._value_repr_ = repr  # type: ignore[attr-defined]
 
+MEASUREMENTS: Final = tuple(
+    Annotated[float, msgspec.Meta(ge=f.minimum, le=f.maximum)] for f in schema.FEATURES
+)
+"""The type of each measurement in the schema's order: a number within its physical range
+(the typed decoders' one rule for a value, beside ``WineType``)."""
 _fields: list[tuple[str, Any]] = [
-    (f.name, Annotated[float, msgspec.Meta(ge=f.minimum, le=f.maximum)]) for f in schema.FEATURES
+    (f.name, kind) for f, kind in zip(schema.FEATURES, MEASUREMENTS, strict=True)
 ]
 _fields.append((schema.WINE_TYPE, WineType))
 # gc=False: the decoded structs hold floats and enum members only, never a cycle.

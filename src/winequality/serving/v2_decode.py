@@ -49,7 +49,7 @@ from winequality.contract.parsers import (
     V2Request,
     v2_wine_type_digits,
 )
-from winequality.serving.typed_decode import WineType
+from winequality.serving.typed_decode import MEASUREMENTS, WineType
 
 
 class V2Infer(msgspec.Struct, frozen=True, gc=False):
@@ -157,8 +157,8 @@ def _json_tensor_type(name: str, value: Any) -> Any:
 
 _JSON_TENSORS: Final = (
     *(
-        _json_tensor_type(f.name, Annotated[float, msgspec.Meta(ge=f.minimum, le=f.maximum)])
-        for f in schema.FEATURES
+        _json_tensor_type(f.name, kind)
+        for f, kind in zip(schema.FEATURES, MEASUREMENTS, strict=True)
     ),
     _json_tensor_type(schema.WINE_TYPE, Literal[schema.WINE_TYPES]),
 )
@@ -197,10 +197,7 @@ def _row_decoder(shape: Any) -> msgspec.json.Decoder[Any]:
         )
 
     tensors = (
-        *(
-            tensor(f.name, Annotated[float, msgspec.Meta(ge=f.minimum, le=f.maximum)])
-            for f in schema.FEATURES
-        ),
+        *(tensor(f.name, kind) for f, kind in zip(schema.FEATURES, MEASUREMENTS, strict=True)),
         tensor(schema.WINE_TYPE, Literal[schema.WINE_TYPES]),
     )
     doc = msgspec.defstruct(
@@ -243,14 +240,9 @@ def decode_v2(body: bytes, max_rows: int) -> V2Infer | None:
     return _decode_rows(body, max_rows)
 
 
-_WINE_ROW: Final = msgspec.json.Decoder(
-    tuple[  # type: ignore[misc]
-        (
-            *(Annotated[float, msgspec.Meta(ge=f.minimum, le=f.maximum)] for f in schema.FEATURES),
-            WineType,
-        )
-    ]
-)
+# tuple[...] of the types as values (a type expression mypy cannot read).
+_ROW_TYPE: Any = tuple.__class_getitem__((*MEASUREMENTS, WineType))
+_WINE_ROW: Final[msgspec.json.Decoder[tuple[float, ...]]] = msgspec.json.Decoder(_ROW_TYPE)
 """One row's 12 values as a JSON array, checked as the row decoders check each tensor's value
 (``wine_type`` read as its flag, ``typed_decode``'s enum of floats)."""
 _VALUE_PIECES: Final = 2 * _N_INPUTS
@@ -336,7 +328,7 @@ class V2JsonDecoder:
 
     def decode(self, body: bytes) -> V2Infer | None:
         template = self._template
-        if template is not None and self._max_rows >= 1:
+        if template is not None:  # made of a request decode_v2 took: max_rows >= 1
             request = template.read(body)
             if request is not None:
                 return request
