@@ -168,10 +168,13 @@ def test_the_event_loop_writer_writes_while_running_and_what_is_left_when_closed
     rows = np.full((2, schema.N_MODEL_COLUMNS), 0.25, dtype=np.float32)
     scores = np.array([5.0, 6.5], dtype=np.float32)
 
+    def written() -> float | None:
+        return registry.get_sample_value("winequality_served_rows_written_total")
+
     async def serve() -> None:
         writer.put("early", rows, scores, "7")
         for _ in range(200):
-            if writer.pending() == 0:
+            if written() == 2:  # committed (an empty queue may still mean a COPY in flight)
                 break
             await asyncio.sleep(0.05)
         writer.put("late", rows, scores, "7")  # still queued when the app stops
@@ -222,7 +225,7 @@ def test_one_copy_carries_every_queued_request_exactly(postgres: PostgresServer)
             if writer.pending() == 0:
                 break
             await asyncio.sleep(0.05)
-        sink.close()
+        await sink.aclose()
 
     asyncio.run(serve())
     store = FeedbackStore(url)
@@ -285,7 +288,7 @@ def test_the_event_loop_writer_sends_one_copy_a_linger_under_steady_load(
             await asyncio.sleep(0.002)
         elapsed = time.monotonic() - began
         await settle()
-        sink.close()
+        await sink.aclose()
         return elapsed
 
     elapsed = asyncio.run(serve())
@@ -295,6 +298,74 @@ def test_the_event_loop_writer_sends_one_copy_a_linger_under_steady_load(
     assert stored == sent
     assert registry.get_sample_value("winequality_served_rows_written_total") == sent
     assert copies <= 1 + elapsed / linger + 2, copies
+
+
+def test_closing_the_event_loop_writer_after_a_commit_it_has_not_heard_writes_once(
+    postgres: PostgresServer,
+) -> None:
+    """The app stops when a COPY is committed but the writer has not read the answer yet (the
+    window in which giving its batch back wrote it twice): it is written once, and so are the
+    requests queued after it, which go in one more COPY."""
+    import asyncio
+
+    import numpy as np
+    import psycopg
+    from prometheus_client import CollectorRegistry
+
+    from winequality.feedback_store import FeedbackSink
+    from winequality.feedback_store.writer import AsyncServedRowWriter
+
+    url = postgres.url("close_mid_copy")
+    postgres.create_database("close_mid_copy")
+    registry = CollectorRegistry()
+    sink = FeedbackSink(url, share_served=True, linger_s=0.05, registry=registry)
+    writer = sink.served_rows
+    assert isinstance(writer, AsyncServedRowWriter)
+    rows = np.full((3, schema.N_MODEL_COLUMNS), 0.5, dtype=np.float32)
+    batch, later = 200, 50
+    sent = 0
+
+    def put(n: int, prefix: str) -> None:
+        nonlocal sent
+        for _ in range(n):
+            writer.put(f"{prefix}{sent:031x}", rows, None, "7")
+            sent += 1
+
+    async def serve() -> bool:
+        put(1, "t")  # the first COPY creates the table the probe reads
+        while registry.get_sample_value("winequality_served_rows_written_total") != 3:
+            await asyncio.sleep(0.01)
+        with psycopg.connect(url, autocommit=True) as probe:
+            for _ in range(10):  # one COPY's commit, seen before its writer hears of it
+                before = sent
+                put(batch, "a")
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(0)
+                    if not writer.in_flight():
+                        if writer.pending() == 0 and stored(probe) == sent:
+                            break  # missed: the writer heard the commit first
+                        continue
+                    # The loop is blocked here: the writer cannot hear the commit meanwhile.
+                    if stored(probe) > before:
+                        put(later, "b")
+                        await sink.aclose()
+                        return True
+        await sink.aclose()
+        return False
+
+    def stored(probe: psycopg.Connection[Any]) -> int:
+        (count,) = probe.execute("SELECT count(*) FROM served_requests").fetchone() or (0,)
+        return int(count)
+
+    caught = asyncio.run(serve())
+    ((count, distinct),) = postgres.query(
+        "close_mid_copy", "SELECT count(*), count(DISTINCT request_id) FROM served_requests"
+    )
+    assert caught, "no COPY was seen committed before its writer heard of it"
+    assert (count, distinct) == (sent, sent)
+    assert registry.get_sample_value("winequality_served_rows_written_total") == 3 * sent
+    assert writer.pending() == 0
 
 
 class Traffic(threading.Thread):

@@ -167,10 +167,20 @@ class FeedbackSink:
         lookup = functools.partial(self._run, lambda store: store.served(request_id))
         return await anyio.to_thread.run_sync(lookup)
 
+    async def aclose(self) -> None:
+        """``close`` from the app's event loop: the served rows' writer finishes the write in
+        flight before the last one, so no request is written twice."""
+        if self.served_rows is not None:
+            await self.served_rows.aclose()
+        await anyio.to_thread.run_sync(self._close_store)
+
     def close(self) -> None:
         """Write the queued served rows (one last attempt), then close the connections."""
         if self.served_rows is not None:
             self.served_rows.close()
+        self._close_store()
+
+    def _close_store(self) -> None:
         with self._lock:
             if self._store is not None:
                 self._store.close()

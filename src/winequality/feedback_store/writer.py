@@ -237,6 +237,12 @@ class ServedRowWriter:
                 failing = True
                 pause = min(max(pause * 2, BACKOFF_MIN_S), BACKOFF_MAX_S)
 
+    async def aclose(self, timeout_s: float = 5.0) -> None:
+        """``close`` from an event loop, in a worker thread (the last write blocks)."""
+        import anyio.to_thread
+
+        await anyio.to_thread.run_sync(self.close, timeout_s)
+
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the thread after one last attempt; what still waits is dropped and counted."""
         self._stop.set()
@@ -260,9 +266,11 @@ class AsyncServedRowWriter(ServedRowWriter):
     """The writer as a task on the running event loop (started by the first ``put`` made on
     it; elsewhere the thread), writing by ``COPY`` on an async psycopg connection to
     ``conninfo``, everything queued in one ``COPY`` (``batch_max`` defaults to the queue's
-    bound). ``close`` (sync, at shutdown) stops the task and writes what is left with the
-    synchronous store; a batch the task was writing then may be written twice (harmless: a
-    lookup takes the latest row of a request id, and both are the same)."""
+    bound). ``aclose`` (the app's shutdown) lets the ``COPY`` in flight commit, then writes what
+    is left in one more: each request once. ``close`` (sync, for a caller that cannot await)
+    cancels the task and writes what is left with the synchronous store; a batch the task was
+    writing then may be written twice (harmless for a lookup, which takes the latest row of a
+    request id, and both are the same, but a count of the table sees it twice)."""
 
     def __init__(
         self,
@@ -282,6 +290,7 @@ class AsyncServedRowWriter(ServedRowWriter):
         self._conn: object | None = None
         self._inflight: list[Entry] | None = None
         self._schema_ready = False
+        self._wake: asyncio.Event | None = None
 
     def _start(self) -> None:
         try:
@@ -292,16 +301,24 @@ class AsyncServedRowWriter(ServedRowWriter):
         with self._start_lock:
             if not self._started and not self._stop.is_set():
                 self._started = True
-                self._task = loop.create_task(self._arun(), name="served-row-writer")
+                self._wake = asyncio.Event()
+                self._task = loop.create_task(self._arun(self._wake), name="served-row-writer")
 
-    async def _arun(self) -> None:
+    def in_flight(self) -> bool:
+        """Whether a ``COPY`` is on its way (its requests are no longer ``pending``)."""
+        return self._inflight is not None
+
+    async def _arun(self, wake: asyncio.Event) -> None:
         import anyio.to_thread
 
         pause = self.linger_s
         failing = False
         next_prune = time.monotonic()
         while not self._stop.is_set():
-            await asyncio.sleep(pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), pause)  # set by aclose only
+            if self._stop.is_set():
+                break
             if await self._aflush():
                 if failing:
                     log.warning("served rows reach the feedback store again")
@@ -318,18 +335,20 @@ class AsyncServedRowWriter(ServedRowWriter):
                 failing = True
                 pause = min(max(pause * 2, BACKOFF_MIN_S), BACKOFF_MAX_S)
 
-    async def _aflush(self) -> bool:
+    async def _aflush(self, *, last: bool = False) -> bool:
+        """One linger's writing; ``last`` (``aclose``): also once stopping has begun."""
         import psycopg
 
         left = len(self._queue)  # what arrives meanwhile waits for the next linger
-        while left > 0 and self._queue and not self._stop.is_set():
+        while left > 0 and self._queue and (last or not self._stop.is_set()):
             batch = self._take(min(self.batch_max, left))
             left -= len(batch)
             self._inflight = batch
             try:
                 await self._copy(batch)
             except asyncio.CancelledError:
-                if self._inflight is not None:
+                if self._inflight is not None:  # else close() gave it back already
+                    self._inflight = None
                     self._give_back(batch)
                 raise
             except (psycopg.Error, OSError) as exc:
@@ -375,6 +394,28 @@ class AsyncServedRowWriter(ServedRowWriter):
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()  # type: ignore[attr-defined]
+
+    async def aclose(self, timeout_s: float = 5.0) -> None:
+        """Stop the task once the ``COPY`` it is sending (if any) is committed, then send what
+        is left in one last ``COPY``, each within ``timeout_s``; what still waits then is
+        dropped and counted. On a writer that runs as a thread, ``close`` in a worker thread."""
+        task, wake = self._task, self._wake
+        if task is None or wake is None or task.get_loop() is not asyncio.get_running_loop():
+            await super().aclose(timeout_s)
+            return
+        self._stop.set()
+        self._task = None
+        wake.set()
+        # On a timeout wait_for cancels the task: its batch in flight goes back to the queue.
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._aflush(last=True), timeout_s)
+        await self._disconnect()
+        if self._queue:  # the store failed or was too slow: _aflush gave the batch back
+            rows = sum(len(e[2].rows) for e in self._take_all())
+            self.metrics.dropped.labels("shutdown").inc(rows)
+            log.error("%d served wine(s) not written to the feedback store at shutdown", rows)
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._stop.set()

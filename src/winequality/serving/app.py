@@ -221,7 +221,7 @@ def create_app(
                     await watcher
             if payloads is not None:
                 await payloads.stop()
-            state.feedback.close()
+            await state.feedback.aclose()
             await manager.close()
 
     app = ServingApp(
