@@ -239,7 +239,11 @@ class ServingSettings(ProjectSettings, AppDataSettings, HttpServerSettings):
     served_rows_linger_s: float = 1.0
     """How long answered requests accumulate before the insert that carries them: fewer, larger
     inserts take less of the app's CPU (``benchmarks/served_rows.py``); a label for a request
-    another replica answered within this time waits once for it."""
+    another replica answered within this time waits for it (``served_rows_lookup_wait_s``)."""
+    served_rows_lookup_wait_s: float = 2.0
+    """Beyond a linger, how long a label for a request unknown here keeps looking for it in the
+    store (another replica's write may be slow to get there: a busy database, its first
+    connection) before the 404; the looks grow from 0.1 s apart."""
     served_rows_retention_s: float = 86_400.0
     """Served rows older than this are deleted from the store (a label must arrive within it)."""
 

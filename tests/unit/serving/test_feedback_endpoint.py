@@ -309,3 +309,31 @@ def test_feedback_by_request_id_works_on_another_app_sharing_the_store(
         store.close()
     assert frame.iloc[0]["alcohol"] == 12.5
     assert frame.iloc[0][schema.WINE_TYPE] == "white"
+
+
+def test_a_label_sent_before_the_serving_replica_wrote_the_request_waits_for_it(
+    model_dir: Path, feedback_db: Path
+) -> None:
+    """The replica that answered writes a second later (its linger); the label, sent at once to
+    another replica, keeps looking for the lookup wait instead of answering 404."""
+
+    def app_settings(linger_s: float) -> ServingSettings:
+        return ServingSettings(
+            model_dir=model_dir,
+            feedback_db=feedback_db,
+            served_rows_shared=True,
+            served_rows_linger_s=linger_s,
+            served_rows_lookup_wait_s=3.0,
+            _env_file=None,  # type: ignore[call-arg]
+        )
+
+    with (
+        TestClient(create_app(app_settings(1.0))) as first,
+        TestClient(create_app(app_settings(0.05))) as second,
+    ):
+        rid = first.post("/predict", json={"wines": [example_wine("red")]}).json()["request_id"]
+        began = time.monotonic()
+        response = second.post("/feedback", json={"request_id": rid, "index": 0, "quality": 6})
+        waited = time.monotonic() - began
+        assert response.status_code == 201, response.text
+    assert waited > 0.5  # it was not in the store at the first looks

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Final
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -104,13 +105,17 @@ def _problems(exc: ValidationError, quality_row: int | None = None) -> list[Prob
 async def _served(state: ServingState, rid: str) -> ServedRequest | None:
     """What was served under ``rid``: here, else in the shared store (``StoreError`` when it
     cannot be read). A request another replica answered a moment ago may still wait in its
-    writer's queue: one more look after a linger."""
+    writer's queue, or be on its way: more looks, for a linger and the lookup wait."""
     local = state.recent.get(rid)
     if local is not None or not state.feedback.shares_served_rows:
         return local
+    settings = state.settings
+    deadline = time.monotonic() + settings.served_rows_linger_s + settings.served_rows_lookup_wait_s
+    pause = 0.1
     found = await state.feedback.served(rid)
-    if found is None:
-        await asyncio.sleep(state.settings.served_rows_linger_s + 0.3)
+    while found is None and (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(pause, left))
+        pause *= 2
         found = await state.feedback.served(rid)
     return found
 
