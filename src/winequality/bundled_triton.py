@@ -368,7 +368,7 @@ class BundledTriton:
         log.info("tritonserver ready at %s in %.1f s", self.server.http_url, self.server.startup_s)
         self.reloader = TritonReloader(
             repository,
-            RepositoryClient(self.server.grpc_url),
+            RepositoryClient(self.server.grpc_url, server=self.server.process),
             "python",
             max_batch_size=self.settings.triton_max_batch_size,
         )

@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -60,11 +60,19 @@ from winequality.inference.predictor import (
     read_bundle_metadata,
 )
 
+if TYPE_CHECKING:
+    from winequality.process import ManagedProcess
+
 log = logging.getLogger(__name__)
 
 ENSEMBLE: Final = schema.MODEL_NAME
 LIVE_STATES: Final = frozenset({"READY", "LOADING", "UNLOADING"})
 """Index states of a version that still holds resources on the server."""
+
+
+UNAVAILABLE_RETRIES: Final = 2
+UNAVAILABLE_PAUSE_S: Final = 0.25
+"""A repository call that lost its connection is tried again after 0.25 s, then 0.5 s."""
 
 
 class TritonReloadError(BundleError):
@@ -79,22 +87,48 @@ class RepositoryClient:
     Python-backend model, which starts a stub process). Its gRPC frontend does not.
     """
 
-    def __init__(self, grpc_url: str, timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        grpc_url: str,
+        timeout_s: float = 300.0,
+        *,
+        server: ManagedProcess | None = None,
+        retries: int = UNAVAILABLE_RETRIES,
+    ) -> None:
         # Imported here: only the bundled Triton's reload needs the gRPC client.
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
 
         self.url = grpc_url
         self.timeout_s = timeout_s
+        self.server = server
+        self.retries = retries
         self._grpc = grpcclient
-        self._errors: type[Exception] = InferenceServerException
+        self._errors: type[InferenceServerException] = InferenceServerException
         self._client = grpcclient.InferenceServerClient(grpc_url)
 
     def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return getattr(self._client, method)(*args, client_timeout=self.timeout_s, **kwargs)
-        except self._errors as exc:
-            raise TritonReloadError(f"{what} failed on Triton at {self.url}: {exc}") from exc
+        """``method`` of the gRPC client; UNAVAILABLE (the connection dropped under the call)
+        is tried again while the server runs. Each call here is idempotent: a load of what
+        is loaded already changes nothing."""
+        attempt = 0
+        while True:
+            try:
+                return getattr(self._client, method)(*args, client_timeout=self.timeout_s, **kwargs)
+            except self._errors as exc:
+                server = self.server
+                if server is not None and not server.alive():
+                    code = server.proc.returncode if server.proc else None
+                    raise TritonReloadError(
+                        f"{what} failed: Triton at {self.url} exited with {code} "
+                        f"({exc}); its log ends:\n{server.log_tail(20)}"
+                    ) from exc
+                if exc.status() != "StatusCode.UNAVAILABLE" or attempt == self.retries:
+                    why = f"{what} failed on Triton at {self.url}: {exc}"
+                    raise TritonReloadError(why) from exc
+                log.warning("%s on Triton at %s: %s; trying again", what, self.url, exc)
+                time.sleep(UNAVAILABLE_PAUSE_S * 2**attempt)
+                attempt += 1
 
     def index(self) -> dict[tuple[str, str], tuple[str, str]]:
         """``{(model, version): (state, reason)}`` of the repository index."""
