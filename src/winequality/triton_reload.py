@@ -130,6 +130,10 @@ class RepositoryClient:
                 time.sleep(UNAVAILABLE_PAUSE_S * 2**attempt)
                 attempt += 1
 
+    def server_alive(self) -> bool:
+        """False once the server this client was given has exited (True when not given)."""
+        return self.server is None or self.server.alive()
+
     def index(self) -> dict[tuple[str, str], tuple[str, str]]:
         """``{(model, version): (state, reason)}`` of the repository index."""
         doc = self._call("the repository index", "get_model_repository_index", as_json=True)
@@ -282,6 +286,8 @@ class TritonReloader:
                 self.versions.pop(str(version), None)
                 self._withdraw(staged)
                 keeps = f"version {served.version}" if served else "no model"
+                if not self.client.server_alive():
+                    keeps = "Triton exited, so nothing"
                 raise TritonReloadError(
                     f"Triton did not take {bundle} as version {version} ({exc}); "
                     f"{keeps} keeps serving"

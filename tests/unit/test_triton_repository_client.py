@@ -75,8 +75,10 @@ def test_a_server_that_exited_is_named_with_its_exit_code_and_log(tmp_path: Path
     assert server.proc is not None
     server.proc.wait(30)
     transport = Transport(dropped())
+    repo = client(transport, server=server)
+    assert not repo.server_alive()
     with pytest.raises(TritonReloadError) as raised:
-        client(transport, server=server).load("elasticnet")
+        repo.load("elasticnet")
     assert "exited with 139" in str(raised.value)
     assert "Signal (11) received." in str(raised.value)
     assert transport.calls == 1
