@@ -407,8 +407,12 @@ class AsyncServedRowWriter(ServedRowWriter):
         self._task = None
         wake.set()
         # On a timeout wait_for cancels the task: its batch in flight goes back to the queue.
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+        try:
             await asyncio.wait_for(task, timeout_s)
+        except (TimeoutError, asyncio.CancelledError):
+            pass
+        except Exception:  # what is still queued is written below all the same
+            log.exception("the served-row writer failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._aflush(last=True), timeout_s)
         await self._disconnect()
