@@ -70,9 +70,10 @@ LIVE_STATES: Final = frozenset({"READY", "LOADING", "UNLOADING"})
 """Index states of a version that still holds resources on the server."""
 
 
-UNAVAILABLE_RETRIES: Final = 2
+UNAVAILABLE_RETRIES: Final = 4
 UNAVAILABLE_PAUSE_S: Final = 0.25
-"""A repository call that lost its connection is tried again after 0.25 s, then 0.5 s."""
+"""A repository call that lost its connection is tried again after 0.25 s, 0.5, 1 and 2 s:
+about 4 s for a busy server to take connections again."""
 
 
 class TritonReloadError(BundleError):

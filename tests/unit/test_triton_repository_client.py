@@ -11,7 +11,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from winequality.process import ManagedProcess
-from winequality.triton_reload import RepositoryClient, TritonReloadError
+from winequality.triton_reload import UNAVAILABLE_RETRIES, RepositoryClient, TritonReloadError
 
 
 class Transport:
@@ -52,10 +52,10 @@ def test_a_call_that_lost_its_connection_is_tried_again(monkeypatch: pytest.Monk
 
 def test_a_connection_lost_on_every_try_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("winequality.triton_reload.UNAVAILABLE_PAUSE_S", 0.0)
-    transport = Transport(dropped(), dropped(), dropped())
+    transport = Transport(*(dropped() for _ in range(UNAVAILABLE_RETRIES + 1)))
     with pytest.raises(TritonReloadError, match=r"loading elasticnet failed .*Socket closed"):
         client(transport).load("elasticnet")
-    assert transport.calls == 3
+    assert transport.calls == UNAVAILABLE_RETRIES + 1
 
 
 def test_a_refusal_is_not_tried_again() -> None:
