@@ -105,8 +105,10 @@ def test_while_the_store_is_down_requests_wait_overflow_is_counted_and_the_rest_
 ) -> None:
     registry = CollectorRegistry()
     outcomes: list[str | None] = []
+    # A linger long enough for the 15 puts to land before the first attempt takes the queue:
+    # taken earlier, the emptied queue would accept more than 10 and get them back on top.
     writer = ServedRowWriter(
-        lambda: flaky, max_requests=10, max_rows=1_000, linger_s=0.02, retention_s=3600.0,
+        lambda: flaky, max_requests=10, max_rows=1_000, linger_s=0.5, retention_s=3600.0,
         registry=registry, outcome=outcomes.append,
     )  # fmt: skip
     flaky.down = True

@@ -245,21 +245,35 @@ def test_each_service_is_reported_when_it_is_ready_with_progress_meanwhile(
 
 
 def test_a_service_starts_only_once_the_job_it_needs_has_finished(tmp_path: Path) -> None:
-    marker = tmp_path / "model"
+    marker, other_ready = tmp_path / "model", tmp_path / "other-ready"
+    # The job finishes only once "other" has been reported ready: that order is the test's, not
+    # a race between a server's start and a sleep; "other" needing the job would time it out.
     job = JobSpec(
         "model",
         [sys.executable, "-c",
-         f"import pathlib, time; time.sleep(1); pathlib.Path({str(marker)!r}).write_text('m')"],
+         "import pathlib, sys, time\n"
+         "deadline = time.monotonic() + 60\n"
+         f"while not pathlib.Path({str(other_ready)!r}).exists():\n"
+         "    if time.monotonic() > deadline: sys.exit('other was never reported ready')\n"
+         "    time.sleep(0.05)\n"
+         f"pathlib.Path({str(marker)!r}).write_text('m')\n"],
         {**os.environ},
         finish=lambda: "written",
         failure=lambda last: f"failed: {last}",
     )  # fmt: skip
     lines: list[str] = []
-    stack = Stack(tmp_path / "logs")
+
+    def echo(line: str) -> None:
+        lines.append(line)
+        if line.split(maxsplit=1)[0] == "other" and "ready after" in line:
+            other_ready.touch()
+
+    # No progress notes: a slow start must not add lines to the order checked below.
+    stack = Stack(tmp_path / "logs", progress_every_s=3600)
     try:
         stack.start(
             [http_service("app", tmp_path, needs=marker), http_service("other", tmp_path)],
-            lines.append,
+            echo,
             jobs=[job],
         )
         assert [line.split()[0] for line in lines] == ["other", "model", "app"]
