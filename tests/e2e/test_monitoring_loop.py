@@ -17,10 +17,10 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pandas as pd
@@ -62,6 +62,21 @@ def mixed_champion(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Pa
     run(["dvc", "repro"], repo, pipeline_env(repo))
     assert json.loads((repo / "reports/promotion.json").read_text())["promoted"] is True
     return repo
+
+
+T = TypeVar("T")
+
+
+def settled(look: Callable[[], T], done: Callable[[T], bool], timeout_s: float = 60.0) -> T:
+    """``look()`` once ``done`` holds for it, else the last look after ``timeout_s`` (the
+    caller's asserts then say what is wrong). The app sends the payloads and Prometheus scrapes
+    after the requests were answered: what they lead to arrives when it does."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = look()
+        if done(value) or time.monotonic() >= deadline:
+            return value
+        time.sleep(0.5)
 
 
 @dataclass
@@ -185,11 +200,15 @@ def test_stable_traffic_raises_no_alert_and_starts_no_retraining(stack: RunningS
         "--scenario", "stable", "--rows", "250", "--batch", "50", "--follow", "5",
         "--no-until-loop-closed",
     )  # fmt: skip
-    detector = stack.get("detector", "/drift")
+    # 250 rows: two full windows of 100 once every payload is in, and never a third.
+    detector = settled(lambda: stack.get("detector", "/drift"), lambda d: d["windows_tested"] >= 2)
     assert detector["windows_tested"] == 2, detector
     assert detector["drift_found"] is False, detector["latest"]
     # Prometheus did scrape the detector (the absence of an alert means something).
-    query = stack.get("prometheus", "/api/v1/query?query=seldon_metric_drift_found")
+    query = settled(
+        lambda: stack.get("prometheus", "/api/v1/query?query=seldon_metric_drift_found"),
+        lambda q: bool(q["data"]["result"]),
+    )
     assert [r["value"][1] for r in query["data"]["result"]] == ["0"], query
     assert stable["first_drift"] is None, stable
     assert not stable["alert_seen"], stable
@@ -239,7 +258,7 @@ def test_readme_demo_in_order_retrains_once_and_records_why(
         "--scenario", "stable", "--rows", "400", "--batch", "50", "--follow", "10",
         "--no-until-loop-closed",
     )  # fmt: skip
-    detector = stack.get("detector", "/drift")
+    detector = settled(lambda: stack.get("detector", "/drift"), lambda d: d["windows_tested"] >= 8)
     assert detector["windows_tested"] == 8, detector  # 4 drifted, 4 stable (not reset by reload)
     assert detector["drift_found"] is False, detector["latest"]
     assert stable["first_drift"] is None, stable

@@ -48,12 +48,12 @@ def weak_champion(project: Path) -> tuple[str, str]:
     return champion(project)
 
 
-def cluster_env(served: Any) -> dict[str, str]:
+def cluster_env(served: Any, rollout_timeout_s: float) -> dict[str, str]:
     return {
         "WINEQ_CLUSTER_NAMESPACE": NS,
         "WINEQ_CLUSTER_API_URL": served.url,
         "WINEQ_CLUSTER_SERVICE_ACCOUNT_DIR": str(served.service_account),
-        "WINEQ_CLUSTER_ROLLOUT_TIMEOUT_S": "3",
+        "WINEQ_CLUSTER_ROLLOUT_TIMEOUT_S": str(rollout_timeout_s),
         "WINEQ_CLUSTER_POLL_INTERVAL_S": "0.05",
     }
 
@@ -75,7 +75,10 @@ def test_a_champion_that_never_gets_ready_is_rolled_back_in_cluster_and_registry
     project: Path, weak_champion: tuple[str, str], cluster_never_ready_but_v1: Any
 ) -> None:
     served = cluster_never_ready_but_v1
-    result = run_retrain(project, retrain_env(project, "good", **cluster_env(served)))
+    # Waited in full for the new run, then again for the revert, which must get ready within
+    # it: short, but not so short that a loaded machine misses the revert's readiness.
+    env = cluster_env(served, rollout_timeout_s=10)
+    result = run_retrain(project, retrain_env(project, "good", **env))
     assert result["outcome"] == "rolled_back", result
     assert result["promoted"] is False
     assert "never became ready" in result["reason"]
@@ -96,7 +99,9 @@ def test_a_champion_that_never_gets_ready_is_rolled_back_in_cluster_and_registry
 def test_a_champion_that_gets_ready_stays_promoted_in_cluster_and_registry(
     project: Path, weak_champion: tuple[str, str], cluster_ready: Any
 ) -> None:
-    result = run_retrain(project, retrain_env(project, "good", **cluster_env(cluster_ready)))
+    # Ends as soon as the rollout is done: a long timeout costs nothing here.
+    env = cluster_env(cluster_ready, rollout_timeout_s=30)
+    result = run_retrain(project, retrain_env(project, "good", **env))
     assert result["outcome"] == "promoted", result
     assert "rolled out" in result["reason"]
     version, run_id = champion(project)

@@ -32,6 +32,9 @@ pytestmark = pytest.mark.integration
 
 DATABASE = "shared_feedback"
 FAST = {"alpha_grid": [0.001, 0.01], "l1_ratio_grid": [0.5, 1.0], "cv_folds": 3}
+LOOKUP_WAIT_S = 10
+# A label for a request no replica wrote is answered only once the lookup wait is over.
+FEEDBACK_CLIENT_TIMEOUT_S = 3 * LOOKUP_WAIT_S
 
 
 def wine_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -60,6 +63,10 @@ def apps(
         "WINEQ_DATABASE_URL": database,
         "WINEQ_DATABASE_TIMEOUT_S": "1",
         "WINEQ_SERVED_ROWS_LINGER_S": "0.05",
+        # A label sent to the other replica right after the answer waits for the serving one's
+        # write, however late a loaded machine makes it. Free during the outage: a lookup that
+        # cannot read the store fails at once, it does not wait.
+        "WINEQ_SERVED_ROWS_LOOKUP_WAIT_S": str(LOOKUP_WAIT_S),
     }
     processes, urls = [], []
     for name in ("a", "b"):
@@ -98,7 +105,7 @@ def test_a_label_by_request_id_is_taken_by_the_replica_that_did_not_serve_it(
     a, b = apps
     labelled = wines.iloc[1500:1560]
     acknowledged = []
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(timeout=FEEDBACK_CLIENT_TIMEOUT_S) as client:
         for start in range(0, len(labelled), 10):
             chunk = labelled.iloc[start : start + 10]
             served_by, labelled_by = (a, b) if start % 20 == 0 else (b, a)
@@ -425,7 +432,7 @@ def test_killing_the_database_mid_run_fails_no_prediction_and_loses_no_acknowled
                 refusals.append(response.json())
 
     try:
-        with httpx.Client(timeout=10) as client:
+        with httpx.Client(timeout=FEEDBACK_CLIENT_TIMEOUT_S) as client:
             label_some(client, 10, a, b)
             assert len(acknowledged) == 10
             postgres.kill()

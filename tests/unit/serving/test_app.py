@@ -398,8 +398,10 @@ def test_watcher_reloads_when_metadata_changes(
     with TestClient(create_app(settings)) as client:
         assert predict(client, {"wines": [example_wine()]}).json()["model_version"] == "1"
         write_model_bundle(model_dir, wine_model, "3")
-        for _ in range(200):
-            if client.get("/health/ready").json()["model_version"] == "3":
+        # Loading a bundle takes a while on a loaded machine: a deadline, not a count of looks.
+        deadline = time.monotonic() + 30
+        while client.get("/health/ready").json()["model_version"] != "3":
+            if time.monotonic() >= deadline:
                 break
             time.sleep(0.02)
         assert predict(client, {"wines": [example_wine()]}).json()["model_version"] == "3"
