@@ -267,21 +267,23 @@ def test_a_locked_store_answers_503_and_the_next_label_after_the_lock_is_stored(
     assert stored(feedback_db)[schema.TARGET].tolist() == [6, 7, 8]
 
 
+def sharing(model_dir: Path, feedback_db: Path, **overrides: Any) -> ServingSettings:
+    """An app sharing its served rows through ``feedback_db`` (a 0.05 s linger by default)."""
+    return ServingSettings(
+        model_dir=model_dir,
+        feedback_db=feedback_db,
+        served_rows_shared=True,
+        **({"served_rows_linger_s": 0.05} | overrides),
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
 def test_feedback_by_request_id_works_on_another_app_sharing_the_store(
     model_dir: Path, feedback_db: Path
 ) -> None:
-    def app_settings() -> ServingSettings:
-        return ServingSettings(
-            model_dir=model_dir,
-            feedback_db=feedback_db,
-            served_rows_shared=True,
-            served_rows_linger_s=0.05,
-            _env_file=None,  # type: ignore[call-arg]
-        )
-
     with (
-        TestClient(create_app(app_settings())) as first,
-        TestClient(create_app(app_settings())) as second,
+        TestClient(create_app(sharing(model_dir, feedback_db))) as first,
+        TestClient(create_app(sharing(model_dir, feedback_db))) as second,
     ):
         wines = [example_wine("red"), example_wine("white") | {"alcohol": 12.5}]
         answer = first.post("/predict", json={"wines": wines}).json()
@@ -319,20 +321,12 @@ def test_a_label_sent_before_the_serving_replica_wrote_the_request_waits_for_it(
     """The replica that answered writes a second later (its linger); the label, sent at once to
     another replica, keeps looking for the lookup wait instead of answering 404."""
 
-    def app_settings(linger_s: float) -> ServingSettings:
-        return ServingSettings(
-            model_dir=model_dir,
-            feedback_db=feedback_db,
-            served_rows_shared=True,
-            served_rows_linger_s=linger_s,
-            # Far past the first app's linger: its write may come late on a loaded machine.
-            served_rows_lookup_wait_s=10.0,
-            _env_file=None,  # type: ignore[call-arg]
-        )
-
+    # A lookup wait far past the first app's linger: its write may come late on a loaded machine.
     with (
-        TestClient(create_app(app_settings(1.0))) as first,
-        TestClient(create_app(app_settings(0.05))) as second,
+        TestClient(create_app(sharing(model_dir, feedback_db, served_rows_linger_s=1.0))) as first,
+        TestClient(
+            create_app(sharing(model_dir, feedback_db, served_rows_lookup_wait_s=10.0))
+        ) as second,
     ):
         rid = first.post("/predict", json={"wines": [example_wine("red")]}).json()["request_id"]
         began = time.monotonic()
