@@ -250,9 +250,13 @@ class ServedRowWriter:
         if thread is not None:
             thread.join(timeout_s)
         if not self.flush():
-            rows = sum(len(e[2].rows) for e in self._take_all())
-            self.metrics.dropped.labels("shutdown").inc(rows)
-            log.error("%d served wine(s) not written to the feedback store at shutdown", rows)
+            self._drop_at_shutdown()
+
+    def _drop_at_shutdown(self) -> None:
+        """What the last attempt left queued: dropped and counted."""
+        rows = sum(len(e[2].rows) for e in self._take_all())
+        self.metrics.dropped.labels("shutdown").inc(rows)
+        log.error("%d served wine(s) not written to the feedback store at shutdown", rows)
 
     def _take_all(self) -> list[Entry]:
         with self._count:
@@ -290,7 +294,8 @@ class AsyncServedRowWriter(ServedRowWriter):
         self._conn: object | None = None
         self._inflight: list[Entry] | None = None
         self._schema_ready = False
-        self._wake: asyncio.Event | None = None
+        self._wake = asyncio.Event()
+        """Set by ``aclose``: the task stops waiting for its linger (bound to a loop on use)."""
 
     def _start(self) -> None:
         try:
@@ -301,14 +306,13 @@ class AsyncServedRowWriter(ServedRowWriter):
         with self._start_lock:
             if not self._started and not self._stop.is_set():
                 self._started = True
-                self._wake = asyncio.Event()
-                self._task = loop.create_task(self._arun(self._wake), name="served-row-writer")
+                self._task = loop.create_task(self._arun(), name="served-row-writer")
 
     def in_flight(self) -> bool:
         """Whether a ``COPY`` is on its way (its requests are no longer ``pending``)."""
         return self._inflight is not None
 
-    async def _arun(self, wake: asyncio.Event) -> None:
+    async def _arun(self) -> None:
         import anyio.to_thread
 
         pause = self.linger_s
@@ -316,7 +320,7 @@ class AsyncServedRowWriter(ServedRowWriter):
         next_prune = time.monotonic()
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), pause)  # set by aclose only
+                await asyncio.wait_for(self._wake.wait(), pause)
             if self._stop.is_set():
                 break
             if await self._aflush():
@@ -399,13 +403,13 @@ class AsyncServedRowWriter(ServedRowWriter):
         """Stop the task once the ``COPY`` it is sending (if any) is committed, then send what
         is left in one last ``COPY``, each within ``timeout_s``; what still waits then is
         dropped and counted. On a writer that runs as a thread, ``close`` in a worker thread."""
-        task, wake = self._task, self._wake
-        if task is None or wake is None or task.get_loop() is not asyncio.get_running_loop():
+        task = self._task
+        if task is None or task.get_loop() is not asyncio.get_running_loop():
             await super().aclose(timeout_s)
             return
         self._stop.set()
         self._task = None
-        wake.set()
+        self._wake.set()
         # On a timeout wait_for cancels the task: its batch in flight goes back to the queue.
         try:
             await asyncio.wait_for(task, timeout_s)
@@ -417,9 +421,7 @@ class AsyncServedRowWriter(ServedRowWriter):
             await asyncio.wait_for(self._aflush(last=True), timeout_s)
         await self._disconnect()
         if self._queue:  # the store failed or was too slow: _aflush gave the batch back
-            rows = sum(len(e[2].rows) for e in self._take_all())
-            self.metrics.dropped.labels("shutdown").inc(rows)
-            log.error("%d served wine(s) not written to the feedback store at shutdown", rows)
+            self._drop_at_shutdown()
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
