@@ -68,3 +68,26 @@ def test_templates_kept_are_bounded() -> None:
         got = encoder.encode(str(i), "r", request, prediction)
         assert got == document(str(i), "r", request, prediction)
         assert len(encoder._templates) <= AnswerEncoder.max_templates
+
+
+def test_answers_alternating_outputs_and_shapes_each_get_their_own_template() -> None:
+    encoder = AnswerEncoder()
+    prediction = Prediction(np.array([6.25], np.float32), np.array([6], np.int32))
+    requests = [
+        V2Infer(np.zeros((1, 12), np.float32), None, shape, outputs)
+        for outputs in OUTPUTS
+        for shape in (True, False)
+    ]
+    for _ in range(3):
+        for request in requests:
+            got = encoder.encode("7", "ab12", request, prediction)
+            assert got == document("7", "ab12", request, prediction)
+
+
+@pytest.mark.parametrize("klass", [-1, 11, 2**31 - 1])
+def test_a_single_row_class_off_the_scale_is_written_as_it_is(klass: int) -> None:
+    # No text is kept for a class off the scale: orjson writes it, as for several rows.
+    prediction = Prediction(np.array([6.25], np.float32), np.array([klass], np.int32))
+    request = V2Infer(np.zeros((1, 12), np.float32), None, True, OUTPUTS[0])
+    got = AnswerEncoder().encode("7", "ab12", request, prediction)
+    assert got == document("7", "ab12", request, prediction)

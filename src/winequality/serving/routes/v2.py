@@ -97,29 +97,41 @@ class V2InferEndpoint(HotEndpoint):
 class AnswerEncoder:
     """V2 answers as orjson writes the document, byte for byte, from a template per (model
     version, outputs, output shape) with a slot for the id and each output's rows and values:
-    small orjson calls and one bytes ``%`` instead of a document built and written."""
+    small orjson calls and one bytes ``%`` instead of a document built and written.
+
+    The template of the last answer is kept beside the others and compared first (a client
+    asks for the same outputs of the same model every time), and a single row's class is one
+    of a few texts: 0.63 µs a single-row answer where the lookup by a tuple key and an orjson
+    call per output took 0.77.
+    """
 
     max_templates: Final = 64
 
     def __init__(self) -> None:
         self._templates: dict[tuple[str, tuple[str, ...], bool], bytes] = {}
+        self._last: tuple[str, tuple[str, ...], bool, bytes] = ("", (), False, b"")
 
     def encode(
         self, version: str, request_id: str, request: V2Infer, prediction: Prediction
     ) -> bytes:
-        outputs = request.outputs
-        template = self._templates.get((version, outputs, request.column_shape))
-        if template is None:
-            template = self._template(version, outputs, request.column_shape)
+        outputs, column_shape = request.outputs, request.column_shape
+        last_version, last_outputs, last_shape, template = self._last
+        if version != last_version or outputs != last_outputs or column_shape != last_shape:
+            template = self._templates.get((version, outputs, column_shape)) or self._template(
+                version, outputs, column_shape
+            )
+            self._last = (version, outputs, column_shape, template)
         n = len(prediction.quality)
         # Python floats of the float32 scores: the values as the document writes them.
-        quality = orjson.dumps(prediction.quality.tolist())
-        classes = orjson.dumps(prediction.quality_class.tolist())
+        quality = _dumps(prediction.quality.tolist())
+        classes = (
+            _ONE_CLASS_TEXT.get(prediction.quality_class.item()) if n == 1 else None
+        ) or _dumps(prediction.quality_class.tolist())
         if outputs == schema.OUTPUTS:  # what a request naming no outputs gets
-            return template % (orjson.dumps(request_id), n, quality, n, classes)
+            return template % (_dumps(request_id), n, quality, n, classes)
         data = {schema.OUTPUT_QUALITY: quality, schema.OUTPUT_CLASS: classes}
         slots = chain.from_iterable((n, data[name]) for name in outputs)
-        return template % (orjson.dumps(request_id), *slots)
+        return template % (_dumps(request_id), *slots)
 
     def _template(self, version: str, outputs: tuple[str, ...], column_shape: bool) -> bytes:
         if len(self._templates) >= self.max_templates:
@@ -128,6 +140,12 @@ class AnswerEncoder:
         self._templates[version, outputs, column_shape] = template
         return template
 
+
+_dumps: Final = orjson.dumps
+_ONE_CLASS_TEXT: Final = {
+    c: orjson.dumps([c]) for c in range(int(schema.QUALITY_MIN), int(schema.QUALITY_MAX) + 1)
+}
+"""A single row's class as its output's data, by class (what orjson writes)."""
 
 _OUTPUT_DATATYPES: Final = {schema.OUTPUT_QUALITY: "FP32", schema.OUTPUT_CLASS: "INT32"}
 
