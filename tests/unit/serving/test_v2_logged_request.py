@@ -47,3 +47,16 @@ def test_the_detector_reads_the_logged_request_as_the_served_rows(rows: int) -> 
 def test_a_matrix_in_column_order_is_logged_as_the_same_request() -> None:
     matrix = served_matrix(3)
     assert matrix_request(np.asfortranarray(matrix)) == matrix_request(matrix)
+
+
+def test_a_few_rows_not_in_c_order_are_logged_as_in_c_order() -> None:
+    # The head by shape is tried first; orjson's refusal of the strided view sends it the long way.
+    matrix = served_matrix(2 * SMALL_ROWS)[::2]
+    assert not matrix.flags.c_contiguous
+    assert matrix_request(matrix) == matrix_request(np.ascontiguousarray(matrix))
+
+
+@pytest.mark.parametrize("shape", [(1, schema.N_MODEL_COLUMNS - 1), (schema.N_MODEL_COLUMNS,)])
+def test_an_array_that_is_no_model_matrix_is_refused(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="not a model matrix"):
+        matrix_request(np.zeros(shape, dtype=np.float32))
