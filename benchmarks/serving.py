@@ -580,6 +580,8 @@ def main() -> None:
                 profile(ours, scenario.path, scripts[name], scenario.connections, duration,
                         args.profile / f"{name.replace(' ', '_')}.txt", name)  # fmt: skip
         swap_duration = min(args.swap_duration, duration) if args.short else args.swap_duration
+        if swap_duration <= 0:  # --swap-duration 0: no run under swaps (wrk refuses -d0s)
+            return
         swaps = swap_under_load(
             ours.url, scripts.get("single", next(iter(scripts.values()))), args.connections,
             swap_duration, args.swap_every, [other, bundle],
