@@ -113,6 +113,8 @@ WINE_TYPES: Final[tuple[WineType, ...]] = ("red", "white")
 TARGET: Final = "quality"
 QUALITY_MIN: Final = 0
 QUALITY_MAX: Final = 10
+QUALITY_CLASSES: Final = range(QUALITY_MIN, QUALITY_MAX + 1)
+"""The classes a score on the scale rounds to."""
 
 # Column order of the numeric matrix the model consumes: the 11 measurements, then wine_type
 # encoded as 1.0 for white and 0.0 for red. The ONNX model, the Triton preprocess step and the

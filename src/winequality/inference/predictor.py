@@ -145,10 +145,7 @@ def read_bundle_metadata(bundle: Path) -> ModelMetadata:
     return metadata
 
 
-_ONE_CLASS: Final = tuple(
-    read_only(np.array([c], dtype=np.int32))
-    for c in range(schema.QUALITY_MIN, schema.QUALITY_MAX + 1)
-)
+_ONE_CLASS: Final = tuple(read_only(np.array([c], dtype=np.int32)) for c in schema.QUALITY_CLASSES)
 """The class array of a one-row prediction, shared (read-only): one allocation less a request."""
 
 

@@ -112,7 +112,7 @@ TYPE_COLOURS: Final[dict[str, tuple[str, str]]] = {
 # The whole quality scale, whatever the split holds: a plot cut at the highest score seen hides
 # how a model treats the rare 3s and 9s.
 QUALITY_LIMITS: Final = (schema.QUALITY_MIN - 0.5, schema.QUALITY_MAX + 0.5)
-QUALITY_TICKS: Final = range(schema.QUALITY_MIN, schema.QUALITY_MAX + 1)
+QUALITY_TICKS: Final = schema.QUALITY_CLASSES
 
 
 def _scatter_by_type(ax: Axes, table: pd.DataFrame, x: pd.Series, y: str) -> None:

@@ -87,10 +87,7 @@ def _encode(
 # What follows the request id (hex: it needs no escaping) up to the first score, and what follows
 # a score, by its class: the class and the next score's key, or (the last wine) the document's end.
 _AFTER_ID: Final = b'","predictions":[{"quality":'
-_CLASS_PIECES: Final = {
-    c: b',"quality_class":%d},{"quality":' % c
-    for c in range(int(schema.QUALITY_MIN), int(schema.QUALITY_MAX) + 1)
-}
+_CLASS_PIECES: Final = {c: b',"quality_class":%d},{"quality":' % c for c in schema.QUALITY_CLASSES}
 _LAST_PIECES: Final = {
     piece: piece.removesuffix(b',{"quality":') + b"]}" for piece in _CLASS_PIECES.values()
 }

@@ -123,15 +123,15 @@ class AnswerEncoder:
             self._last = (version, outputs, column_shape, template)
         n = len(prediction.quality)
         # Python floats of the float32 scores: the values as the document writes them.
-        quality = _dumps(prediction.quality.tolist())
+        quality = orjson.dumps(prediction.quality.tolist())
         classes = (
             _ONE_CLASS_TEXT.get(prediction.quality_class.item()) if n == 1 else None
-        ) or _dumps(prediction.quality_class.tolist())
+        ) or orjson.dumps(prediction.quality_class.tolist())
         if outputs == schema.OUTPUTS:  # what a request naming no outputs gets
-            return template % (_dumps(request_id), n, quality, n, classes)
+            return template % (orjson.dumps(request_id), n, quality, n, classes)
         data = {schema.OUTPUT_QUALITY: quality, schema.OUTPUT_CLASS: classes}
         slots = chain.from_iterable((n, data[name]) for name in outputs)
-        return template % (_dumps(request_id), *slots)
+        return template % (orjson.dumps(request_id), *slots)
 
     def _template(self, version: str, outputs: tuple[str, ...], column_shape: bool) -> bytes:
         if len(self._templates) >= self.max_templates:
@@ -141,10 +141,7 @@ class AnswerEncoder:
         return template
 
 
-_dumps: Final = orjson.dumps
-_ONE_CLASS_TEXT: Final = {
-    c: orjson.dumps([c]) for c in range(int(schema.QUALITY_MIN), int(schema.QUALITY_MAX) + 1)
-}
+_ONE_CLASS_TEXT: Final = {c: orjson.dumps([c]) for c in schema.QUALITY_CLASSES}
 """A single row's class as its output's data, by class (what orjson writes)."""
 
 _OUTPUT_DATATYPES: Final = {schema.OUTPUT_QUALITY: "FP32", schema.OUTPUT_CLASS: "INT32"}
