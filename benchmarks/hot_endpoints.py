@@ -10,7 +10,8 @@ single-row /predict, V2 JSON and V2 binary of one wine, and V2 binary with an id
 The scenarios run in turn, in short blocks (``--block`` requests each), ``--rounds`` times, on
 the thread's CPU clock: the host's drift (other tenants, frequency) hits every scenario of a
 round alike, and the figure kept is the median over the rounds of each scenario's cost over
-/predict's in the same round. ``--before DIR/src`` runs the same measurement on an earlier tree,
+/predict's in the same round, with the 95 % interval of that median (as ``serving.py`` reads
+its A-B-A rounds). ``--before DIR/src`` runs the same measurement on an earlier tree,
 in processes alternating with ours.
 
     uv run python benchmarks/hot_endpoints.py [--rounds 200] [--block 300] [--before DIR/src]
@@ -39,7 +40,7 @@ def measure(data: Path, rounds: int, block: int) -> dict[str, dict[str, float]]:
     encoding, and the median ratio of their sum to /predict's in the same round."""
     from tests.support.bundles import train_model, write_model_bundle
 
-    from benchmarks.serving import V2_INFER, v2_bodies, wines_body
+    from benchmarks.serving import V2_INFER, paired_verdict, v2_bodies, wines_body
     from winequality.contract import schema
     from winequality.data.ingest import read_uci_dir
     from winequality.serving.payload_logger import ENCODE_STEP, EventEncoder, Exchange
@@ -118,16 +119,18 @@ def measure(data: Path, rounds: int, block: int) -> dict[str, dict[str, float]]:
             totals = {
                 n: [a + e for a, e in zip(answers[n], encoding[n], strict=True)] for n in scenarios
             }
-            return {
-                name: {
+            figures = {}
+            for name in scenarios:
+                ratios = [t / p for t, p in zip(totals[name], totals["predict"], strict=True)]
+                _, low, high = paired_verdict(ratios, 1.0)
+                figures[name] = {
                     "answer_us": statistics.median(answers[name]),
                     "encode_us": statistics.median(encoding[name]),
-                    "ratio": statistics.median(
-                        t / p for t, p in zip(totals[name], totals["predict"], strict=True)
-                    ),
+                    "ratio": statistics.median(ratios),
+                    "low": low,
+                    "high": high,
                 }
-                for name in scenarios
-            }
+            return figures
 
     return asyncio.run(run())
 
@@ -163,6 +166,7 @@ def main() -> None:
                     f"{label:6s} {name:20s} answer {figures['answer_us']:6.2f} µs"
                     f"  encoding {figures['encode_us']:5.2f} µs"
                     f"  / predict {figures['ratio']:.3f}"
+                    f" (95 % interval {figures['low']:.3f}-{figures['high']:.3f})"
                 )
 
 
