@@ -40,7 +40,7 @@ def measure(data: Path, rounds: int, block: int) -> dict[str, dict[str, float]]:
     encoding, and the median ratio of their sum to /predict's in the same round."""
     from tests.support.bundles import train_model, write_model_bundle
 
-    from benchmarks.serving import V2_INFER, paired_verdict, v2_bodies, wines_body
+    from benchmarks.serving import V2_INFER, median_interval, v2_bodies, wines_body
     from winequality.contract import schema
     from winequality.data.ingest import read_uci_dir
     from winequality.serving.payload_logger import ENCODE_STEP, EventEncoder, Exchange
@@ -122,7 +122,7 @@ def measure(data: Path, rounds: int, block: int) -> dict[str, dict[str, float]]:
             figures = {}
             for name in scenarios:
                 ratios = [t / p for t, p in zip(totals[name], totals["predict"], strict=True)]
-                _, low, high = paired_verdict(ratios, 1.0)
+                low, high = median_interval(ratios)
                 figures[name] = {
                     "answer_us": statistics.median(answers[name]),
                     "encode_us": statistics.median(encoding[name]),

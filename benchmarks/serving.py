@@ -899,7 +899,7 @@ def report(
         cpu = statistics.median(r.by_cpu for r in rounds)
         each = " ".join(f"{rate:.2f}" for rate in rates)
         verdict, low, high = paired_verdict(rates, 1.0)
-        interval = "none under 6 rounds" if math.isnan(low) else f"{low:.2f}-{high:.2f}"
+        interval = "none, too few rounds" if math.isnan(low) else f"{low:.2f}-{high:.2f}"
         print(
             f"  {_label(name)} vs /predict, A-B-A rounds (median of {each}): "
             f"{statistics.median(rates):.2f}x (by CPU time: {cpu:.2f}x; 95 % interval of the "
@@ -907,18 +907,21 @@ def report(
         )
 
 
-def paired_verdict(ratios: list[float], bound: float) -> tuple[str, float, float]:
-    """(verdict, 95 % confidence interval of the median) for a bar ``median >= bound`` read from
-    A-B-A rounds: "met" when the whole interval is at or above the bound, "MISSED" when it lies
-    below it, "undecided" when it holds the bound, where the host's noise decides a median.
+def median_interval(ratios: list[float]) -> tuple[float, float]:
+    """The 95 % confidence interval of the median of ``ratios``: the distribution-free one
+    (binomial order statistics, ``scipy.stats.quantile_test``), as the rounds of a noisy host are
+    far from normal (a few outliers of 20 % among rounds of 2 %). NaN for too few values (under
+    6)."""
+    interval = stats.quantile_test(ratios, q=1.0, p=0.5).confidence_interval(0.95)
+    return float(interval.low), float(interval.high)
 
-    The interval is the distribution-free one of the median (binomial order statistics,
-    ``scipy.stats.quantile_test``): the rounds of a noisy host are far from normal (a few
-    outliers of 20 % among rounds of 2 %). Under 6 rounds it is undefined, and every verdict
-    undecided.
+
+def paired_verdict(ratios: list[float], bound: float) -> tuple[str, float, float]:
+    """(verdict, ``median_interval``) for a bar ``median >= bound`` read from A-B-A rounds:
+    "met" when the whole interval is at or above the bound, "MISSED" when it lies below it,
+    "undecided" when it holds the bound (the host's noise decides the median) or is undefined.
     """
-    interval = stats.quantile_test(ratios, q=bound, p=0.5).confidence_interval(0.95)
-    low, high = float(interval.low), float(interval.high)
+    low, high = median_interval(ratios)
     if low >= bound:  # NaN (too few rounds) compares false both ways
         return "met", low, high
     if high < bound:
